@@ -1,0 +1,1 @@
+"""Thin surfaces over the product: cli (now); web, slack, teams (later issues)."""

@@ -1,0 +1,106 @@
+"""Wiring: builds the store, embedder, connectors, pipeline and assistant from Settings.
+
+The one place that maps configuration to implementations; surfaces (CLI, web, bots) call it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from assistant.answer import Assistant
+from assistant.llm.base import LlmProvider
+from assistant.llm.extractive import ExtractiveAnswerer
+from auth.identity import CachedResolver, Identity
+from connectors.base import Connector
+from core.errors import ConfigError
+from core.settings import ConnectorSettings, Settings
+from indexer.embedding import Embedder, load_embedder
+from indexer.store.sqlite import SqliteStore
+from indexer.sync import Pipeline, Progress
+from retriever.hybrid import RetrievalParams, Retriever
+
+CONNECTOR_GROUP = "clearance.connectors"
+
+
+def connector_class(kind: str) -> Any:
+    for ep in entry_points(group=CONNECTOR_GROUP):
+        if ep.name == kind:
+            return ep.load()
+    if kind == "files":  # running from a source tree without installed metadata
+        from connectors.files.connector import FilesConnector
+
+        return FilesConnector
+    known = sorted({ep.name for ep in entry_points(group=CONNECTOR_GROUP)} | {"files"})
+    raise ConfigError(f"unknown connector kind {kind!r} (known: {', '.join(known)})")
+
+
+def build_connector(cfg: ConnectorSettings, base_dir: Path) -> Connector:
+    cls = connector_class(cfg.kind)
+    connector: Connector = cls.from_options(cfg.name, cfg.options, base_dir)
+    return connector
+
+
+class Runtime:
+    """Lazily built components for one command invocation."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def store(self) -> SqliteStore:
+        kind = self.settings.file.store.kind
+        if kind != "sqlite":
+            raise ConfigError(f"store kind {kind!r} is not available in this build yet")
+        return SqliteStore(self.settings.store_path)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        cfg = self.settings.file.embedder
+        return load_embedder(cfg.name, batch_size=cfg.batch_size)
+
+    def connectors(self, names: list[str] | None = None) -> list[Connector]:
+        configured = self.settings.file.connectors
+        if not configured:
+            where = self.settings.config_path or "no config file found"
+            raise ConfigError(f"no [[connectors]] configured ({where})")
+        wanted = set(names or [c.name for c in configured])
+        unknown = wanted - {c.name for c in configured}
+        if unknown:
+            raise ConfigError(f"no connector named {sorted(unknown)[0]!r} in the config")
+        return [build_connector(c, self.settings.config_dir) for c in configured
+                if c.name in wanted]
+
+    def pipeline(self, progress: Progress | None = None) -> Pipeline:
+        return Pipeline(self.store, self.embedder, progress=progress)
+
+    @cached_property
+    def resolver(self) -> CachedResolver:
+        return CachedResolver(self.store)
+
+    def identity(self, email: str) -> Identity:
+        if "@" not in email or email.strip() != email or " " in email:
+            raise ConfigError(f"--as needs an email address, got {email!r}")
+        return self.resolver(email)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        r = self.settings.file.retrieval
+        params = RetrievalParams(k=r.k, candidates=r.candidates, fusion=r.fusion, rrf_k=r.rrf_k,
+                                 dense_weight=r.dense_weight,
+                                 passages_per_document=r.passages_per_document)
+        return Retriever(self.store, self.embedder, params)
+
+    @cached_property
+    def provider(self) -> LlmProvider:
+        llm = self.settings.file.llm
+        if llm.provider != "extractive":
+            raise ConfigError(f"llm provider {llm.provider!r} is not available in this build yet")
+        return ExtractiveAnswerer(self.embedder, min_evidence=llm.min_evidence)
+
+    @cached_property
+    def assistant(self) -> Assistant:
+        return Assistant(self.retriever, self.provider,
+                         audit_path=self.settings.home / "audit.jsonl")

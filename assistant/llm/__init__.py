@@ -1,0 +1,1 @@
+"""LLM providers: extractive (offline default); bedrock and openai-compatible come later."""

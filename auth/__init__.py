@@ -1,0 +1,1 @@
+"""Identity: who is asking, and which principals they hold."""

@@ -1,0 +1,1 @@
+"""Connectors pull documents and who may read them from a source."""

@@ -1,0 +1,53 @@
+"""One exception tree for the product; library errors are translated at the boundary."""
+
+from __future__ import annotations
+
+
+class ClearanceError(Exception):
+    """Root of every error Clearance raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ClearanceError):
+    """The configuration file, a flag or the environment is wrong: a user mistake (exit 2)."""
+
+    exit_code = 2
+
+
+class UsageError(ClearanceError):
+    """A command was called the wrong way (exit 2)."""
+
+    exit_code = 2
+
+
+class SourceError(ClearanceError):
+    """A connector could not read its source."""
+
+
+class SourceUnavailable(SourceError):
+    """The source is down or throttling past the retry budget (transient)."""
+
+
+class MalformedDocument(SourceError):
+    """One document (or one ACL file) could not be read; the sync skips and reports it."""
+
+
+class SyncError(ClearanceError):
+    """A sync failed as a whole (error budget spent, store unwritable)."""
+
+
+class SyncLocked(SyncError):
+    """Another sync of the same connector holds the lock."""
+
+
+class StoreError(ClearanceError):
+    """The index store failed."""
+
+
+class EmbedderUnavailable(ClearanceError):
+    """The embedding model cannot be loaded (package missing, files damaged)."""
+
+
+class UnknownDocument(ClearanceError):
+    """A document id that the index does not hold."""

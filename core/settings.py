@@ -1,0 +1,216 @@
+"""Configuration: one pydantic-settings model, loaded once and passed down.
+
+Precedence: command-line flags > environment (CLEARANCE_*) > config file > defaults.
+Every file section is optional except `[[connectors]]` (needed only to sync); unknown keys
+are a config error.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+
+CONFIG_NAME = "clearance.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSettings(Section):
+    kind: Literal["sqlite", "opensearch"] = "sqlite"
+    url: str | None = None
+    index_prefix: str = "clearance"
+    username: str | None = None
+    password_env: str | None = None
+    aws_region: str | None = None
+    ca_bundle: str | None = None
+
+
+class JobsSettings(Section):
+    broker_url: str | None = None
+
+
+class LlmSettings(Section):
+    provider: Literal["extractive", "bedrock", "openai"] = "extractive"
+    model_id: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+    guardrail_id: str | None = None
+    guardrail_version: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    # Extractive answerer: below this evidence score the answer is a refusal.
+    min_evidence: float = 0.3
+
+
+class EmbedderSettings(Section):
+    name: Literal["minilm", "hashing"] = "minilm"
+    batch_size: int = Field(default=32, ge=1, le=1024)
+
+
+class RetrievalSettings(Section):
+    k: int = Field(default=10, ge=1, le=200)
+    candidates: int = Field(default=100, ge=1, le=5000)  # per retriever, before fusion
+    fusion: Literal["weighted_rrf", "rrf", "bm25", "dense"] = "weighted_rrf"
+    rrf_k: int = Field(default=60, ge=1)
+    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    passages_per_document: int = Field(default=3, ge=1, le=20)
+
+
+class GuardrailSettings(Section):
+    denied_topics: list[dict[str, Any]] = []
+    blocked_words: list[str] = []
+    pii: dict[str, Literal["redact", "block"]] = {}
+
+
+class WebSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    oidc_issuer: str | None = None
+    client_id: str | None = None
+    client_secret_env: str | None = None
+    admin_group: str | None = None
+
+
+class SlackSettings(Section):
+    bot_token_env: str | None = None
+    signing_secret_env: str | None = None
+    app_token_env: str | None = None
+    api_url: str | None = None
+
+
+class TeamsSettings(Section):
+    app_id: str | None = None
+    app_password_env: str | None = None
+
+
+class ConnectorSettings(BaseModel):
+    """Keys shared by every connector; each kind validates its own extra keys."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    kind: str
+    schedule: str | None = None
+    permission_schedule: str | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class FileConfig(Section):
+    store: StoreSettings = StoreSettings()
+    jobs: JobsSettings = JobsSettings()
+    llm: LlmSettings = LlmSettings()
+    embedder: EmbedderSettings = EmbedderSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
+    web: WebSettings = WebSettings()
+    slack: SlackSettings = SlackSettings()
+    teams: TeamsSettings = TeamsSettings()
+    connectors: list[ConnectorSettings] = []
+
+    @field_validator("connectors")
+    @classmethod
+    def _unique_names(cls, value: list[ConnectorSettings]) -> list[ConnectorSettings]:
+        names = [c.name for c in value]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"connector names must be unique: {sorted(dup)}")
+        return value
+
+
+class Environment(BaseSettings):
+    """The environment variables Clearance reads (nothing else reads os.environ)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLEARANCE_", extra="ignore")
+
+    home: Path | None = None
+    config: Path | None = None
+    broker_url: str | None = None
+    embedder: Literal["minilm", "hashing"] | None = None
+
+
+class Settings(BaseModel):
+    """Everything a command needs: where state lives, and the parsed config file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+    config_path: Path | None
+    file: FileConfig
+
+    @property
+    def config_dir(self) -> Path:
+        return self.config_path.parent if self.config_path else Path.cwd()
+
+    @property
+    def store_path(self) -> Path:
+        return self.home / "index.sqlite3"
+
+    def connector(self, name: str) -> ConnectorSettings:
+        for c in self.file.connectors:
+            if c.name == name:
+                return c
+        raise ConfigError(f"no connector named {name!r} in {self.config_path}")
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{path}: {where}: {msg}"
+
+
+def read_config_file(path: Path) -> FileConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        return FileConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def find_config(flag: Path | None, env: Environment, home: Path) -> Path | None:
+    """`--config`, then CLEARANCE_CONFIG, then ./clearance.toml, then $CLEARANCE_HOME/clearance.toml."""
+    explicit = flag or env.config
+    if explicit is not None:
+        return explicit.expanduser().resolve()
+    for candidate in (Path.cwd() / CONFIG_NAME, home / CONFIG_NAME):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def load_settings(home: Path | None = None, config: Path | None = None) -> Settings:
+    try:
+        env = Environment()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, Path("environment"))) from None
+    home_dir = (home or env.home or Path("~/.clearance")).expanduser().resolve()
+    config_path = find_config(config, env, home_dir)
+    file = read_config_file(config_path) if config_path else FileConfig()
+    overrides: dict[str, Any] = {}
+    if env.broker_url:
+        overrides["jobs"] = file.jobs.model_copy(update={"broker_url": env.broker_url})
+    if env.embedder:
+        overrides["embedder"] = file.embedder.model_copy(update={"name": env.embedder})
+    if overrides:
+        file = file.model_copy(update=overrides)
+    return Settings(home=home_dir, config_path=config_path, file=file)

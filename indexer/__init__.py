@@ -1,0 +1,1 @@
+"""Indexing: chunking, embedding, stores and the sync pipeline."""

@@ -1,0 +1,1 @@
+"""Index stores: the protocol, the embedded SQLite store and (production) OpenSearch."""

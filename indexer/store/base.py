@@ -1,0 +1,118 @@
+"""Store protocols: chunks with ACL fields, identities, and sync state.
+
+Every backend satisfies the same protocols and passes the same contract tests
+(tests/contract/store_contract.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from core.acl import Acl, AclFilter
+from core.models import Alias, Chunk, Document, Membership
+
+
+@dataclass(frozen=True)
+class DocState:
+    content_hash: str
+    acl_key: str
+    embedder: str
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    doc_id: str
+    connector: str
+    title: str
+    url: str
+    content_hash: str
+    acl: Acl
+    embedder: str
+    chunks: int
+    updated: str | None
+    acl_confirmed_at: float
+
+
+@dataclass(frozen=True)
+class ChunkHit:
+    chunk_id: int
+    doc_id: str
+    ordinal: int
+    score: float
+    text: str
+    title: str
+    url: str
+    headings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConnectorStats:
+    documents: int
+    chunks: int
+    readable_by_nobody: int
+    oldest_acl_confirmed_at: float | None
+
+
+class ChunkStore(Protocol):
+    def batch(self) -> AbstractContextManager[None]:
+        """Group writes (one page of a sync); committed together at exit."""
+        ...
+
+    def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]: ...
+
+    def upsert(self, doc: Document, chunks: Sequence[Chunk],
+               vectors: npt.NDArray[np.float32], embedder: str, run_id: str) -> None: ...
+
+    def update_acl(self, doc_id: str, acl: Acl, run_id: str | None) -> bool:
+        """Replace a document's ACL without touching its content; False if not indexed."""
+        ...
+
+    def mark_seen(self, doc_ids: Sequence[str], run_id: str | None) -> None:
+        """Record that a sync saw these documents with an unchanged ACL (confirmed now).
+
+        `run_id` None (a permission pass) confirms the ACL without counting as a full-sync sighting.
+        """
+        ...
+
+    def delete_unseen(self, connector: str, run_id: str) -> list[str]:
+        """Delete the connector's documents that sync `run_id` did not see; return their ids."""
+        ...
+
+    def delete(self, doc_ids: Sequence[str]) -> None: ...
+
+    def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]: ...
+
+    def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter, limit: int) -> list[ChunkHit]: ...
+
+    def document(self, doc_id: str) -> StoredDocument | None: ...
+
+    def stats(self, connector: str) -> ConnectorStats: ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deterministic dump of everything indexed (tests compare two of them)."""
+        ...
+
+
+class StateStore(Protocol):
+    def get_state(self, key: str) -> Any | None: ...
+
+    def set_state(self, key: str, value: Any) -> None: ...
+
+    def delete_state(self, key: str) -> None: ...
+
+
+class IdentityStoreProtocol(Protocol):
+    def replace_identities(self, source: str, memberships: Iterable[Membership],
+                           aliases: Iterable[Alias]) -> None: ...
+
+    def groups_of(self, members: Iterable[str]) -> list[Membership]: ...
+
+    def aliases_of(self, email: str) -> list[Alias]: ...
+
+    def identity_version(self) -> int: ...

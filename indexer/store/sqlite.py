@@ -1,0 +1,431 @@
+"""The embedded store: one SQLite file with FTS5 (BM25), vectors and ACL tables.
+
+ACLs are shared rows (`acls`, `acl_gates`, `acl_deny`); chunks point at one. The caller's
+principals select the admitted ACL ids in SQL (every gate met, no deny), and both retrievers
+apply that set *before* ranking: FTS5 joins it in the same statement, the dense scan masks
+rows before taking the top k. Vectors are cached in memory and reloaded when a write
+changes the store's generation counters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from core.acl import Acl, AclFilter
+from core.errors import StoreError
+from core.models import Alias, Chunk, Document, Membership
+from indexer.store.base import ChunkHit, ConnectorStats, DocState, StoredDocument
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS acls (
+    acl_id INTEGER PRIMARY KEY, acl_key TEXT NOT NULL UNIQUE,
+    n_gates INTEGER NOT NULL, nobody_reason TEXT);
+CREATE TABLE IF NOT EXISTS acl_gates (acl_id INTEGER NOT NULL, gate INTEGER NOT NULL,
+    principal TEXT NOT NULL, PRIMARY KEY (principal, acl_id, gate)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS acl_deny (acl_id INTEGER NOT NULL, principal TEXT NOT NULL,
+    PRIMARY KEY (principal, acl_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY, connector TEXT NOT NULL, title TEXT NOT NULL, url TEXT NOT NULL,
+    updated TEXT, content_hash TEXT NOT NULL, acl_id INTEGER NOT NULL REFERENCES acls,
+    embedder TEXT NOT NULL, seen_run TEXT, acl_confirmed_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS documents_connector ON documents (connector, seen_run);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL REFERENCES documents ON DELETE CASCADE,
+    ordinal INTEGER NOT NULL, headings TEXT NOT NULL, text TEXT NOT NULL,
+    acl_id INTEGER NOT NULL, vector BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
+CREATE INDEX IF NOT EXISTS chunks_acl ON chunks (acl_id);
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    title, headings, body, tokenize = 'porter unicode61 remove_diacritics 2');
+CREATE TABLE IF NOT EXISTS memberships (source TEXT NOT NULL, grp TEXT NOT NULL,
+    member TEXT NOT NULL, PRIMARY KEY (member, grp, source)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS aliases (source TEXT NOT NULL, alias TEXT NOT NULL,
+    primary_email TEXT NOT NULL, PRIMARY KEY (alias, primary_email, source)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aliases_primary ON aliases (primary_email);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+# The admitted ACL ids for a principal set (bound as a JSON array): every gate met, no deny.
+ADMITTED_ACLS = """
+SELECT g.acl_id FROM acl_gates g JOIN acls a ON a.acl_id = g.acl_id
+WHERE a.nobody_reason IS NULL AND g.principal IN (SELECT value FROM json_each(:principals))
+GROUP BY g.acl_id HAVING COUNT(DISTINCT g.gate) = MAX(a.n_gates)
+EXCEPT
+SELECT d.acl_id FROM acl_deny d WHERE d.principal IN (SELECT value FROM json_each(:principals))
+"""
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    "a about above after again against all am an and any are as at be because been before being "
+    "below between both but by can could did do does doing down during each few for from further "
+    "had has have having he her here hers herself him himself his how i if in into is it its "
+    "itself just me more most my myself no nor not now of off on once only or other our ours "
+    "ourselves out over own same she should so some such than that the their theirs them "
+    "themselves then there these they this those through to too under until up very was we were "
+    "what when where which while who whom why will with would you your yours yourself yourselves "
+    "get got may might must shall tell us".split()
+)
+
+
+def fts_query(text: str) -> str | None:
+    """A natural-language question as an FTS5 OR-query of its content words (quoted)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    terms = list(dict.fromkeys(w for w in words if w not in STOPWORDS and len(w) > 1))
+    if not terms:
+        terms = list(dict.fromkeys(w for w in words if w))
+    if not terms:
+        return None
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms[:64])
+
+
+class _DenseCache:
+    def __init__(self) -> None:
+        self.vector_gen = -1
+        self.acl_gen = -1
+        self.chunk_ids = np.zeros(0, dtype=np.int64)
+        self.acl_ids = np.zeros(0, dtype=np.int64)
+        self.matrix = np.zeros((0, 0), dtype=np.float32)
+
+
+class SqliteStore:
+    """Chunk, identity and state store in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(path), timeout=60.0, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open index {path}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._dense = _DenseCache()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("COMMIT")
+
+    def _bump(self, *keys: str) -> None:
+        for key in keys:
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, 1) "
+                "ON CONFLICT(key) DO UPDATE SET value = value + 1", (key,))
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- ACL rows --------------------------------------------------------------------------
+    def _acl_id(self, acl: Acl) -> int:
+        key = acl.key()
+        row = self._db.execute("SELECT acl_id FROM acls WHERE acl_key = ?", (key,)).fetchone()
+        if row:
+            return int(row[0])
+        cur = self._db.execute(
+            "INSERT INTO acls(acl_key, n_gates, nobody_reason) VALUES (?, ?, ?)",
+            (key, len(acl.gates), acl.nobody_reason))
+        acl_id = int(cur.lastrowid or 0)
+        if acl.nobody_reason is None:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO acl_gates(acl_id, gate, principal) VALUES (?, ?, ?)",
+                [(acl_id, n, p) for n, gate in enumerate(acl.gates) for p in gate])
+            self._db.executemany(
+                "INSERT OR IGNORE INTO acl_deny(acl_id, principal) VALUES (?, ?)",
+                [(acl_id, p) for p in acl.deny])
+        return acl_id
+
+    def admitted_acl_ids(self, acl: AclFilter) -> list[int]:
+        principals = json.dumps(sorted(acl.principals))
+        rows = self._db.execute(ADMITTED_ACLS, {"principals": principals}).fetchall()
+        return [int(r[0]) for r in rows]
+
+    # -- writes ----------------------------------------------------------------------------
+    def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
+        out: dict[str, DocState] = {}
+        for start in range(0, len(doc_ids), 500):
+            part = list(doc_ids[start:start + 500])
+            rows = self._db.execute(
+                "SELECT d.doc_id, d.content_hash, a.acl_key, d.embedder FROM documents d "
+                "JOIN acls a ON a.acl_id = d.acl_id WHERE d.doc_id IN "
+                "(SELECT value FROM json_each(?))", (json.dumps(part),)).fetchall()
+            out.update({r[0]: DocState(r[1], r[2], r[3]) for r in rows})
+        return out
+
+    def upsert(self, doc: Document, chunks: Sequence[Chunk],
+               vectors: npt.NDArray[np.float32], embedder: str, run_id: str) -> None:
+        if len(chunks) != len(vectors):
+            raise StoreError(f"{doc.doc_id}: {len(chunks)} chunks but {len(vectors)} vectors")
+        with self.batch():
+            self._delete_chunks([doc.doc_id])
+            acl_id = self._acl_id(doc.acl)
+            self._db.execute(
+                "INSERT INTO documents(doc_id, connector, title, url, updated, content_hash, "
+                "acl_id, embedder, seen_run, acl_confirmed_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(doc_id) DO UPDATE SET connector=excluded.connector, "
+                "title=excluded.title, url=excluded.url, updated=excluded.updated, "
+                "content_hash=excluded.content_hash, acl_id=excluded.acl_id, "
+                "embedder=excluded.embedder, seen_run=excluded.seen_run, "
+                "acl_confirmed_at=excluded.acl_confirmed_at",
+                (doc.doc_id, doc.connector, doc.title, doc.url,
+                 doc.updated.isoformat() if doc.updated else None, doc.content_hash, acl_id,
+                 embedder, run_id, time.time()))
+            for chunk, vector in zip(chunks, vectors, strict=True):
+                headings = "\x1f".join(chunk.headings)
+                cur = self._db.execute(
+                    "INSERT INTO chunks(doc_id, ordinal, headings, text, acl_id, vector) "
+                    "VALUES (?,?,?,?,?,?)",
+                    (doc.doc_id, chunk.ordinal, headings, chunk.text, acl_id,
+                     np.asarray(vector, dtype=np.float32).tobytes()))
+                self._db.execute(
+                    "INSERT INTO chunks_fts(rowid, title, headings, body) VALUES (?,?,?,?)",
+                    (cur.lastrowid, doc.title, " ".join(chunk.headings), chunk.text))
+            self._bump("vector_gen")
+
+    def update_acl(self, doc_id: str, acl: Acl, run_id: str | None) -> bool:
+        with self.batch():
+            acl_id = self._acl_id(acl)
+            cur = self._db.execute(
+                "UPDATE documents SET acl_id = ?, acl_confirmed_at = ?, "
+                "seen_run = COALESCE(?, seen_run) WHERE doc_id = ?",
+                (acl_id, time.time(), run_id, doc_id))
+            if cur.rowcount == 0:
+                return False
+            self._db.execute("UPDATE chunks SET acl_id = ? WHERE doc_id = ?", (acl_id, doc_id))
+            self._bump("acl_gen")
+            return True
+
+    def mark_seen(self, doc_ids: Sequence[str], run_id: str | None) -> None:
+        with self.batch():
+            self._db.execute(
+                "UPDATE documents SET seen_run = COALESCE(?, seen_run), acl_confirmed_at = ? "
+                "WHERE doc_id IN (SELECT value FROM json_each(?))",
+                (run_id, time.time(), json.dumps(list(doc_ids))))
+
+    def delete_unseen(self, connector: str, run_id: str) -> list[str]:
+        with self.batch():
+            gone = [r[0] for r in self._db.execute(
+                "SELECT doc_id FROM documents WHERE connector = ? "
+                "AND (seen_run IS NULL OR seen_run != ?) ORDER BY doc_id",
+                (connector, run_id))]
+            self.delete(gone)
+        return gone
+
+    def delete(self, doc_ids: Sequence[str]) -> None:
+        if not doc_ids:
+            return
+        with self.batch():
+            self._delete_chunks(doc_ids)
+            self._db.execute("DELETE FROM documents WHERE doc_id IN (SELECT value FROM json_each(?))",
+                             (json.dumps(list(doc_ids)),))
+            self._bump("vector_gen")
+
+    def _delete_chunks(self, doc_ids: Sequence[str]) -> None:
+        ids = json.dumps(list(doc_ids))
+        self._db.execute(
+            "DELETE FROM chunks_fts WHERE rowid IN (SELECT chunk_id FROM chunks WHERE doc_id IN "
+            "(SELECT value FROM json_each(?)))", (ids,))
+        self._db.execute("DELETE FROM chunks WHERE doc_id IN (SELECT value FROM json_each(?))",
+                         (ids,))
+
+    # -- queries ---------------------------------------------------------------------------
+    def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
+        return self._lexical(query, acl, limit)
+
+    def _lexical(self, query: str, acl: AclFilter | None, limit: int) -> list[ChunkHit]:
+        match = fts_query(query)
+        if match is None or limit <= 0:
+            return []
+        acl_clause = "AND c.acl_id IN admitted" if acl is not None else ""
+        sql = (
+            f"WITH admitted(acl_id) AS ({ADMITTED_ACLS}) "
+            "SELECT c.chunk_id, -bm25(chunks_fts, 3.0, 2.0, 1.0) AS score "
+            "FROM chunks_fts JOIN chunks c ON c.chunk_id = chunks_fts.rowid "
+            f"WHERE chunks_fts MATCH :match {acl_clause} ORDER BY score DESC LIMIT :limit"
+        )
+        principals = json.dumps(sorted(acl.principals) if acl is not None else [])
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    sql, {"principals": principals, "match": match, "limit": limit}).fetchall()
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"lexical query failed: {exc}") from exc
+            return self._hits([(int(r[0]), float(r[1])) for r in rows])
+
+    def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter, limit: int) -> list[ChunkHit]:
+        return self._dense_search(vector, acl, limit)
+
+    def _dense_search(self, vector: npt.NDArray[np.float32], acl: AclFilter | None,
+                      limit: int) -> list[ChunkHit]:
+        with self._lock:
+            cache = self._dense_matrix()
+            if len(cache.chunk_ids) == 0 or limit <= 0:
+                return []
+            scores = cache.matrix @ np.asarray(vector, dtype=np.float32)
+            if acl is not None:
+                admitted = np.zeros(int(cache.acl_ids.max()) + 1, dtype=bool)
+                ids = [i for i in self.admitted_acl_ids(acl) if i < len(admitted)]
+                admitted[ids] = True
+                scores = np.where(admitted[cache.acl_ids], scores, -np.inf)
+            allowed = int(np.isfinite(scores).sum())
+            take = min(limit, allowed)
+            if take == 0:
+                return []
+            top = np.argpartition(-scores, take - 1)[:take]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return self._hits([(int(cache.chunk_ids[i]), float(scores[i])) for i in top])
+
+    def _dense_matrix(self) -> _DenseCache:
+        cache = self._dense
+        vector_gen, acl_gen = self._meta("vector_gen"), self._meta("acl_gen")
+        if vector_gen != cache.vector_gen:
+            rows = self._db.execute(
+                "SELECT chunk_id, acl_id, vector FROM chunks ORDER BY chunk_id").fetchall()
+            cache.chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
+            cache.acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
+            cache.matrix = (np.vstack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
+                            if rows else np.zeros((0, 0), dtype=np.float32))
+            cache.vector_gen, cache.acl_gen = vector_gen, acl_gen
+        elif acl_gen != cache.acl_gen:
+            rows = self._db.execute("SELECT acl_id FROM chunks ORDER BY chunk_id").fetchall()
+            cache.acl_ids = np.array([r[0] for r in rows], dtype=np.int64)
+            cache.acl_gen = acl_gen
+        return cache
+
+    def _hits(self, scored: list[tuple[int, float]]) -> list[ChunkHit]:
+        if not scored:
+            return []
+        rows = self._db.execute(
+            "SELECT c.chunk_id, c.doc_id, c.ordinal, c.text, c.headings, d.title, d.url "
+            "FROM chunks c JOIN documents d ON d.doc_id = c.doc_id "
+            "WHERE c.chunk_id IN (SELECT value FROM json_each(?))",
+            (json.dumps([c for c, _ in scored]),)).fetchall()
+        by_id = {int(r[0]): r for r in rows}
+        hits = []
+        for chunk_id, score in scored:
+            r = by_id.get(chunk_id)
+            if r is not None:
+                headings = tuple(h for h in r[4].split("\x1f") if h)
+                hits.append(ChunkHit(chunk_id, r[1], int(r[2]), score, r[3], r[5], r[6], headings))
+        return hits
+
+    def document(self, doc_id: str) -> StoredDocument | None:
+        row = self._db.execute(
+            "SELECT d.doc_id, d.connector, d.title, d.url, d.content_hash, a.acl_key, d.embedder, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.doc_id = d.doc_id), d.updated, "
+            "d.acl_confirmed_at FROM documents d JOIN acls a ON a.acl_id = d.acl_id "
+            "WHERE d.doc_id = ?", (doc_id,)).fetchone()
+        if row is None:
+            return None
+        return StoredDocument(row[0], row[1], row[2], row[3], row[4],
+                              Acl.from_json(json.loads(row[5])), row[6], int(row[7]), row[8],
+                              float(row[9]))
+
+    def stats(self, connector: str) -> ConnectorStats:
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(a.nobody_reason IS NOT NULL), 0), "
+            "MIN(d.acl_confirmed_at) FROM documents d JOIN acls a ON a.acl_id = d.acl_id "
+            "WHERE d.connector = ?", (connector,)).fetchone()
+        chunks = self._db.execute(
+            "SELECT COUNT(*) FROM chunks c JOIN documents d ON d.doc_id = c.doc_id "
+            "WHERE d.connector = ?", (connector,)).fetchone()
+        return ConnectorStats(int(row[0]), int(chunks[0]), int(row[1]),
+                              float(row[2]) if row[2] is not None else None)
+
+    def snapshot(self) -> dict[str, Any]:
+        docs = {}
+        for r in self._db.execute(
+                "SELECT d.doc_id, d.title, d.url, d.content_hash, a.acl_key, d.embedder "
+                "FROM documents d JOIN acls a ON a.acl_id = d.acl_id ORDER BY d.doc_id"):
+            docs[r[0]] = {"title": r[1], "url": r[2], "hash": r[3], "acl": r[4], "embedder": r[5],
+                          "chunks": []}
+        for r in self._db.execute(
+                "SELECT doc_id, ordinal, headings, text, vector FROM chunks "
+                "ORDER BY doc_id, ordinal"):
+            vec = np.frombuffer(r[4], dtype=np.float32)
+            docs[r[0]]["chunks"].append(
+                {"ordinal": r[1], "headings": r[2], "text": r[3],
+                 "vector": [round(float(x), 5) for x in vec]})
+        fts = self._db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
+        return {"documents": docs, "fts_rows": int(fts)}
+
+    def chunk_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
+
+    # -- identities ------------------------------------------------------------------------
+    def replace_identities(self, source: str, memberships: Iterable[Membership],
+                           aliases: Iterable[Alias]) -> None:
+        with self.batch():
+            self._db.execute("DELETE FROM memberships WHERE source = ?", (source,))
+            self._db.execute("DELETE FROM aliases WHERE source = ?", (source,))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO memberships(source, grp, member) VALUES (?,?,?)",
+                [(source, m.group, m.member) for m in memberships])
+            self._db.executemany(
+                "INSERT OR IGNORE INTO aliases(source, alias, primary_email) VALUES (?,?,?)",
+                [(source, a.alias, a.primary) for a in aliases])
+            self._bump("identity_gen")
+
+    def groups_of(self, members: Iterable[str]) -> list[Membership]:
+        rows = self._db.execute(
+            "SELECT DISTINCT grp, member FROM memberships WHERE member IN "
+            "(SELECT value FROM json_each(?)) ORDER BY grp, member",
+            (json.dumps(sorted(set(members))),)).fetchall()
+        return [Membership(group=r[0], member=r[1]) for r in rows]
+
+    def aliases_of(self, email: str) -> list[Alias]:
+        rows = self._db.execute(
+            "SELECT DISTINCT alias, primary_email FROM aliases WHERE alias = ? OR primary_email = ? "
+            "ORDER BY alias", (email, email)).fetchall()
+        return [Alias(alias=r[0], primary=r[1]) for r in rows]
+
+    def identity_version(self) -> int:
+        return self._meta("identity_gen")
+
+    # -- sync state ------------------------------------------------------------------------
+    def get_state(self, key: str) -> Any | None:
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_state(self, key: str, value: Any) -> None:
+        with self.batch():
+            self._db.execute(
+                "INSERT INTO state(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, json.dumps(value)))
+
+    def delete_state(self, key: str) -> None:
+        with self.batch():
+            self._db.execute("DELETE FROM state WHERE key = ?", (key,))

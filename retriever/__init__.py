@@ -1,0 +1,1 @@
+"""Hybrid retrieval filtered by the caller's principals inside every query."""
