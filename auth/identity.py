@@ -152,7 +152,8 @@ def _pick(held: Iterable[str], identity: Identity) -> str:
 def explain(acl: Acl, identity: Identity) -> Decision:
     nobody = acl.nobody_reason
     if nobody is not None:
-        reason = "no ACL: readable by nobody" if nobody == "no ACL" else f"readable by nobody ({nobody})"
+        reason = ("no ACL: readable by nobody" if nobody == "no ACL"
+                  else f"readable by nobody ({nobody})")
         return Decision(False, reason)
     gates = []
     for n, gate in enumerate(acl.gates):
@@ -168,5 +169,6 @@ def explain(acl: Acl, identity: Identity) -> Decision:
         return Decision(False, f"denied by {p}", tuple(gates), p, tuple(identity.path(p)))
     unmet = [g.gate for g in gates if g.admitted_by is None]
     if unmet:
-        return Decision(False, f"gate {unmet[0]} is not met by any principal they hold", tuple(gates))
+        return Decision(False, f"gate {unmet[0]} is not met by any principal they hold",
+                        tuple(gates))
     return Decision(True, "every gate admits them and no deny applies", tuple(gates))

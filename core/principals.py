@@ -52,8 +52,10 @@ def is_valid(principal: str) -> bool:
 def canonical(principal: str) -> str:
     """Lower-cases the parts that are case-insensitive at every source (emails, domains)."""
     kind, sep, rest = principal.strip().partition(":")
-    if sep and kind in ("user", "domain"):
-        return f"{kind}:{rest.strip().lower()}"
+    if sep and kind.lower() in ("user", "domain"):
+        return f"{kind.lower()}:{rest.strip().lower()}"
+    if sep and kind.lower() in KINDS:
+        return f"{kind.lower()}:{rest}"
     return principal.strip()
 
 

@@ -188,7 +188,7 @@ def read_config_file(path: Path) -> FileConfig:
 
 
 def find_config(flag: Path | None, env: Environment, home: Path) -> Path | None:
-    """`--config`, then CLEARANCE_CONFIG, then ./clearance.toml, then $CLEARANCE_HOME/clearance.toml."""
+    """--config, then CLEARANCE_CONFIG, then ./clearance.toml, then $CLEARANCE_HOME's."""
     explicit = flag or env.config
     if explicit is not None:
         return explicit.expanduser().resolve()

@@ -138,10 +138,10 @@ class Pipeline:
     def _page(self, page: DocumentPage, report: SyncReport) -> None:
         for failure in page.failures:
             report.fail(failure)
-            if failure.doc_id and failure.acl is not None:
-                # Keep the last good content, but only under the ACL the source has now.
-                if self.store.update_acl(failure.doc_id, failure.acl, report.run_id):
-                    report.acl_updated += 1
+            # Keep the last good content, but only under the ACL the source has now.
+            if (failure.doc_id and failure.acl is not None
+                    and self.store.update_acl(failure.doc_id, failure.acl, report.run_id)):
+                report.acl_updated += 1
         docs = list(page.documents)
         states = self.store.document_states([d.doc_id for d in docs])
         unchanged: list[str] = []

@@ -43,7 +43,8 @@ def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="clearance", description="Permission-aware enterprise search and answers.")
+    parser = _Parser(prog="clearance",
+                     description="Permission-aware enterprise search and answers.")
     _common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

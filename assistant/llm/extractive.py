@@ -16,9 +16,10 @@ _WORD = re.compile(r"\w+")
 INJECTION = re.compile(
     r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(instructions?|prompts?|rules)\b"
     r"|\bsystem prompt\b|\byou are now\b|\bact as\b", re.IGNORECASE)
-_STOP = frozenset(
+_STOP = frozenset((
     "a an and are as at be by can do does for from how i in is it many much of on or our the "
-    "to was we what when where which who why will with you your".split())
+    "to was we what when where which who why will with you your"
+).split())
 
 
 def content_words(text: str) -> set[str]:

@@ -1,1 +1,1 @@
-"""The files connector: a folder tree with `.access.json` per folder and `.groups.json` at the root."""
+"""The files connector: a folder tree, `.access.json` per folder, `.groups.json` at the root."""

@@ -100,5 +100,6 @@ def parse_aliases(path: Path) -> list[Alias]:
         for other in _string_list(others, f"{path.name}: aliases of {primary!r}"):
             if "@" not in other or "@" not in primary:
                 raise MalformedDocument(f"{path.name}: aliases must be email addresses")
-            aliases.append(Alias(alias=P.normalize_email(other), primary=P.normalize_email(primary)))
+            aliases.append(Alias(alias=P.normalize_email(other),
+                                 primary=P.normalize_email(primary)))
     return aliases

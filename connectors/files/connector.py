@@ -59,8 +59,8 @@ class FilesConnector:
             folder = Path(dirpath)
             rel_dir = folder.relative_to(self.root).as_posix()
             rel_dir = "" if rel_dir == "." else rel_dir
-            parent = folder_access.get(rel_dir.rpartition("/")[0] if "/" in rel_dir else "",
-                                       access.FolderAccess()) if rel_dir else access.FolderAccess()
+            parent = (folder_access.get(rel_dir.rpartition("/")[0], access.FolderAccess())
+                      if rel_dir else access.FolderAccess())
             here = access.child_access(parent, folder, rel_dir)
             if here.broken and not parent.broken:
                 failures.append(Failure(f"{rel_dir}/" if rel_dir else "/", here.broken))
@@ -77,7 +77,8 @@ class FilesConnector:
         entries.sort(key=lambda e: e.rel)
         return entries, failures
 
-    def _pages(self, checkpoint: str | None) -> Iterator[tuple[list[_Entry], list[Failure], str | None]]:
+    def _pages(self, checkpoint: str | None
+               ) -> Iterator[tuple[list[_Entry], list[Failure], str | None]]:
         entries, failures = self._walk()
         after = json.loads(checkpoint)["after"] if checkpoint else None
         if after is not None:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import ClassVar
 
 from core.errors import MalformedDocument
 from core.models import Section
@@ -80,9 +81,10 @@ def plain_text(path: Path) -> Extracted:
 
 
 class _HtmlText(HTMLParser):
-    _BLOCK = {"p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol", "pre",
+    _BLOCK: ClassVar[set[str]] = {
+        "p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol", "pre",
               "blockquote", "dt", "dd", "header", "footer", "main"}
-    _SKIP = {"script", "style", "noscript", "template", "head"}
+    _SKIP: ClassVar[set[str]] = {"script", "style", "noscript", "template", "head"}
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

@@ -67,15 +67,16 @@ SELECT d.acl_id FROM acl_deny d WHERE d.principal IN (SELECT value FROM json_eac
 """
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-STOPWORDS = frozenset(
-    "a about above after again against all am an and any are as at be because been before being "
-    "below between both but by can could did do does doing down during each few for from further "
-    "had has have having he her here hers herself him himself his how i if in into is it its "
-    "itself just me more most my myself no nor not now of off on once only or other our ours "
-    "ourselves out over own same she should so some such than that the their theirs them "
-    "themselves then there these they this those through to too under until up very was we were "
-    "what when where which while who whom why will with would you your yours yourself yourselves "
-    "get got may might must shall tell us".split()
+STOPWORDS = frozenset((
+    "a about above after again against all am an and any are as at be because been before "
+    "being below between both but by can could did do does doing down during each few for "
+    "from further had has have having he her here hers herself him himself his how i if in "
+    "into is it its itself just me more most my myself no nor not now of off on once only or "
+    "other our ours ourselves out over own same she should so some such than that the their "
+    "theirs them themselves then there these they this those through to too under until up "
+    "very was we were what when where which while who whom why will with would you your yours "
+    "yourself yourselves get got may might must shall tell us"
+).split()
 )
 
 
@@ -117,6 +118,7 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._depth = 0
         self._dense = _DenseCache()
+        self._admitted: dict[tuple[frozenset[str], int, int], list[int]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -169,9 +171,17 @@ class SqliteStore:
         return acl_id
 
     def admitted_acl_ids(self, acl: AclFilter) -> list[int]:
-        principals = json.dumps(sorted(acl.principals))
-        rows = self._db.execute(ADMITTED_ACLS, {"principals": principals}).fetchall()
-        return [int(r[0]) for r in rows]
+        """ACL ids the caller passes, from the ACL tables; memoised until the next write."""
+        key = (acl.principals, self._meta("vector_gen"), self._meta("acl_gen"))
+        cached = self._admitted.get(key)
+        if cached is None:
+            principals = json.dumps(sorted(acl.principals))
+            rows = self._db.execute(ADMITTED_ACLS, {"principals": principals}).fetchall()
+            cached = sorted(int(r[0]) for r in rows)
+            if len(self._admitted) > 256:
+                self._admitted.clear()
+            self._admitted[key] = cached
+        return cached
 
     # -- writes ----------------------------------------------------------------------------
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
@@ -249,8 +259,9 @@ class SqliteStore:
             return
         with self.batch():
             self._delete_chunks(doc_ids)
-            self._db.execute("DELETE FROM documents WHERE doc_id IN (SELECT value FROM json_each(?))",
-                             (json.dumps(list(doc_ids)),))
+            self._db.execute(
+                "DELETE FROM documents WHERE doc_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(doc_ids)),))
             self._bump("vector_gen")
 
     def _delete_chunks(self, doc_ids: Sequence[str]) -> None:
@@ -269,18 +280,18 @@ class SqliteStore:
         match = fts_query(query)
         if match is None or limit <= 0:
             return []
-        acl_clause = "AND c.acl_id IN admitted" if acl is not None else ""
+        acl_clause = ("AND c.acl_id IN (SELECT value FROM json_each(:admitted))"
+                      if acl is not None else "")
         sql = (
-            f"WITH admitted(acl_id) AS ({ADMITTED_ACLS}) "
             "SELECT c.chunk_id, -bm25(chunks_fts, 3.0, 2.0, 1.0) AS score "
             "FROM chunks_fts JOIN chunks c ON c.chunk_id = chunks_fts.rowid "
             f"WHERE chunks_fts MATCH :match {acl_clause} ORDER BY score DESC LIMIT :limit"
         )
-        principals = json.dumps(sorted(acl.principals) if acl is not None else [])
         with self._lock:
+            admitted = json.dumps(self.admitted_acl_ids(acl) if acl is not None else [])
             try:
                 rows = self._db.execute(
-                    sql, {"principals": principals, "match": match, "limit": limit}).fetchall()
+                    sql, {"admitted": admitted, "match": match, "limit": limit}).fetchall()
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"lexical query failed: {exc}") from exc
             return self._hits([(int(r[0]), float(r[1])) for r in rows])
@@ -408,8 +419,8 @@ class SqliteStore:
 
     def aliases_of(self, email: str) -> list[Alias]:
         rows = self._db.execute(
-            "SELECT DISTINCT alias, primary_email FROM aliases WHERE alias = ? OR primary_email = ? "
-            "ORDER BY alias", (email, email)).fetchall()
+            "SELECT DISTINCT alias, primary_email FROM aliases "
+            "WHERE alias = ? OR primary_email = ? ORDER BY alias", (email, email)).fetchall()
         return [Alias(alias=r[0], primary=r[1]) for r in rows]
 
     def identity_version(self) -> int:
