@@ -61,6 +61,6 @@ def run_demo(home: Path, json_output: bool = False) -> int:
     else:
         say(f"\nTry it yourself:\n  clearance --home {home} search \"expense approval limits\" "
             f"--as alice.chen@acme.example\n  clearance --home {home} explain "
-            f"acme:hr/salary-bands.md --as alice.chen@acme.example")
+            f"acme:hr/salary-bands-2026.md --as alice.chen@acme.example")
     sys.stdout.flush()
     return 0
