@@ -58,8 +58,18 @@ class Runtime:
 
     @cached_property
     def embedder(self) -> Embedder:
+        """The configured embedder: what sync embeds new content with."""
         cfg = self.settings.file.embedder
         return load_embedder(cfg.name, batch_size=cfg.batch_size)
+
+    @cached_property
+    def query_embedder(self) -> Embedder:
+        """Questions are embedded by the model the index was built with, so that searching
+        keeps working after the configured embedder changes and before the next sync."""
+        built_with = self.store.embedder_names()
+        if not built_with or built_with[0] == self.embedder.name:
+            return self.embedder
+        return load_embedder(built_with[0], batch_size=self.settings.file.embedder.batch_size)
 
     def connectors(self, names: list[str] | None = None) -> list[Connector]:
         configured = self.settings.file.connectors
@@ -91,14 +101,14 @@ class Runtime:
         params = RetrievalParams(k=r.k, candidates=r.candidates, fusion=r.fusion, rrf_k=r.rrf_k,
                                  dense_weight=r.dense_weight,
                                  passages_per_document=r.passages_per_document)
-        return Retriever(self.store, self.embedder, params)
+        return Retriever(self.store, self.query_embedder, params)
 
     @cached_property
     def provider(self) -> LlmProvider:
         llm = self.settings.file.llm
         if llm.provider != "extractive":
             raise ConfigError(f"llm provider {llm.provider!r} is not available in this build yet")
-        return ExtractiveAnswerer(self.embedder, min_evidence=llm.min_evidence)
+        return ExtractiveAnswerer(self.query_embedder, min_evidence=llm.min_evidence)
 
     @cached_property
     def assistant(self) -> Assistant:

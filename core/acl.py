@@ -78,7 +78,9 @@ class Acl:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> Acl:
+    def from_json(cls, data: object) -> Acl:
+        if not isinstance(data, dict):
+            return cls.nobody("malformed stored ACL")
         gates = data.get("gates", [])
         deny = data.get("deny", [])
         reason = data.get("unknown_reason")

@@ -31,8 +31,8 @@ def domain(name: str) -> str:
 
 def domain_of(email: str) -> str | None:
     """The DNS domain of an email address, or None when it has none."""
-    _, at, host = normalize_email(email).rpartition("@")
-    return host if at and _DOMAIN.match(host) else None
+    local, at, host = normalize_email(email).rpartition("@")
+    return host if at and local and _DOMAIN.match(host) else None
 
 
 def is_valid(principal: str) -> bool:
@@ -43,7 +43,7 @@ def is_valid(principal: str) -> bool:
     if not sep or kind not in KINDS or not rest.strip() or rest != rest.strip():
         return False
     if kind == "user":
-        return "@" in rest and rest == rest.lower()
+        return domain_of(rest) is not None and rest == rest.lower()
     if kind == "domain":
         return bool(_DOMAIN.match(rest))
     return all(part.strip() for part in rest.split(":"))

@@ -90,7 +90,9 @@ def _pack(units: list[str], budget: int, policy: ChunkingPolicy, count: TokenCou
 def chunk_document(doc: Document, count: TokenCounter,
                    policy: ChunkingPolicy = ChunkingPolicy()) -> list[Chunk]:
     chunks: list[Chunk] = []
-    for group in _merge_small(doc.sections, policy, count):
+    # A blank section would become an empty chunk (embedded from its context line alone).
+    sections = [s for s in doc.sections if s.text.strip()]
+    for group in _merge_small(sections, policy, count):
         context = count(context_line(doc.title, group.headings)) + 2
         budget = max(32, policy.max_tokens - context)
         units = _split_long(group.text, budget, count)

@@ -82,9 +82,11 @@ class Retriever:
         self.embedder = embedder
         self.params = params
 
-    def passages(self, query: str, acl: AclFilter) -> list[Passage]:
+    def passages(self, query: str, acl: AclFilter, k: int | None = None) -> list[Passage]:
         """Fused passages the caller may read, best first (several per document)."""
-        depth = max(self.params.candidates, self.params.k)
+        # Deep enough that k documents survive grouping even when each has several passages.
+        wanted = (k or self.params.k) * self.params.passages_per_document
+        depth = max(self.params.candidates, wanted)
         lexical = ([] if self.params.fusion == "dense"
                    else self.store.lexical(query, acl, depth))
         dense = ([] if self.params.fusion == "bm25"
@@ -92,7 +94,7 @@ class Retriever:
         return fuse(lexical, dense, self.params)
 
     def search(self, query: str, acl: AclFilter, k: int | None = None) -> list[Hit]:
-        return group_by_document(self.passages(query, acl), k or self.params.k,
+        return group_by_document(self.passages(query, acl, k), k or self.params.k,
                                  self.params.passages_per_document, query)
 
 

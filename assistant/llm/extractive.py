@@ -45,7 +45,8 @@ class ExtractiveAnswerer:
 
     def candidates(self, question: str, sources: Sequence[Source]) -> list[Candidate]:
         pool = [(s.n, sentence) for s in sources for sentence in split_sentences(s.text)
-                if len(_WORD.findall(sentence)) >= 4 and not INJECTION.search(sentence)]
+                if len(_WORD.findall(sentence)) >= 4 and not sentence.rstrip().endswith("?")
+                and not INJECTION.search(sentence)]
         if not pool:
             return []
         vectors = self.embedder.embed([question] + [sentence for _, sentence in pool])

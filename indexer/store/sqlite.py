@@ -93,6 +93,7 @@ def fts_query(text: str) -> str | None:
 
 class _DenseCache:
     def __init__(self) -> None:
+        self.dim = -1
         self.vector_gen = -1
         self.acl_gen = -1
         self.chunk_ids = np.zeros(0, dtype=np.int64)
@@ -302,10 +303,11 @@ class SqliteStore:
     def _dense_search(self, vector: npt.NDArray[np.float32], acl: AclFilter | None,
                       limit: int) -> list[ChunkHit]:
         with self._lock:
-            cache = self._dense_matrix()
+            vector = np.asarray(vector, dtype=np.float32)
+            cache = self._dense_matrix(len(vector))
             if len(cache.chunk_ids) == 0 or limit <= 0:
                 return []
-            scores = cache.matrix @ np.asarray(vector, dtype=np.float32)
+            scores = cache.matrix @ vector
             if acl is not None:
                 admitted = np.zeros(int(cache.acl_ids.max()) + 1, dtype=bool)
                 ids = [i for i in self.admitted_acl_ids(acl) if i < len(admitted)]
@@ -319,19 +321,24 @@ class SqliteStore:
             top = top[np.argsort(-scores[top], kind="stable")]
             return self._hits([(int(cache.chunk_ids[i]), float(scores[i])) for i in top])
 
-    def _dense_matrix(self) -> _DenseCache:
+    def _dense_matrix(self, dim: int) -> _DenseCache:
+        """Vectors of the query's dimension (an index being re-embedded by another model
+        holds both kinds for a while; only comparable rows are searched)."""
         cache = self._dense
         vector_gen, acl_gen = self._meta("vector_gen"), self._meta("acl_gen")
-        if vector_gen != cache.vector_gen:
+        if vector_gen != cache.vector_gen or dim != cache.dim:
             rows = self._db.execute(
-                "SELECT chunk_id, acl_id, vector FROM chunks ORDER BY chunk_id").fetchall()
+                "SELECT chunk_id, acl_id, vector FROM chunks WHERE length(vector) = ? "
+                "ORDER BY chunk_id", (dim * 4,)).fetchall()
             cache.chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
             cache.acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
             cache.matrix = (np.vstack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
                             if rows else np.zeros((0, 0), dtype=np.float32))
-            cache.vector_gen, cache.acl_gen = vector_gen, acl_gen
+            cache.vector_gen, cache.acl_gen, cache.dim = vector_gen, acl_gen, dim
         elif acl_gen != cache.acl_gen:
-            rows = self._db.execute("SELECT acl_id FROM chunks ORDER BY chunk_id").fetchall()
+            rows = self._db.execute(
+                "SELECT acl_id FROM chunks WHERE length(vector) = ? ORDER BY chunk_id",
+                (dim * 4,)).fetchall()
             cache.acl_ids = np.array([r[0] for r in rows], dtype=np.int64)
             cache.acl_gen = acl_gen
         return cache
@@ -392,6 +399,12 @@ class SqliteStore:
                  "vector": [round(float(x), 5) for x in vec]})
         fts = self._db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
         return {"documents": docs, "fts_rows": int(fts)}
+
+    def embedder_names(self) -> list[str]:
+        """Embedders the indexed documents were embedded with, most used first."""
+        rows = self._db.execute("SELECT embedder FROM documents GROUP BY embedder "
+                                "ORDER BY COUNT(*) DESC, embedder").fetchall()
+        return [r[0] for r in rows]
 
     def chunk_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
