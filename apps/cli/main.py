@@ -84,6 +84,8 @@ def _configure_logging(verbose: bool) -> None:
     root = logging.getLogger("clearance")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.ERROR)
+    # pypdf warns on every damaged PDF; the sync report already lists the skipped files.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 
 def _questions(args: argparse.Namespace) -> list[str] | None:
@@ -102,17 +104,19 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
         pipeline = rt.pipeline(progress)
         run = {"full": pipeline.full_sync, "permissions": pipeline.permission_sync,
                "groups": pipeline.group_sync}[args.mode]
+        started = time.time()
         try:
             with connector_lock(rt.settings.home, connector.name):
                 reports.append(run(connector))
         except ClearanceError as exc:
             failed = True
             last = rt.store.get_state(last_run_key(connector.name, args.mode))
-            if last and last.get("status") == "failed":
+            # Only this invocation's run: a sync locked out ran nothing of its own.
+            if last and last.get("status") == "failed" and (last.get("finished") or 0) >= started:
                 reports.append(SyncReport(**{k: v for k, v in last.items() if k != "duration"}))
-            print(f"clearance: sync of {connector.name!r} failed: {exc}", file=sys.stderr)
             if exc.exit_code == 2:
-                raise
+                raise  # a config mistake: main() prints it, once
+            print(f"clearance: sync of {connector.name!r} failed: {exc}", file=sys.stderr)
         finally:
             progress.done()
     if args.json:
