@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,20 @@ _SYLLABLES = (
 
 
 def vocabulary(size: int = 20000, seed: int = 7) -> list[str]:
+    """Real English words by frequency (from the man-page set), so token counts per word and
+    BM25 statistics look like real text; made-up syllable words if that set is unavailable."""
+    try:
+        from bench.quality.dataset import load_dataset
+
+        counts: dict[str, int] = {}
+        for _, _, text in load_dataset().documents:
+            for word in re.findall(r"[a-z]{2,}", text.lower()):
+                counts[word] = counts.get(word, 0) + 1
+        ranked = sorted(counts, key=lambda w: (-counts[w], w))
+        if len(ranked) >= size // 4:
+            return ranked[:size]
+    except (ImportError, OSError):
+        pass
     rng = random.Random(seed)
     words: set[str] = set()
     while len(words) < size:
@@ -28,7 +43,7 @@ class TextGenerator:
     def __init__(self, seed: int = 11, vocab_size: int = 20000) -> None:
         self.rng = np.random.default_rng(seed)
         self.vocab = vocabulary(vocab_size, seed)
-        ranks = np.arange(1, len(self.vocab) + 1)
+        ranks = np.arange(1, len(self.vocab) + 1)  # the list is most frequent first
         weights = 1.0 / ranks**1.07
         self.p = weights / weights.sum()
 
@@ -72,7 +87,7 @@ def caller_principals(rng: random.Random) -> frozenset[str]:
                       *rng.sample(GROUPS, k=4)})
 
 
-def write_tree(root: Path, n_docs: int, words_per_doc: tuple[int, int] = (80, 400),
+def write_tree(root: Path, n_docs: int, words_per_doc: tuple[int, int] = (60, 300),
                seed: int = 3) -> Path:
     """A folder tree of markdown files, 100 per folder, each folder with an .access.json."""
     rng = random.Random(seed)
