@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assistant.answer import Assistant
 from assistant.llm.base import LlmProvider
@@ -21,6 +21,11 @@ from indexer.embedding import Embedder, load_embedder
 from indexer.store.sqlite import SqliteStore
 from indexer.sync import Pipeline, Progress
 from retriever.hybrid import RetrievalParams, Retriever
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from indexer.store.opensearch import OpenSearchStore
 
 CONNECTOR_GROUP = "clearance.connectors"
 
@@ -50,10 +55,15 @@ class Runtime:
         self.settings = settings
 
     @cached_property
-    def store(self) -> SqliteStore:
-        kind = self.settings.file.store.kind
-        if kind != "sqlite":
-            raise ConfigError(f"store kind {kind!r} is not available in this build yet")
+    def store(self) -> SqliteStore | OpenSearchStore:
+        cfg = self.settings.file.store
+        if cfg.kind == "opensearch":
+            import os
+
+            from indexer.store.opensearch import open_store
+
+            # The environment is read here, once: [store] password_env names a variable in it.
+            return open_store(cfg, os.environ, dimension=self.embedder.dim)
         return SqliteStore(self.settings.store_path)
 
     @cached_property
@@ -109,6 +119,14 @@ class Runtime:
         if llm.provider != "extractive":
             raise ConfigError(f"llm provider {llm.provider!r} is not available in this build yet")
         return ExtractiveAnswerer(self.query_embedder, min_evidence=llm.min_evidence)
+
+    @cached_property
+    def jobs(self) -> Celery:
+        """The Celery app of this deployment (ConfigError without a broker or with a bad
+        schedule)."""
+        from indexer.jobs.app import create_app
+
+        return create_app(self.settings)
 
     @cached_property
     def assistant(self) -> Assistant:

@@ -1,0 +1,297 @@
+"""The OpenSearch connection: client construction (auth, TLS), retries, error translation, bulk.
+
+Everything that can raise an opensearch-py exception goes through `Cluster.call` or
+`Cluster.bulk`, which retry what is transient (429, 502-504, lost connections) with bounded
+exponential back-off and raise `core.errors.StoreError` for the rest, so callers never catch
+opensearch-py's exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import requests
+from opensearchpy import OpenSearch, RequestsHttpConnection
+from opensearchpy.exceptions import (
+    ConnectionError as OsConnectionError,
+)
+from opensearchpy.exceptions import (
+    ImproperlyConfigured,
+    OpenSearchException,
+    TransportError,
+)
+
+from core.errors import ConfigError, StoreError
+from core.settings import StoreSettings
+
+log = logging.getLogger("clearance.store.opensearch")
+
+T = TypeVar("T")
+RETRY_STATUS = frozenset({429, 502, 503, 504})
+REQUEST_TIMEOUT = 30.0
+SCAN_PAGE = 1000  # hits per search_after page
+BLOCKED = "cluster_block_exception"
+READ_ONLY = "index is read-only, a reindex may be running"
+
+
+def make_client(settings: StoreSettings, environ: Mapping[str, str]) -> OpenSearch:
+    """An OpenSearch client for `[store]`: basic auth, or SigV4 when `aws_region` is set; TLS
+    verified against `ca_bundle` (or the system CAs). No request is sent here."""
+    if not settings.url:
+        raise ConfigError('[store] url is required when kind = "opensearch"')
+    if settings.aws_region and (settings.username or settings.password_env):
+        raise ConfigError("[store] use either aws_region (SigV4) or username/password_env, "
+                          "not both")
+    options: dict[str, Any] = {
+        "hosts": [settings.url],
+        "connection_class": RequestsHttpConnection,
+        # Cluster.call retries with back-off; the transport's own immediate retries would
+        # multiply the attempts and hammer a throttling cluster.
+        "max_retries": 0,
+        "timeout": REQUEST_TIMEOUT,
+        "http_compress": True,
+    }
+    if settings.url.startswith("https://"):
+        options.update(use_ssl=True, verify_certs=True, ssl_show_warn=True)
+        if settings.ca_bundle:
+            bundle = Path(settings.ca_bundle).expanduser()
+            if not bundle.is_file():
+                raise ConfigError(f"[store] ca_bundle not found: {bundle}")
+            options["ca_certs"] = str(bundle)
+            options["connection_class"] = PinnedCaConnection
+    elif settings.ca_bundle:
+        raise ConfigError("[store] ca_bundle is set but url is not https://")
+    if settings.aws_region:
+        options["http_auth"] = _sigv4_auth(settings.aws_region, environ)
+        # Signatures of gzip-compressed bodies are a known source of 403s behind AWS front ends.
+        options["http_compress"] = False
+    elif settings.username or settings.password_env:
+        options["http_auth"] = (settings.username or "", _password(settings, environ))
+    try:
+        return OpenSearch(**options)
+    except (ImproperlyConfigured, ValueError) as exc:
+        raise ConfigError(f"[store] cannot configure the OpenSearch client: {exc}") from None
+
+
+class _PinnedCaSession(requests.Session):
+    """requests swaps a session's CA for REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE on every request
+    that does not pass `verify` itself (opensearch-py does not): keep the configured bundle."""
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream,
+                                                                    verify, cert)
+        merged["verify"] = self.verify
+        return merged
+
+
+class PinnedCaConnection(RequestsHttpConnection):
+    """The requests connection, verifying TLS against `[store] ca_bundle` and nothing else."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session.__class__ = _PinnedCaSession  # same state, one method overridden
+
+
+def _password(settings: StoreSettings, environ: Mapping[str, str]) -> str:
+    if not settings.username:
+        raise ConfigError("[store] password_env is set but username is not")
+    if not settings.password_env:
+        raise ConfigError("[store] username needs password_env (the variable holding the "
+                          "password)")
+    password = environ.get(settings.password_env)
+    if not password:
+        raise ConfigError(f"[store] environment variable {settings.password_env} "
+                          "(password_env) is not set")
+    return password
+
+
+def _sigv4_auth(region: str, environ: Mapping[str, str]) -> Any:
+    """SigV4 for Amazon OpenSearch Service (service "es"). Serverless would sign for "aoss",
+    but it offers no index aliases or explicit `_refresh`, which this store relies on."""
+    import boto3  # type: ignore[import-untyped]
+    from opensearchpy import AWSV4SignerAuth
+
+    session = boto3.Session(
+        aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=environ.get("AWS_SESSION_TOKEN"),
+        region_name=region,
+    )
+    # Without keys in the environment, boto3's default chain (profile, IRSA, instance role).
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise ConfigError("[store] aws_region is set but no AWS credentials were found "
+                          "(environment, profile or instance role)")
+    return AWSV4SignerAuth(credentials, region, "es")
+
+
+# -- calls, retries, errors -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Backoff:
+    """Bounded exponential back-off: `attempts` tries in all, waits base * 2^n capped at `cap`."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.cap, self.base * (2 ** attempt)))
+
+
+def describe(exc: OpenSearchException) -> str:
+    if isinstance(exc, OsConnectionError):
+        return f"cannot reach the cluster ({exc.error})"
+    if isinstance(exc, TransportError):
+        reason = _reason(exc.info) or str(exc.error)
+        if exc.status_code == 403 and BLOCKED in str(exc.error):
+            return f"{READ_ONLY}: {reason}"
+        if exc.status_code in (401, 403):
+            return f"the cluster refused the credentials ({exc.status_code}): {reason}"
+        return f"{exc.status_code} {reason}"
+    return str(exc)
+
+
+def _reason(info: Any) -> str | None:
+    if isinstance(info, dict):
+        error = info.get("error")
+        if isinstance(error, dict):
+            root = error.get("root_cause") or [error]
+            first = root[0] if isinstance(root, list) and root else error
+            if isinstance(first, dict):
+                return f"{first.get('type')}: {first.get('reason')}"
+        if isinstance(error, str):
+            return error
+    return None
+
+
+def _transient(exc: OpenSearchException) -> bool:
+    if isinstance(exc, OsConnectionError):  # includes timeouts
+        return True
+    return isinstance(exc, TransportError) and exc.status_code in RETRY_STATUS
+
+
+@dataclass
+class Cluster:
+    """One client plus the retry policy; the only place opensearch-py exceptions are caught."""
+
+    client: OpenSearch
+    backoff: Backoff = field(default_factory=Backoff)
+    sleep: Callable[[float], None] = time.sleep
+
+    def call(self, what: str, fn: Callable[[], T], *, retry: bool = True) -> T:
+        attempts = self.backoff.attempts if retry else 1
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except OpenSearchException as exc:
+                if attempt + 1 < attempts and _transient(exc):
+                    self._wait(what, attempt, describe(exc))
+                    continue
+                raise StoreError(f"OpenSearch {what} failed: {describe(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    def _wait(self, what: str, attempt: int, why: str) -> None:
+        delay = self.backoff.delay(attempt)
+        log.warning("opensearch.retry", extra={"request": what, "attempt": attempt + 1,
+                                               "delay": delay, "reason": why})
+        self.sleep(delay)
+
+    def scan(self, index: str, query: dict[str, Any], sort: list[dict[str, str]],
+             source: list[str] | bool) -> Iterator[dict[str, Any]]:
+        """Every hit of `query`, in `sort` order (a unique key), paged with search_after."""
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {"size": SCAN_PAGE, "query": query, "sort": sort,
+                                    "_source": source}
+            if after is not None:
+                body["search_after"] = after
+            hits = self.call("scan", partial(self.client.search, index=index,
+                                             body=body))["hits"]["hits"]
+            yield from hits
+            if len(hits) < SCAN_PAGE:
+                return
+            after = hits[-1]["sort"]
+
+    def send(self, actions: Sequence[BulkAction], per_request: int) -> dict[str, str]:
+        """`bulk` in requests of at most `per_request` actions."""
+        failed: dict[str, str] = {}
+        for start in range(0, len(actions), per_request):
+            failed.update(self.bulk(actions[start:start + per_request]))
+        return failed
+
+    def bulk(self, actions: Sequence[BulkAction]) -> dict[str, str]:
+        """Send actions in one `_bulk`, retrying items rejected with 429/5xx; return
+        {doc_id: reason} for items that failed for good (the caller names them)."""
+        pending = list(actions)
+        failed: dict[str, str] = {}
+        for attempt in range(self.backoff.attempts):
+            lines: list[dict[str, Any]] = []
+            for action in pending:
+                lines.extend(action.lines())
+            response = self.call("bulk", partial(self.client.bulk, body=lines))
+            items = response.get("items", [])
+            if len(items) != len(pending):
+                raise StoreError(f"OpenSearch bulk answered {len(items)} items for "
+                                 f"{len(pending)} actions")
+            again: list[BulkAction] = []
+            reasons: list[str] = []
+            for action, item in zip(pending, items, strict=True):
+                outcome = action.outcome(item)
+                if outcome is None:
+                    continue
+                status, reason = outcome
+                if status in RETRY_STATUS and attempt + 1 < self.backoff.attempts:
+                    again.append(action)
+                    reasons.append(reason)
+                else:
+                    failed.setdefault(action.doc_id, reason)
+            if not again:
+                return failed
+            self._wait("bulk", attempt, f"{len(again)} items: {reasons[0]}")
+            pending = again
+        return failed
+
+
+@dataclass(frozen=True)
+class BulkAction:
+    """One bulk item: `op` on `_id` in `index`, for document `doc_id` (the id errors name)."""
+
+    op: str  # index | update | delete
+    index: str
+    id: str
+    doc_id: str
+    source: dict[str, Any] | None = None
+    missing_ok: bool = False  # an update of a record that is gone is not an error (mark_seen)
+
+    def lines(self) -> list[dict[str, Any]]:
+        head = {self.op: {"_index": self.index, "_id": self.id}}
+        if self.op == "delete":
+            return [head]
+        body = {"doc": self.source} if self.op == "update" else self.source
+        return [head, body or {}]
+
+    def outcome(self, item: dict[str, Any]) -> tuple[int, str] | None:
+        """None when the item succeeded (or failed in a way that is fine), else (status, why)."""
+        result: dict[str, Any] = next(iter(item.values()), {})
+        status = int(result.get("status", 500))
+        if status < 300:
+            return None
+        if status == 404 and (self.op == "delete" or self.missing_ok):
+            return None
+        error = result.get("error")
+        if not isinstance(error, dict):
+            return status, f"status {status}"
+        reason = f"{error.get('type')}: {error.get('reason')}"
+        if error.get("type") == BLOCKED:
+            reason += f" ({READ_ONLY})"
+        cause = error.get("caused_by")
+        if isinstance(cause, dict) and cause.get("reason"):
+            reason += f" ({cause['reason']})"
+        return status, reason

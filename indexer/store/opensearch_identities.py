@@ -1,0 +1,138 @@
+"""The OpenSearch store's own indices for identities and sync state.
+
+<prefix>-identities  group memberships and address aliases, one record per (source, edge),
+                     tagged with the generation of the group sync that wrote it.
+<prefix>-state       sync checkpoints and reports by key (JSON text, read in real time), and
+                     `identity_version`, bumped by compare-and-set after every group sync.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from opensearchpy.exceptions import ConflictError
+
+from core.errors import StoreError
+from core.models import Alias, Membership
+from indexer.store.opensearch_client import BulkAction, Cluster
+from indexer.store.opensearch_query import identity_doc_id
+
+IDENTITY_VERSION_KEY = "clearance:identity_version"
+TERMS_PAGE = 1000
+BULK_ACTIONS = 500
+
+
+class StateIndex:
+    """Sync state by key; GET is real-time, so no refresh is needed after a write."""
+
+    def __init__(self, cluster: Cluster, index: str) -> None:
+        self.cluster = cluster
+        self.index = index
+
+    def get(self, key: str) -> Any | None:
+        found = self.cluster.call("state read", partial(
+            self.cluster.client.get, index=self.index, id=key, ignore=404))
+        return json.loads(found["_source"]["value"]) if found.get("found") else None
+
+    def set(self, key: str, value: Any) -> None:
+        body = {"value": json.dumps(value, sort_keys=True)}
+        self.cluster.call("state write", partial(
+            self.cluster.client.index, index=self.index, id=key, body=body))
+
+    def delete(self, key: str) -> None:
+        self.cluster.call("state write", partial(
+            self.cluster.client.delete, index=self.index, id=key, ignore=404))
+
+    def increment(self, key: str) -> None:
+        """Compare-and-set on the document, so two concurrent writers never lose a step."""
+        client = self.cluster.client
+        for _ in range(20):
+            current = self.cluster.call("state read", partial(
+                client.get, index=self.index, id=key, ignore=404))
+            found = bool(current.get("found"))
+            value = int(json.loads(current["_source"]["value"])) if found else 0
+            guard: dict[str, Any] = ({"if_seq_no": current["_seq_no"],
+                                      "if_primary_term": current["_primary_term"]}
+                                     if found else {"op_type": "create"})
+
+            def write(body: dict[str, Any], guard: dict[str, Any]) -> bool:
+                try:
+                    client.index(index=self.index, id=key, body=body, **guard)
+                    return True
+                except ConflictError:
+                    return False
+
+            if self.cluster.call("state write", partial(
+                    write, {"value": json.dumps(value + 1)}, guard)):
+                return
+        raise StoreError(f"could not increment {key}: too many concurrent writers")
+
+
+class IdentityIndex:
+    """Memberships and aliases per source, replaced without a moment where one is missing."""
+
+    def __init__(self, cluster: Cluster, index: str, state: StateIndex) -> None:
+        self.cluster = cluster
+        self.index = index
+        self.state = state
+
+    def replace(self, source: str, memberships: Iterable[Membership],
+                aliases: Iterable[Alias]) -> None:
+        """Write the new snapshot, then delete the source's older records: a current
+        membership (of a deny group, say) is never missing, not even for a moment."""
+        generation = uuid.uuid4().hex
+        actions = [BulkAction("index", self.index,
+                              identity_doc_id(source, "membership", m.group, m.member),
+                              f"{m.group} <- {m.member}",
+                              {"kind": "membership", "source": source, "group": m.group,
+                               "member": m.member, "generation": generation})
+                   for m in memberships]
+        actions += [BulkAction("index", self.index,
+                               identity_doc_id(source, "alias", a.alias, a.primary),
+                               f"{a.alias} = {a.primary}",
+                               {"kind": "alias", "source": source, "alias": a.alias,
+                                "primary": a.primary, "generation": generation})
+                    for a in aliases]
+        failed = self.cluster.send(actions, BULK_ACTIONS)
+        if failed:
+            first = sorted(failed)[:5]
+            raise StoreError(f"OpenSearch could not write {len(failed)} identities of {source} "
+                             f"({'; '.join(f'{k}: {failed[k]}' for k in first)}); the previous "
+                             "memberships stay in force")
+        client = self.cluster.client
+        self.cluster.call("refresh", partial(client.indices.refresh, index=self.index))
+        older = {"query": {"bool": {"filter": [{"term": {"source": source}}],
+                                    "must_not": [{"term": {"generation": generation}}]}}}
+        self.cluster.call("identity cleanup", partial(
+            client.delete_by_query, index=self.index, body=older, refresh=True,
+            conflicts="proceed"))
+        self.state.increment(IDENTITY_VERSION_KEY)
+
+    def groups_of(self, members: Iterable[str]) -> list[Membership]:
+        wanted = sorted(set(members))
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(wanted), TERMS_PAGE):
+            query = {"bool": {"filter": [{"term": {"kind": "membership"}},
+                                         {"terms": {"member": wanted[start:start + TERMS_PAGE]}}]}}
+            for h in self.cluster.scan(self.index, query,
+                                       [{"group": "asc"}, {"member": "asc"}, {"source": "asc"}],
+                                       ["group", "member"]):
+                found.add((h["_source"]["group"], h["_source"]["member"]))
+        return [Membership(group=g, member=m) for g, m in sorted(found)]
+
+    def aliases_of(self, email: str) -> list[Alias]:
+        query = {"bool": {"filter": [{"term": {"kind": "alias"}}],
+                          "should": [{"term": {"alias": email}}, {"term": {"primary": email}}],
+                          "minimum_should_match": 1}}
+        found = {(h["_source"]["alias"], h["_source"]["primary"]) for h in self.cluster.scan(
+            self.index, query, [{"alias": "asc"}, {"primary": "asc"}, {"source": "asc"}],
+            ["alias", "primary"])}
+        return [Alias(alias=a, primary=p) for a, p in sorted(found)]
+
+    def version(self) -> int:
+        value = self.state.get(IDENTITY_VERSION_KEY)
+        return int(value) if value is not None else 0
