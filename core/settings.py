@@ -35,6 +35,18 @@ class StoreSettings(Section):
 
 class JobsSettings(Section):
     broker_url: str | None = None
+    # Celery queue of this deployment: two deployments sharing one Redis need different names.
+    queue: str = Field(default="clearance", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    # The per-connector Redis lock expires this long after its worker stops renewing it.
+    lock_lease_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
+    # Redis redelivers an unacknowledged task (its worker died) after this long.
+    visibility_timeout: int = Field(default=7200, ge=1)
+    # Transient source errors (SourceUnavailable): retries with doubling delays, capped.
+    max_retries: int = Field(default=5, ge=0, le=100)
+    retry_backoff_seconds: float = Field(default=30.0, gt=0.0)
+    retry_backoff_max_seconds: float = Field(default=900.0, gt=0.0)
+    # `clearance status` flags a connector whose oldest ACL confirmation is older than this.
+    permission_freshness_target: float = Field(default=900.0, gt=0.0)
 
 
 class LlmSettings(Section):
@@ -98,8 +110,11 @@ class ConnectorSettings(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     kind: str
-    schedule: str | None = None
-    permission_schedule: str | None = None
+    # Cron (5 fields, UTC), "@every 30s|10m|2h", or "off"; unset = indexer.jobs.schedules defaults.
+    schedule: str | None = None  # full sync
+    permission_schedule: str | None = None  # permission sync (ACLs + group memberships)
+    incremental_schedule: str | None = None  # incremental sync (no deletion pass)
+    prune_schedule: str | None = None  # permission pass that also deletes vanished documents
 
     @property
     def options(self) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 full_sync        documents page by page; unchanged content is skipped, ACL-only changes take the
                  fast path, changed content is chunked and embedded; a checkpoint after every
                  page lets a killed sync resume; documents not seen are deleted at the end.
+incremental_sync full_sync without the deletion pass (a source without a change feed re-lists
+                 everything; unchanged content is still skipped by its hash).
 permission_sync  ACLs only (no content, no embedding), plus group memberships.
+prune            the permission pass, then deletes indexed documents the source no longer lists.
 group_sync       group memberships and aliases only.
 """
 
@@ -28,7 +31,7 @@ from indexer.store.base import ChunkStore, IdentityStoreProtocol, StateStore
 
 log = logging.getLogger("clearance.sync")
 
-Mode = Literal["full", "permissions", "groups"]
+Mode = Literal["full", "incremental", "permissions", "groups", "prune"]
 Progress = Callable[["SyncReport"], None]
 
 
@@ -39,7 +42,7 @@ class SyncReport:
     run_id: str
     started: float = field(default_factory=time.time)
     finished: float | None = None
-    status: Literal["running", "ok", "failed"] = "running"
+    status: Literal["running", "ok", "failed", "skipped"] = "running"
     resumed: bool = False
     documents: int = 0
     indexed: int = 0
@@ -110,21 +113,35 @@ class Pipeline:
 
     # -- full sync -------------------------------------------------------------------------
     def full_sync(self, connector: Connector) -> SyncReport:
-        key = _checkpoint_key(connector.name, "full")
+        return self._content_sync(connector, "full")
+
+    def incremental_sync(self, connector: Connector) -> SyncReport:
+        return self._content_sync(connector, "incremental")
+
+    def _content_sync(self, connector: Connector, mode: Mode) -> SyncReport:
+        key = _checkpoint_key(connector.name, mode)
         saved = self.store.get_state(key)
         if saved:
             report = SyncReport(**{**saved["report"], "resumed": True})
             cursor: str | None = saved["cursor"]
         else:
-            report = SyncReport(connector.name, "full", uuid.uuid4().hex)
+            report = SyncReport(connector.name, mode, uuid.uuid4().hex)
             cursor = None
         return self._run(report, lambda: self._full(connector, report, key, cursor))
 
+    def _pending_full_run(self, connector: str) -> str | None:
+        """The run id of an interrupted full sync. Other passes mark what they see under it, so
+        that its deletion pass, when it resumes, keeps those documents."""
+        saved = self.store.get_state(_checkpoint_key(connector, "full"))
+        return str(saved["report"]["run_id"]) if saved else None
+
     def _full(self, connector: Connector, report: SyncReport, key: str, cursor: str | None) -> None:
+        seen_run = (report.run_id if report.mode == "full"
+                    else self._pending_full_run(connector.name) or report.run_id)
         self._identities(connector, report)
         self.store.set_state(key, {"cursor": cursor, "report": report.to_json_for_resume()})
         for page in connector.documents(cursor):
-            self._page(page, report)
+            self._page(page, report, seen_run)
             if self.budget.spent(report):
                 raise SyncError(f"error budget spent: {report.error_count} documents failed "
                                 f"(last: {report.errors[-1] if report.errors else '?'})")
@@ -132,15 +149,16 @@ class Pipeline:
                 self.store.set_state(key, {"cursor": page.checkpoint,
                                            "report": report.to_json_for_resume()})
             self.progress(report)
-        report.deleted = len(self.store.delete_unseen(connector.name, report.run_id))
+        if report.mode == "full":
+            report.deleted = len(self.store.delete_unseen(connector.name, report.run_id))
         self.store.delete_state(key)
 
-    def _page(self, page: DocumentPage, report: SyncReport) -> None:
+    def _page(self, page: DocumentPage, report: SyncReport, seen_run: str) -> None:
         for failure in page.failures:
             report.fail(failure)
             # Keep the last good content, but only under the ACL the source has now.
             if (failure.doc_id and failure.acl is not None
-                    and self.store.update_acl(failure.doc_id, failure.acl, report.run_id)):
+                    and self.store.update_acl(failure.doc_id, failure.acl, seen_run)):
                 report.acl_updated += 1
         docs = list(page.documents)
         states = self.store.document_states([d.doc_id for d in docs])
@@ -163,10 +181,10 @@ class Pipeline:
         embedded = self._embed(changed)  # outside the write transaction: it is the slow part
         with self.store.batch():
             for doc in acl_only:
-                self.store.update_acl(doc.doc_id, doc.acl, report.run_id)
-            self.store.mark_seen(unchanged, report.run_id)
+                self.store.update_acl(doc.doc_id, doc.acl, seen_run)
+            self.store.mark_seen(unchanged, seen_run)
             for doc, chunks, vectors in embedded:
-                self.store.upsert(doc, chunks, vectors, self.embedder.name, report.run_id)
+                self.store.upsert(doc, chunks, vectors, self.embedder.name, seen_run)
                 report.chunks_embedded += len(chunks)
         report.acl_updated += len(acl_only)
         report.unchanged += len(unchanged)
@@ -192,7 +210,18 @@ class Pipeline:
         report = SyncReport(connector.name, "permissions", uuid.uuid4().hex)
         return self._run(report, lambda: self._permissions(connector, report))
 
-    def _permissions(self, connector: Connector, report: SyncReport) -> None:
+    def prune(self, connector: Connector) -> SyncReport:
+        report = SyncReport(connector.name, "prune", uuid.uuid4().hex)
+
+        def body() -> None:
+            seen_run = self._pending_full_run(connector.name) or report.run_id
+            self._permissions(connector, report, seen_run)
+            report.deleted = len(self.store.delete_unseen(connector.name, seen_run))
+
+        return self._run(report, body)
+
+    def _permissions(self, connector: Connector, report: SyncReport,
+                     seen_run: str | None = None) -> None:
         self._identities(connector, report)
         for page in connector.permissions(None):
             for failure in page.failures:
@@ -208,11 +237,11 @@ class Pipeline:
                     if state is None:
                         continue  # not indexed yet: the next full sync brings its content
                     if state.acl_key != acl.key():
-                        self.store.update_acl(doc_id, acl, None)
+                        self.store.update_acl(doc_id, acl, seen_run)
                         report.acl_updated += 1
                     else:
                         confirmed.append(doc_id)
-                self.store.mark_seen(confirmed, None)
+                self.store.mark_seen(confirmed, seen_run)
             self.progress(report)
 
     def group_sync(self, connector: Connector) -> SyncReport:

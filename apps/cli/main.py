@@ -10,9 +10,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from apps.cli import output
 from apps.runtime import Runtime
@@ -21,6 +21,8 @@ from core.errors import ClearanceError, UnknownDocument, UsageError
 from core.settings import load_settings
 from indexer.locks import connector_lock
 from indexer.sync import SyncReport, last_run_key
+
+T = TypeVar("T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sync", "pull documents and permissions from the configured connectors")
     p.add_argument("--connector", action="append", help="only this connector (repeatable)")
-    p.add_argument("--mode", choices=["full", "permissions", "groups"], default="full",
-                   help="full (content + ACLs), permissions (ACLs only) or groups")
+    p.add_argument("--mode", choices=["full", "incremental", "permissions", "groups", "prune"],
+                   default="full",
+                   help="full (content + ACLs + deletions), incremental (no deletions), "
+                        "permissions (ACLs only), groups, or prune (ACLs + deletions)")
+    p.add_argument("--queue", action="store_true",
+                   help="enqueue on the Celery broker for a worker instead of running here")
     for name, help in (("search", "find documents you may read"),
                        ("ask", "answer a question from documents you may read, with citations")):
         p = command(name, help)
@@ -67,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("doc_id")
     p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL")
     command("status", "per connector: last sync, documents, errors, permission freshness")
+    p = command("worker", "run a Celery worker for this deployment's sync jobs")
+    p.add_argument("--pool", choices=["prefork", "solo"], default="prefork",
+                   help="prefork: one process per concurrent sync; solo: one sync at a time")
+    p.add_argument("--concurrency", type=int, default=2, help="parallel syncs (prefork)")
+    p.add_argument("--loglevel", default="info", help="Celery log level")
+    p.add_argument("--name", default=None, help="worker node name (default clearance-PID@host)")
+    p = command("beat", "trigger the connectors' schedules (run exactly one per deployment)")
+    p.add_argument("--loglevel", default="info", help="Celery log level")
     command("demo", "sync the bundled Acme tenant and show answers differ by who asks")
     return parser
 
@@ -96,14 +110,30 @@ def _questions(args: argparse.Namespace) -> list[str] | None:
     return [line.strip() for line in sys.stdin if line.strip()]
 
 
+def cmd_sync_queue(rt: Runtime, args: argparse.Namespace) -> int:
+    from indexer.jobs.app import enqueue
+
+    names = [c.name for c in rt.connectors(args.connector)]
+    queued = enqueue(rt.jobs, rt.settings, names, args.mode)
+    if args.json:
+        output.print_json({"queued": queued})
+    else:
+        for q in queued:
+            print(f"queued {q['mode']} sync of {q['connector']!r}: task {q['task_id']}")
+    return 0
+
+
 def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
+    if args.queue:
+        return cmd_sync_queue(rt, args)
     reports: list[SyncReport] = []
     failed = False
     for connector in rt.connectors(args.connector):
         progress = output.TerminalProgress()
         pipeline = rt.pipeline(progress)
-        run = {"full": pipeline.full_sync, "permissions": pipeline.permission_sync,
-               "groups": pipeline.group_sync}[args.mode]
+        run = {"full": pipeline.full_sync, "incremental": pipeline.incremental_sync,
+               "permissions": pipeline.permission_sync, "groups": pipeline.group_sync,
+               "prune": pipeline.prune}[args.mode]
         started = time.time()
         try:
             with connector_lock(rt.settings.home, connector.name):
@@ -138,29 +168,28 @@ def cmd_search(rt: Runtime, args: argparse.Namespace) -> int:
         raise UsageError("--k must be at least 1")
     from retriever.filters import acl_filter
 
-    questions = _questions(args)
-    for q in questions if questions is not None else [args.query]:
-        hits = rt.retriever.search(q, acl_filter(identity), k)
-        if args.json:
-            output.print_json(output.hits_json(hits))
-        else:
-            if questions is not None:
-                print(f"# {q}")
-            output.print_hits(hits)
-    return 0
+    return _each_question(args, lambda q: rt.retriever.search(q, acl_filter(identity), k),
+                          output.hits_json, output.print_hits)
 
 
 def cmd_ask(rt: Runtime, args: argparse.Namespace) -> int:
     identity = rt.identity(args.as_email)
-    questions = _questions(args)
-    for q in questions if questions is not None else [args.query]:
-        answer = rt.assistant.ask(q, identity)
+    return _each_question(args, lambda q: rt.assistant.ask(q, identity),
+                          lambda answer: answer.to_json(), output.print_answer)
+
+
+def _each_question(args: argparse.Namespace, run: Callable[[str], T],
+                   as_json: Callable[[T], Any], show: Callable[[T], None]) -> int:
+    """One question from the argument, or one per stdin line (one JSON line each, in order)."""
+    batch = _questions(args)
+    for q in batch if batch is not None else [args.query]:
+        result = run(q)
         if args.json:
-            output.print_json(answer.to_json())
+            output.print_json(as_json(result))
         else:
-            if questions is not None:
+            if batch is not None:
                 print(f"# {q}")
-            output.print_answer(answer)
+            show(result)
     return 0
 
 
@@ -178,25 +207,51 @@ def cmd_explain(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def _schedule_status(rt: Runtime, cfg: Any, runs: dict[str, Any],
+                     now: float) -> dict[str, dict[str, Any]]:
+    """Each scheduled mode's spec and next run; empty when no broker (nothing is scheduled)."""
+    if not rt.settings.file.jobs.broker_url:
+        return {}
+    from datetime import UTC, datetime
+
+    from indexer.jobs.schedules import upcoming
+
+    started = {m: r["started"] for m, r in runs.items() if r}
+    return {mode: {"spec": spec, "next_run": round(at.timestamp(), 3)}
+            for mode, (spec, at) in upcoming(cfg, datetime.fromtimestamp(now, UTC),
+                                             started).items()}
+
+
 def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
+    from indexer.jobs.records import skipped_key
+
     now = time.time()
+    target = rt.settings.file.jobs.permission_freshness_target
+    modes = ("full", "incremental", "permissions", "groups", "prune")
     rows = []
     for cfg in rt.settings.file.connectors:
         stats = rt.store.stats(cfg.name)
-        runs = {m: rt.store.get_state(last_run_key(cfg.name, m))
-                for m in ("full", "permissions", "groups")}
+        runs = {m: rt.store.get_state(last_run_key(cfg.name, m)) for m in modes}
         last = max((r for r in runs.values() if r), key=lambda r: r["started"], default=None)
+        skips = [rt.store.get_state(skipped_key(cfg.name, m)) for m in modes]
+        skip = max((r for r in skips if r), key=lambda r: r["started"], default=None)
         freshness = now - stats.oldest_acl_confirmed_at if stats.oldest_acl_confirmed_at else None
+        schedules = _schedule_status(rt, cfg, runs, now)
         rows.append({
             "connector": cfg.name, "kind": cfg.kind,
             "last_run": None if last is None else {
                 "mode": last["mode"], "started": last["started"], "status": last["status"],
-                "duration": last["duration"], "errors": last["error_count"],
-                "error": last["error"]},
+                "duration": last["duration"], "documents": last["documents"],
+                "errors": last["error_count"], "error": last["error"]},
+            "last_skipped": None if skip is None else {
+                "mode": skip["mode"], "at": skip["started"], "reason": skip["error"]},
             "documents": stats.documents, "chunks": stats.chunks,
             "readable_by_nobody": stats.readable_by_nobody,
             "permission_freshness_seconds": None if freshness is None else round(freshness, 1),
-            "next_run": None, "schedule": cfg.schedule,
+            "permission_freshness_target_seconds": target,
+            "permission_freshness_over_target": freshness is not None and freshness > target,
+            "next_run": min((s["next_run"] for s in schedules.values()), default=None),
+            "schedules": schedules, "schedule": cfg.schedule,
         })
     if args.json:
         output.print_json({"connectors": rows})
@@ -207,15 +262,58 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         last = row["last_run"]
         when = "never" if last is None else (
             f"{output.ago(now - last['started'])} ago ({last['mode']}, {last['status']}, "
-            f"{last['duration']:.1f}s, {last['errors']} errors)")
+            f"{last['documents']} documents, {last['duration']:.1f}s, {last['errors']} errors)")
         fresh = row["permission_freshness_seconds"]
         print(f"{row['connector']} ({row['kind']}): last sync {when}")
         print(f"  {row['documents']} documents, {row['chunks']} chunks, "
               f"{row['readable_by_nobody']} readable by nobody")
+        flag = "  OVER TARGET" if row["permission_freshness_over_target"] else ""
         print(f"  permission freshness: oldest ACL confirmed "
-              f"{'n/a' if fresh is None else output.ago(fresh) + ' ago'}")
+              f"{'n/a' if fresh is None else output.ago(fresh) + ' ago'} "
+              f"(target {output.ago(target)}){flag}")
+        if row["schedules"]:
+            mode, nxt = min(row["schedules"].items(), key=lambda kv: kv[1]["next_run"])
+            print(f"  next run: {mode} in {output.ago(max(0.0, nxt['next_run'] - now))} "
+                  f"(schedules: " + ", ".join(f"{m} {s['spec']!r}"
+                                             for m, s in row["schedules"].items()) + ")")
+        else:
+            print("  next run: not scheduled (no [jobs] broker_url)")
         if last and last["error"]:
             print(f"  last error: {last['error']}")
+        skip = row["last_skipped"]
+        if skip and (last is None or skip["at"] >= last["started"]):
+            print(f"  last skipped: {skip['mode']} {output.ago(now - skip['at'])} ago: "
+                  f"{skip['reason']}")
+    return 0
+
+
+def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from indexer.jobs import tasks
+
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    rt.connectors()  # a config mistake stops here, not inside every task
+    app = rt.jobs
+    settings = rt.settings
+    tasks.serve(lambda: Runtime(settings))
+    _configure_logging(True)
+    logging.getLogger("clearance").propagate = False  # Celery's root handler would repeat it
+    name = args.name or f"clearance-{os.getpid()}@{socket.gethostname()}"
+    concurrency = 1 if args.pool == "solo" else args.concurrency
+    app.worker_main(["worker", f"--pool={args.pool}", f"--concurrency={concurrency}",
+                     f"--queues={settings.file.jobs.queue}", f"--hostname={name}",
+                     f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle"])
+    return 0
+
+
+def cmd_beat(rt: Runtime, args: argparse.Namespace) -> int:
+    rt.connectors()
+    app = rt.jobs
+    rt.settings.home.mkdir(parents=True, exist_ok=True)
+    app.Beat(schedule=str(rt.settings.home / "beat-schedule"), loglevel=args.loglevel).run()
     return 0
 
 
@@ -226,7 +324,7 @@ def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
-            "status": cmd_status, "demo": cmd_demo}
+            "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,8 +17,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.quality.dataset import AclJson, acl_cases, assign_acls, can_read, load_dataset
-from bench.quality.dataset import principals_of
+from bench.quality.dataset import (
+    AclJson,
+    acl_cases,
+    assign_acls,
+    can_read,
+    load_dataset,
+    principals_of,
+)
 from connectors.base import DocumentPage, IdentitySnapshot, PermissionPage
 from core.acl import Acl, AclFilter
 from core.models import Document, Section, make_document
