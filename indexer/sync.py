@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from connectors.base import Connector, DocumentPage, Failure
+from core.acl import Acl
 from core.errors import SyncError
 from core.models import Chunk, Document
 from indexer.chunking import ChunkingPolicy, chunk_document, embedding_text
@@ -223,9 +224,11 @@ class Pipeline:
     def _permissions(self, connector: Connector, report: SyncReport,
                      seen_run: str | None = None) -> None:
         self._identities(connector, report)
+        listed: set[str] = set()
         for page in connector.permissions(None):
             for failure in page.failures:
                 report.fail(failure)
+            listed.update(doc_id for doc_id, _ in page.acls)
             states = self.store.document_states([doc_id for doc_id, _ in page.acls])
             confirmed = []
             with self.store.batch():
@@ -243,6 +246,14 @@ class Pipeline:
                         confirmed.append(doc_id)
                 self.store.mark_seen(confirmed, seen_run)
             self.progress(report)
+        # A complete listing that no longer names a document (moved, deleted, out of scope):
+        # nobody may read its indexed copy any more; prune or the next full sync removes it.
+        unlisted = [d for d in self.store.doc_ids(connector.name) if d not in listed]
+        gone = Acl.nobody("no longer listed at the source")
+        with self.store.batch():
+            for doc_id in unlisted:
+                self.store.update_acl(doc_id, gone, None)
+        report.acl_updated += len(unlisted)
 
     def group_sync(self, connector: Connector) -> SyncReport:
         report = SyncReport(connector.name, "groups", uuid.uuid4().hex)

@@ -86,6 +86,10 @@ class ChunkStore(Protocol):
 
     def delete(self, doc_ids: Sequence[str]) -> None: ...
 
+    def doc_ids(self, connector: str) -> list[str]:
+        """Every indexed document id of a connector, sorted."""
+        ...
+
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]: ...
 
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter,

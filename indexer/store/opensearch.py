@@ -390,6 +390,15 @@ class OpenSearchStore:
             self.delete(gone)
         return gone
 
+    def doc_ids(self, connector: str) -> list[str]:
+        with self.batch():
+            self._flush(self._batch_state())
+            self._refresh()
+            query = {"bool": {"filter": [{"term": {"kind": "document"}},
+                                         {"term": {"connector": connector}}]}}
+            return [h["_source"]["doc_id"] for h in self.cluster.scan(
+                self.chunks, query, [{"doc_id": "asc"}], ["doc_id"])]
+
     def delete(self, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
             return

@@ -255,6 +255,10 @@ class SqliteStore:
             self.delete(gone)
         return gone
 
+    def doc_ids(self, connector: str) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT doc_id FROM documents WHERE connector = ? ORDER BY doc_id", (connector,))]
+
     def delete(self, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
             return

@@ -193,6 +193,18 @@ class StoreContract:
         assert store.document_states([gone.doc_id, kept.doc_id]).keys() == {kept.doc_id}
         assert store.stats(CONNECTOR).documents == 1
 
+    def test_doc_ids_lists_one_connector_sorted(
+            self, store: ContractStore, embedder: HashingEmbedder) -> None:
+        b = make_doc("b.md", f"{KEYWORD} b", acl=Acl.single([EVERYONE]))
+        a = make_doc("a.md", f"{KEYWORD} a", acl=Acl.nobody("unknown"))
+        elsewhere = make_doc("x.md", f"{KEYWORD} x", acl=Acl.single([EVERYONE]),
+                             connector="other")
+        index(store, embedder, b, a, elsewhere)
+        assert store.doc_ids(CONNECTOR) == [a.doc_id, b.doc_id]
+        store.delete([a.doc_id])
+        assert store.doc_ids(CONNECTOR) == [b.doc_id]
+        assert store.doc_ids("nothing-here") == []
+
     def test_delete_unseen_removes_what_the_run_did_not_see(
             self, store: ContractStore, embedder: HashingEmbedder) -> None:
         a = make_doc("a.md", f"{KEYWORD} a", acl=Acl.single([EVERYONE]))
