@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("beat", "trigger the connectors' schedules (run exactly one per deployment)")
     p.add_argument("--loglevel", default="info", help="Celery log level")
     command("demo", "sync the bundled Acme tenant and show answers differ by who asks")
+    p = command("reindex", "OpenSearch: build the next index version and swap the alias")
+    p.add_argument("--dimension", type=int, default=None,
+                   help="vector dimension of the new index (default: the current one)")
     return parser
 
 
@@ -317,6 +320,24 @@ def cmd_beat(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(rt: Runtime, args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from indexer.store.opensearch import reindex
+
+    # No sync may write while the index is copied: hold every connector's lock.
+    with ExitStack() as locks:
+        for cfg in rt.settings.file.connectors:
+            locks.enter_context(connector_lock(rt.settings.home, cfg.name))
+        result = reindex(rt.store, args.dimension)
+    if args.json:
+        output.print_json(result.to_json())
+    else:
+        print(f"reindexed {result.records} records: {result.old_index} -> "
+              f"{result.new_index} (dimension {result.dimension})")
+    return 0
+
+
 def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
@@ -324,7 +345,8 @@ def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
-            "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat}
+            "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
+            "reindex": cmd_reindex}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -79,12 +79,12 @@ _VERSION = re.compile(r"-v(\d+)$")
 class ReindexResult:
     old_index: str
     new_index: str
-    documents: int
+    records: int  # index records copied: chunks plus one record per document
     dimension: int
 
     def to_json(self) -> dict[str, Any]:
         return {"old_index": self.old_index, "new_index": self.new_index,
-                "documents": self.documents, "dimension": self.dimension}
+                "records": self.records, "dimension": self.dimension}
 
 
 @dataclass

@@ -143,7 +143,7 @@ def test_reindex_swaps_the_alias_and_keeps_every_result(store: OpenSearchStore,
 
     result = store.reindex()
 
-    assert (result.old_index, result.new_index, result.documents) == (
+    assert (result.old_index, result.new_index, result.records) == (
         "t0-chunks-v1", "t0-chunks-v2", 6 + 12)
     assert store.client.indices.get_alias(name="t0-chunks") == {"t0-chunks-v2": {
         "aliases": {"t0-chunks": {}}}}
