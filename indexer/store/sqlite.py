@@ -80,15 +80,23 @@ STOPWORDS = frozenset((
 )
 
 
-def fts_query(text: str) -> str | None:
-    """A natural-language question as an FTS5 OR-query of its content words (quoted)."""
+# BM25 scores every passage that matches any term; a term in more than this share of the
+# passages adds little (its idf is small) but costs most of the query: it is left out when the
+# question has rarer terms. Below COMMON_MIN passages nothing is left out.
+COMMON_FRACTION = 0.05
+COMMON_MIN = 2000
+
+
+def query_terms(text: str) -> list[str]:
+    """The content words of a natural-language question, in order, without repeats."""
     words = [w.lower() for w in _WORD.findall(text)]
     terms = list(dict.fromkeys(w for w in words if w not in STOPWORDS and len(w) > 1))
-    if not terms:
-        terms = list(dict.fromkeys(w for w in words if w))
-    if not terms:
-        return None
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms[:64])
+    return (terms or list(dict.fromkeys(w for w in words if w)))[:64]
+
+
+def fts_query(terms: list[str]) -> str | None:
+    """An FTS5 OR-query of quoted terms."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms) or None
 
 
 class _DenseCache:
@@ -120,6 +128,9 @@ class SqliteStore:
         self._depth = 0
         self._dense = _DenseCache()
         self._admitted: dict[tuple[frozenset[str], int, int], list[int]] = {}
+        self._df: dict[str, int] = {}  # term -> passages matching it (capped), per generation
+        self._df_gen = -1
+        self._passages = 0
 
     def close(self) -> None:
         self._db.close()
@@ -281,8 +292,26 @@ class SqliteStore:
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
         return self._lexical(query, acl, limit)
 
+    def _selective(self, terms: list[str]) -> list[str]:
+        """The terms worth scoring (see COMMON_FRACTION); never empties a query."""
+        gen = self._meta("vector_gen")
+        if self._df_gen != gen:
+            self._df, self._df_gen = {}, gen
+            self._passages = self.chunk_count()
+        cap = max(COMMON_MIN, int(self._passages * COMMON_FRACTION))
+        if self._passages <= cap or len(terms) < 2:
+            return terms
+        for term in terms:
+            if term not in self._df:
+                self._df[term] = int(self._db.execute(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? "
+                    "LIMIT ?)", (fts_query([term]), cap)).fetchone()[0])
+        selective = [t for t in terms if self._df[t] < cap]
+        return selective or terms
+
     def _lexical(self, query: str, acl: AclFilter | None, limit: int) -> list[ChunkHit]:
-        match = fts_query(query)
+        with self._lock:
+            match = fts_query(self._selective(query_terms(query)))
         if match is None or limit <= 0:
             return []
         acl_clause = ("AND c.acl_id IN (SELECT value FROM json_each(:admitted))"
