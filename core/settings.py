@@ -70,9 +70,10 @@ class EmbedderSettings(Section):
 class RetrievalSettings(Section):
     k: int = Field(default=10, ge=1, le=200)
     candidates: int = Field(default=100, ge=1, le=5000)  # per retriever, before fusion
-    fusion: Literal["weighted_rrf", "rrf", "bm25", "dense"] = "weighted_rrf"
+    # Measured in bench/quality (bench/RESULTS.md): convex 0.5 beats BM25, dense and every RRF.
+    fusion: Literal["convex", "weighted_rrf", "rrf", "bm25", "dense"] = "convex"
     rrf_k: int = Field(default=60, ge=1)
-    dense_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    dense_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     passages_per_document: int = Field(default=3, ge=1, le=20)
 
 

@@ -184,3 +184,4 @@ def test_invariants_across_sizes(embedder: Any, n: int) -> None:
     d = doc(*sections, title="Guide")
     chunks = chunk_document(d, count, SMALL)
     check_invariants(d, chunks, count, SMALL)
+
