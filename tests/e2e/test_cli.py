@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 
 from indexer.store.sqlite import SqliteStore
 from tests.conftest import write_tree
+from tests.support import clearance_exe
 
 pytestmark = pytest.mark.e2e
 
@@ -50,15 +50,6 @@ LOOSE: dict[str, Any] = {  # a second connector whose root has no .access.json a
 EVERYONE_DOCS = {"docs:welcome.md", "docs:guide.md"}
 DOMAIN_DOCS = EVERYONE_DOCS | {"docs:staff/payroll.md"}
 TEAM_DOCS = DOMAIN_DOCS | {"docs:team/plan.md"}
-
-
-def clearance_exe() -> str:
-    found = Path(sys.executable).parent / "clearance"
-    if found.is_file():
-        return str(found)
-    which = shutil.which("clearance")
-    assert which, "the clearance console script is not installed"
-    return which
 
 
 def cli_env(**extra: str) -> dict[str, str]:

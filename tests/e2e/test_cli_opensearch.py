@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from osmem_server import OsmemError, OsmemServer
 
+from tests.support import clearance_exe
+
 pytestmark = pytest.mark.e2e
 
-EXE = shutil.which("clearance", path=str(Path(sys.executable).parent)) or "clearance"
 
 
 @pytest.fixture
@@ -33,8 +32,8 @@ def cluster() -> Iterator[str]:
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CLEARANCE_EMBEDDER": "hashing"}
-    return subprocess.run([EXE, "--home", str(home), *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run([clearance_exe(), "--home", str(home), *args], capture_output=True,
+                          text=True, env=env, timeout=300)
 
 
 def test_sync_then_reindex_swaps_the_alias_and_keeps_every_document(

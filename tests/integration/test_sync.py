@@ -14,7 +14,6 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from indexer.sync import ErrorBudget, Pipeline, last_run_key
 from retriever.filters import acl_filter
 from retriever.hybrid import RetrievalParams, Retriever
 from tests.conftest import write_tree
+from tests.support import clearance_exe
 
 pytestmark = pytest.mark.integration
 
@@ -314,15 +314,6 @@ def test_crash_inside_embedder_then_resume_matches_clean_sync(
     clean = index(name="clean", root=crashed.root, page_size=4)
     clean.sync()
     assert crashed.store.snapshot() == clean.store.snapshot()
-
-
-def clearance_exe() -> str:
-    found = Path(sys.executable).parent / "clearance"
-    if found.is_file():
-        return str(found)
-    which = shutil.which("clearance")
-    assert which, "the clearance console script is not installed"
-    return which
 
 
 def cli_env() -> dict[str, str]:
