@@ -248,8 +248,11 @@ class Pipeline:
             self.progress(report)
         # A complete listing that no longer names a document (moved, deleted, out of scope):
         # nobody may read its indexed copy any more; prune or the next full sync removes it.
-        unlisted = [d for d in self.store.doc_ids(connector.name) if d not in listed]
         gone = Acl.nobody("no longer listed at the source")
+        candidates = [d for d in self.store.doc_ids(connector.name) if d not in listed]
+        # Already fail-closed by an earlier pass: rewriting them would only invalidate caches.
+        unlisted = [d for d, state in self.store.document_states(candidates).items()
+                    if state.acl_key != gone.key()]
         with self.store.batch():
             for doc_id in unlisted:
                 self.store.update_acl(doc_id, gone, None)

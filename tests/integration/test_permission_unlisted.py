@@ -60,3 +60,15 @@ def test_deleted_file_is_unreadable_after_permission_sync(
     (root / "public/falcon.md").unlink()
     pipeline.permission_sync(connector)
     assert "docs:public/falcon.md" not in visible(store, embedder, "bob@acme.example")
+
+
+def test_a_second_permission_sync_does_not_rewrite_already_hidden_documents(
+        make_tree: Any, files_connector: Any, pipeline: Any, store: Any) -> None:
+    root: Path = make_tree(TREE)
+    connector = files_connector(root)
+    pipeline.full_sync(connector)
+    (root / "public/falcon.md").unlink()
+    assert pipeline.permission_sync(connector).acl_updated == 1
+    again = pipeline.permission_sync(connector)
+    assert again.acl_updated == 0
+    assert store.document("docs:public/falcon.md").acl.readable_by_somebody is False
