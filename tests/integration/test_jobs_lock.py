@@ -53,10 +53,13 @@ def test_two_triggers_at_once_one_runs_one_is_skipped(tmp_path: Path) -> None:
             settings = dep.settings()
             app = create_app(settings)
             sent = time.time()
-            ids = {q["task_id"] for q in enqueue(app, settings, ["docs", "docs"], "full")}
+            ids = {q["task_id"] for q in enqueue(app, settings, ["docs"], "full")}
             key = lock_key("clearance", "docs")
             ttl = int(wait_for(lambda: max(client.pttl(key), 0), 60, "the lease to be taken"))
             assert 0 < ttl <= LEASE * 1000
+            # The second trigger arrives while the first holds the lease (sent together, a busy
+            # machine sometimes let the first finish before the second child took its task).
+            ids |= {q["task_id"] for q in enqueue(app, settings, ["docs"], "full")}
 
             report = dep.wait_report("full", since=0, timeout=120)
             assert report["status"] == "ok", (report, dep.logs())
