@@ -96,9 +96,14 @@ class Runtime:
     def pipeline(self, progress: Progress | None = None) -> Pipeline:
         return Pipeline(self.store, self.embedder, progress=progress)
 
+    @property
+    def connector_names(self) -> list[str]:
+        """The configured connectors: the only ones anybody's searches cover."""
+        return [c.name for c in self.settings.file.connectors]
+
     @cached_property
     def resolver(self) -> CachedResolver:
-        return CachedResolver(self.store)
+        return CachedResolver(self.store, self.connector_names)
 
     def identity(self, email: str) -> Identity:
         if "@" not in email or email.strip() != email or " " in email:

@@ -1,7 +1,9 @@
 """Resolve a person's email to the principals they hold, and explain access decisions.
 
-email -> primary address (aliases) -> user principals -> groups from every source's group sync
--> transitive closure (cycles allowed) -> plus `domain:` of each address and `everyone`.
+Per source: email -> the addresses that source lists for this person (aliases, one way, never
+an address two people claim) -> user principals -> that source's groups -> transitive closure
+(cycles allowed) -> plus `domain:` of each address and `everyone`. What one source asserts
+admits the person only to that source's documents.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from core import principals as P
 from core.acl import Acl
@@ -21,12 +23,16 @@ class IdentityStore(Protocol):
         self, source: str, memberships: Iterable[Membership], aliases: Iterable[Alias]
     ) -> None: ...
 
-    def groups_of(self, members: Iterable[str]) -> list[Membership]:
-        """Memberships whose `member` is one of `members` (one level up)."""
+    def groups_of(self, members: Iterable[str], source: str | None = None) -> list[Membership]:
+        """Memberships whose `member` is one of `members` (one level up), of one source."""
         ...
 
-    def aliases_of(self, email: str) -> list[Alias]:
-        """Alias rows where `email` is the alias or the primary."""
+    def aliases_of(self, email: str, source: str | None = None) -> list[Alias]:
+        """Alias rows where `email` is the alias or the primary, of one source."""
+        ...
+
+    def identity_sources(self) -> list[str]:
+        """The sources whose group sync stored memberships or aliases, sorted."""
         ...
 
     def identity_version(self) -> int:
@@ -36,12 +42,28 @@ class IdentityStore(Protocol):
 
 @dataclass(frozen=True)
 class Identity:
-    """The principals one person holds, each with the membership step that granted it."""
+    """The principals one person holds, each with the membership step that granted it.
+
+    Identity facts are scoped to the source that asserted them: `at(source)` is what the
+    person holds for that connector's documents (its aliases, its group closure). The
+    top-level `principals` is their union, for the audit log and display only; filters and
+    explanations use `at(source)`.
+    """
 
     email: str
     principals: frozenset[str]
     # principal -> the principal it was reached from (None for starting principals)
     via: Mapping[str, str | None] = field(default_factory=dict)
+    per_source: Mapping[str, Identity] = field(default_factory=dict)
+    # Addresses two people claim (a shared mailbox): they grant neither of them anything.
+    ambiguous: frozenset[str] = frozenset()
+    # Connectors whose documents this person's searches cover (None: not decided here).
+    connectors: tuple[str, ...] | None = None
+
+    def at(self, source: str) -> Identity:
+        """What this person holds for the documents of connector `source`."""
+        found = self.per_source.get(source)
+        return found if found is not None else _base(self.email)
 
     def path(self, principal: str) -> list[str]:
         """`[principal, ..., user:x]`: the membership chain from a held principal to the person."""
@@ -55,24 +77,51 @@ class Identity:
         return chain
 
 
-def resolve(store: IdentityStore, email: str) -> Identity:
-    primary = P.normalize_email(email)
+def _base(email: str) -> Identity:
+    """What anyone holds at a source that asserted nothing about them."""
+    via: dict[str, str | None] = {P.user(email): None}
+    host = P.domain_of(email)
+    if host:
+        via[P.domain(host)] = P.user(email)
+    via[P.EVERYONE] = None
+    return Identity(email=email, principals=frozenset(via), via=via)
+
+
+def _claims(store: IdentityStore, source: str, address: str) -> set[str]:
+    """The people who claim `address` at `source`: the primaries listing it as their alias,
+    and the address itself when it is a primary there."""
+    rows = store.aliases_of(address, source)
+    people = {a.primary for a in rows if a.alias == address}
+    if any(a.primary == address for a in rows):
+        people.add(address)
+    return people
+
+
+def _at_source(store: IdentityStore, source: str, primary: str) -> tuple[Identity, set[str]]:
+    """The person's principals for `source`'s documents, and the ambiguous addresses seen.
+
+    One way only: the person's own address -> the aliases *this source* lists for them. An
+    alias never leads to another primary, and an address claimed by two people grants nothing.
+    """
+    ambiguous: set[str] = set()
     addresses = {primary}
-    for alias in store.aliases_of(primary):
-        addresses.update({alias.alias, alias.primary})
-    # Aliases of the primary (one hop: alias -> primary -> other aliases).
-    for address in list(addresses):
-        for alias in store.aliases_of(address):
-            addresses.update({alias.alias, alias.primary})
-    via: dict[str, str | None] = {}
+    for row in store.aliases_of(primary, source):
+        if row.primary != primary or row.alias == primary:
+            continue  # we are someone's alias there: that never makes us them
+        if _claims(store, source, row.alias) == {primary}:
+            addresses.add(row.alias)
+        else:
+            ambiguous.add(row.alias)
+    if len(_claims(store, source, primary) - {primary}) > 1:
+        ambiguous.add(primary)  # signing in as a shared address picks none of its claimants
     start_user = P.user(primary)
-    via[start_user] = None
+    via: dict[str, str | None] = {start_user: None}
     for address in sorted(addresses - {primary}):
         via[P.user(address)] = start_user
     frontier = deque(via)
     while frontier:
         batch = [frontier.popleft() for _ in range(len(frontier))]
-        for m in store.groups_of(batch):
+        for m in store.groups_of(batch, source):
             if m.group not in via:
                 via[m.group] = m.member
                 frontier.append(m.group)
@@ -81,14 +130,57 @@ def resolve(store: IdentityStore, email: str) -> Identity:
         if host and P.domain(host) not in via:
             via[P.domain(host)] = P.user(address)
     via[P.EVERYONE] = None
-    return Identity(email=primary, principals=frozenset(via), via=via)
+    return Identity(email=primary, principals=frozenset(via), via=via), ambiguous
+
+
+def resolve(store: IdentityStore, email: str,
+            connectors: Iterable[str] | None = None) -> Identity:
+    """Who `email` is at every source that asserted something, and what they hold there.
+
+    `connectors`: the configured connectors whose documents the person's searches cover (a
+    connector removed from the configuration is searched no more). None (library callers and
+    tests): every connector the store holds documents or identities of.
+    """
+    if connectors is None:
+        indexed: Any = getattr(store, "connectors", None)
+        connectors = set(store.identity_sources()) | set(indexed() if indexed else ())
+    primary = P.normalize_email(email)
+    per_source: dict[str, Identity] = {}
+    ambiguous: set[str] = set()
+    via: dict[str, str | None] = dict(_base(primary).via)
+    for source in store.identity_sources():
+        scoped, unclear = _at_source(store, source, primary)
+        per_source[source] = scoped
+        ambiguous |= unclear
+        for principal, step in scoped.via.items():
+            via.setdefault(principal, step)
+    return Identity(email=primary, principals=frozenset(via), via=via, per_source=per_source,
+                    ambiguous=frozenset(ambiguous),
+                    connectors=tuple(sorted(set(connectors))))
+
+
+def ambiguous_aliases(aliases: Iterable[Alias]) -> dict[str, list[str]]:
+    """Addresses one source lists for two or more people (or for a person other than the
+    address's own primary): {address: [claimants]}. They grant nothing; the sync reports them."""
+    aliases = list(aliases)
+    primaries = {a.primary for a in aliases}
+    claims: dict[str, set[str]] = {}
+    for a in aliases:
+        if a.alias != a.primary:
+            claims.setdefault(a.alias, set()).add(a.primary)
+    for address, people in claims.items():
+        if address in primaries:
+            people.add(address)
+    return {address: sorted(people) for address, people in sorted(claims.items())
+            if len(people) > 1}
 
 
 class CachedResolver:
     """Caches identities until the identity store changes (a group sync invalidates)."""
 
-    def __init__(self, store: IdentityStore) -> None:
+    def __init__(self, store: IdentityStore, connectors: Iterable[str] | None = None) -> None:
         self.store = store
+        self.connectors = None if connectors is None else tuple(sorted(set(connectors)))
         self._version = -1
         self._cache: dict[str, Identity] = {}
 
@@ -98,7 +190,7 @@ class CachedResolver:
             self._cache, self._version = {}, version
         key = P.normalize_email(email)
         if key not in self._cache:
-            self._cache[key] = resolve(self.store, key)
+            self._cache[key] = resolve(self.store, key, self.connectors)
         return self._cache[key]
 
 

@@ -8,7 +8,7 @@ readable by nobody, and says why in `nobody_reason`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from core import principals as P
@@ -70,6 +70,11 @@ class Acl:
         """A stable text form, equal for equal ACLs (used to share ACL rows in a store)."""
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
+    def scoped(self, connector: str) -> tuple[tuple[frozenset[str], ...], frozenset[str]]:
+        """Gates and deny in the stored encoding of `connector`'s documents (see AclFilter)."""
+        return (tuple(frozenset(P.scope(connector, p) for p in gate) for gate in self.gates),
+                frozenset(P.scope(connector, p) for p in self.deny))
+
     def to_json(self) -> dict[str, object]:
         return {
             "gates": [sorted(g) for g in self.gates],
@@ -98,15 +103,53 @@ class Acl:
         return acl
 
 
-@dataclass(frozen=True)
 class AclFilter:
-    """The caller's principals, as every store must apply them *inside* its query.
+    """The caller's principals per connector, as every store must apply them *inside* its query.
+
+    Identity facts are scoped to the source that asserted them, so a person may hold different
+    principals for different connectors' documents (an alias one connector asserted admits only
+    to that connector's documents). A connector absent from the filter admits nothing: a
+    connector removed from the configuration stops being searchable at once.
 
     Built only by `retriever.filters.acl_filter`; stores translate it (SQL, OpenSearch terms)
-    and have no way to search without one.
+    through `terms()`, which pairs each principal with its connector exactly as the stores
+    encode stored ACLs (`core.principals.scope`), and have no way to search without one.
     """
 
-    principals: frozenset[str]
+    __slots__ = ("_scopes", "_terms")
 
-    def admits(self, acl: Acl) -> bool:
-        return acl.allows(self.principals)
+    def __init__(self, scopes: Mapping[str, Iterable[str]]) -> None:
+        self._scopes: dict[str, frozenset[str]] = {
+            source: frozenset(held) for source, held in sorted(scopes.items())}
+        self._terms = frozenset(P.scope(source, p) for source, held in self._scopes.items()
+                                for p in held)
+
+    @classmethod
+    def uniform(cls, principals: Iterable[str], connectors: Iterable[str]) -> AclFilter:
+        """The same principals for every connector named (tests, benchmarks)."""
+        held = frozenset(principals)
+        return cls({c: held for c in connectors})
+
+    @property
+    def connectors(self) -> frozenset[str]:
+        return frozenset(self._scopes)
+
+    def held(self, connector: str) -> frozenset[str]:
+        """What the caller holds for `connector`'s documents (nothing if it is not searched)."""
+        return self._scopes.get(connector, frozenset())
+
+    def terms(self) -> frozenset[str]:
+        """Every (connector, principal) pair in the stored encoding: the store's filter terms."""
+        return self._terms
+
+    def admits(self, connector: str, acl: Acl) -> bool:
+        return connector in self._scopes and acl.allows(self._scopes[connector])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AclFilter) and self._scopes == other._scopes
+
+    def __hash__(self) -> int:
+        return hash(self._terms)
+
+    def __repr__(self) -> str:
+        return f"AclFilter({self._scopes!r})"

@@ -13,8 +13,21 @@ KINDS = ("user", "group", "domain")
 _DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
 
 
+# Only ASCII letters are case-folded: str.lower() turns U+212A KELVIN SIGN into "k" (and NFC
+# normalisation turns it into "K"), so a look-alike address would sign in as another person.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# Separates a connector name (never contains it) from a principal in the stored ACL encoding.
+SCOPE_SEPARATOR = "|"
+
+
+def fold(text: str) -> str:
+    """The one case rule for emails and domains: ASCII A-Z lower-cased, every other character
+    compared exactly (no Unicode case folding or normalisation)."""
+    return text.translate(_ASCII_LOWER)
+
+
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    return fold(email.strip())
 
 
 def user(email: str) -> str:
@@ -26,7 +39,7 @@ def group(name: str, source: str | None = None) -> str:
 
 
 def domain(name: str) -> str:
-    return f"domain:{name.strip().lower()}"
+    return f"domain:{fold(name.strip())}"
 
 
 def domain_of(email: str) -> str | None:
@@ -43,7 +56,7 @@ def is_valid(principal: str) -> bool:
     if not sep or kind not in KINDS or not rest.strip() or rest != rest.strip():
         return False
     if kind == "user":
-        return domain_of(rest) is not None and rest == rest.lower()
+        return domain_of(rest) is not None and rest == fold(rest)
     if kind == "domain":
         return bool(_DOMAIN.match(rest))
     return all(part.strip() for part in rest.split(":"))
@@ -52,10 +65,10 @@ def is_valid(principal: str) -> bool:
 def canonical(principal: str) -> str:
     """Lower-cases the parts that are case-insensitive at every source (emails, domains)."""
     kind, sep, rest = principal.strip().partition(":")
-    if sep and kind.lower() in ("user", "domain"):
-        return f"{kind.lower()}:{rest.strip().lower()}"
-    if sep and kind.lower() in KINDS:
-        return f"{kind.lower()}:{rest}"
+    if sep and fold(kind) in ("user", "domain"):
+        return f"{fold(kind)}:{fold(rest.strip())}"
+    if sep and fold(kind) in KINDS:
+        return f"{fold(kind)}:{rest}"
     return principal.strip()
 
 
@@ -66,3 +79,9 @@ def principals_for_email(email: str) -> frozenset[str]:
     if host:
         held.add(domain(host))
     return frozenset(held)
+
+
+def scope(source: str, principal: str) -> str:
+    """A principal as held for the documents of one connector (the stored ACL encoding): an
+    identity fact asserted by connector C can then only ever match C's documents."""
+    return f"{source}{SCOPE_SEPARATOR}{principal}"

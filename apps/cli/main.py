@@ -16,7 +16,7 @@ from typing import Any, NoReturn, TypeVar
 
 from apps.cli import output
 from apps.runtime import Runtime
-from auth.identity import explain
+from auth.identity import Decision, explain
 from core.errors import ClearanceError, UnknownDocument, UsageError
 from core.settings import load_settings
 from indexer.locks import connector_lock
@@ -201,7 +201,11 @@ def cmd_explain(rt: Runtime, args: argparse.Namespace) -> int:
     doc = rt.store.document(args.doc_id)
     if doc is None:
         raise UnknownDocument(f"no document {args.doc_id!r} in the index")
-    decision = explain(doc.acl, identity)
+    if doc.connector not in rt.connector_names:
+        decision = Decision(False, f"connector {doc.connector!r} is no longer configured: its "
+                                   "documents are searched by nobody until a sync deletes them")
+    else:
+        decision = explain(doc.acl, identity.at(doc.connector))
     if args.json:
         output.print_json({"doc_id": doc.doc_id, "email": identity.email, **decision.to_json()})
     else:

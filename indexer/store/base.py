@@ -6,6 +6,7 @@ Every backend satisfies the same protocols and passes the same contract tests
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -14,8 +15,40 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from core import principals as P
 from core.acl import Acl, AclFilter
 from core.models import Alias, Chunk, Document, Membership
+
+
+# -- the stored ACL key -----------------------------------------------------------------------
+# Stored ACLs are per connector: the key is "<connector>|<Acl.key()>" and the stored principals
+# are scoped by the connector (core.principals.scope), so a caller's per-connector principals
+# (AclFilter.terms) match only that connector's documents. A key written before scoping differs
+# from every current key (see acl_key_of), so the next sync rewrites it without re-embedding;
+# until then it matches no caller.
+def connector_of(doc_id: str) -> str:
+    return doc_id.split(":", 1)[0]
+
+
+def stored_acl_key(connector: str, acl: Acl) -> str:
+    return f"{connector}{P.SCOPE_SEPARATOR}{acl.key()}"
+
+
+def acl_key_of(doc_id: str, stored: str) -> str:
+    """The document's `Acl.key()`; a row not scoped to its connector (written before scoping)
+    yields a key no current ACL has, so the next sync rewrites it."""
+    prefix = f"{connector_of(doc_id)}{P.SCOPE_SEPARATOR}"
+    return stored[len(prefix):] if stored.startswith(prefix) else f"unscoped:{stored}"
+
+
+def stored_acl(doc_id: str, stored: str) -> Acl:
+    key = acl_key_of(doc_id, stored)
+    if key.startswith("unscoped:"):
+        return Acl.nobody("stored before per-source scoping: the next sync rewrites it")
+    try:
+        return Acl.from_json(json.loads(key))
+    except json.JSONDecodeError:
+        return Acl.nobody("malformed stored ACL")
 
 
 @dataclass(frozen=True)
@@ -90,6 +123,10 @@ class ChunkStore(Protocol):
         """Every indexed document id of a connector, sorted."""
         ...
 
+    def connectors(self) -> list[str]:
+        """The connectors the index holds documents of (configured or orphaned), sorted."""
+        ...
+
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]: ...
 
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter,
@@ -116,8 +153,11 @@ class IdentityStoreProtocol(Protocol):
     def replace_identities(self, source: str, memberships: Iterable[Membership],
                            aliases: Iterable[Alias]) -> None: ...
 
-    def groups_of(self, members: Iterable[str]) -> list[Membership]: ...
+    def groups_of(self, members: Iterable[str],
+                  source: str | None = None) -> list[Membership]: ...
 
-    def aliases_of(self, email: str) -> list[Alias]: ...
+    def aliases_of(self, email: str, source: str | None = None) -> list[Alias]: ...
+
+    def identity_sources(self) -> list[str]: ...
 
     def identity_version(self) -> int: ...

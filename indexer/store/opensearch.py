@@ -27,7 +27,6 @@ the page ends; reads by id (`_mget`, `_doc`) are real-time and see buffered-then
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -47,7 +46,16 @@ from core.acl import Acl, AclFilter
 from core.errors import ConfigError, StoreError
 from core.models import Alias, Chunk, Document, Membership
 from core.settings import StoreSettings
-from indexer.store.base import ChunkHit, ConnectorStats, DocState, StoredDocument
+from indexer.store.base import (
+    ChunkHit,
+    ConnectorStats,
+    DocState,
+    StoredDocument,
+    acl_key_of,
+    connector_of,
+    stored_acl,
+    stored_acl_key,
+)
 from indexer.store.opensearch_client import BLOCKED, BulkAction, Cluster, make_client
 from indexer.store.opensearch_identities import IdentityIndex, StateIndex
 from indexer.store.opensearch_query import (
@@ -283,7 +291,7 @@ class OpenSearchStore:
     # -- writes ------------------------------------------------------------------------------
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
         records = self._records(doc_ids, ["content_hash", "acl_key", "embedder"])
-        return {d: DocState(r["content_hash"], r["acl_key"], r["embedder"])
+        return {d: DocState(r["content_hash"], acl_key_of(d, r["acl_key"]), r["embedder"])
                 for d, r in records.items()}
 
     def _records(self, doc_ids: Sequence[str],
@@ -317,7 +325,7 @@ class OpenSearchStore:
         with self.batch():
             old = self._records([doc.doc_id], ["document"]).get(doc.doc_id)
             old_ordinals = set(old["document"]["ordinals"]) if old else set()
-            acl = acl_fields(doc.acl)
+            acl = acl_fields(doc.acl, doc.connector)
             writes = [BulkAction("index", self.chunks, chunk_doc_id(doc.doc_id, c.ordinal),
                                  doc.doc_id, self._chunk_source(doc, c, v, embedder, acl))
                       for c, v in zip(chunks, vectors, strict=True)]
@@ -344,7 +352,8 @@ class OpenSearchStore:
                        run_id: str, acl: dict[str, Any]) -> dict[str, Any]:
         return {
             "kind": "document", "doc_id": doc.doc_id, "connector": doc.connector,
-            "content_hash": doc.content_hash, "acl_key": doc.acl.key(), "embedder": embedder,
+            "content_hash": doc.content_hash, "acl_key": stored_acl_key(doc.connector, doc.acl),
+            "embedder": embedder,
             "seen_run": run_id, "acl_confirmed_at": self.clock(), "chunks": len(chunks),
             "document": {"title": doc.title, "url": doc.url,
                          "updated": doc.updated.isoformat() if doc.updated else None,
@@ -358,10 +367,11 @@ class OpenSearchStore:
             old = self._records([doc_id], ["document"]).get(doc_id)
             if old is None:
                 return False
-            fields = acl_fields(acl)
+            fields = acl_fields(acl, connector_of(doc_id))
             writes = [BulkAction("update", self.chunks, chunk_doc_id(doc_id, o), doc_id, fields)
                       for o in old["document"]["ordinals"]]
-            record: dict[str, Any] = {**fields, "acl_key": acl.key(),
+            record: dict[str, Any] = {**fields,
+                                      "acl_key": stored_acl_key(connector_of(doc_id), acl),
                                       "acl_confirmed_at": self.clock()}
             if run_id is not None:
                 record["seen_run"] = run_id
@@ -389,6 +399,14 @@ class OpenSearchStore:
                 self.chunks, query, [{"doc_id": "asc"}], ["doc_id"])]
             self.delete(gone)
         return gone
+
+    def connectors(self) -> list[str]:
+        """The connectors the index holds documents of (configured or orphaned), sorted."""
+        body = {"size": 0, "query": {"term": {"kind": "document"}},
+                "aggs": {"connectors": {"terms": {"field": "connector", "size": 10_000}}}}
+        found = self._call("connector list", lambda: self.client.search(index=self.chunks,
+                                                                         body=body))
+        return sorted(str(b["key"]) for b in found["aggregations"]["connectors"]["buckets"])
 
     def doc_ids(self, connector: str) -> list[str]:
         with self.batch():
@@ -453,7 +471,7 @@ class OpenSearchStore:
             return None
         meta = r["document"]
         return StoredDocument(r["doc_id"], r["connector"], meta["title"], meta["url"],
-                              r["content_hash"], Acl.from_json(json.loads(r["acl_key"])),
+                              r["content_hash"], stored_acl(r["doc_id"], r["acl_key"]),
                               r["embedder"], int(r["chunks"]), meta.get("updated"),
                               float(r["acl_confirmed_at"]))
 
@@ -481,7 +499,8 @@ class OpenSearchStore:
                             True):
             r = h["_source"]
             docs[r["doc_id"]] = {"title": r["document"]["title"], "url": r["document"]["url"],
-                                 "hash": r["content_hash"], "acl": r["acl_key"],
+                                 "hash": r["content_hash"],
+                                 "acl": acl_key_of(r["doc_id"], r["acl_key"]),
                                  "embedder": r["embedder"], "chunks": []}
         count = 0
         gates = [*gate_fields(), "acl_deny", "acl_nobody"]
@@ -572,11 +591,14 @@ class OpenSearchStore:
                            aliases: Iterable[Alias]) -> None:
         self._identities.replace(source, memberships, aliases)
 
-    def groups_of(self, members: Iterable[str]) -> list[Membership]:
-        return self._identities.groups_of(members)
+    def groups_of(self, members: Iterable[str], source: str | None = None) -> list[Membership]:
+        return self._identities.groups_of(members, source)
 
-    def aliases_of(self, email: str) -> list[Alias]:
-        return self._identities.aliases_of(email)
+    def aliases_of(self, email: str, source: str | None = None) -> list[Alias]:
+        return self._identities.aliases_of(email, source)
+
+    def identity_sources(self) -> list[str]:
+        return self._identities.sources()
 
     def identity_version(self) -> int:
         return self._identities.version()

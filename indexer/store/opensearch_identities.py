@@ -112,26 +112,39 @@ class IdentityIndex:
             conflicts="proceed"))
         self.state.increment(IDENTITY_VERSION_KEY)
 
-    def groups_of(self, members: Iterable[str]) -> list[Membership]:
+    def groups_of(self, members: Iterable[str], source: str | None = None) -> list[Membership]:
         wanted = sorted(set(members))
         found: set[tuple[str, str]] = set()
         for start in range(0, len(wanted), TERMS_PAGE):
-            query = {"bool": {"filter": [{"term": {"kind": "membership"}},
-                                         {"terms": {"member": wanted[start:start + TERMS_PAGE]}}]}}
-            for h in self.cluster.scan(self.index, query,
+            filters: list[dict[str, Any]] = [
+                {"term": {"kind": "membership"}},
+                {"terms": {"member": wanted[start:start + TERMS_PAGE]}}]
+            if source is not None:
+                filters.append({"term": {"source": source}})
+            for h in self.cluster.scan(self.index, {"bool": {"filter": filters}},
                                        [{"group": "asc"}, {"member": "asc"}, {"source": "asc"}],
                                        ["group", "member"]):
                 found.add((h["_source"]["group"], h["_source"]["member"]))
         return [Membership(group=g, member=m) for g, m in sorted(found)]
 
-    def aliases_of(self, email: str) -> list[Alias]:
-        query = {"bool": {"filter": [{"term": {"kind": "alias"}}],
+    def aliases_of(self, email: str, source: str | None = None) -> list[Alias]:
+        filters: list[dict[str, Any]] = [{"term": {"kind": "alias"}}]
+        if source is not None:
+            filters.append({"term": {"source": source}})
+        query = {"bool": {"filter": filters,
                           "should": [{"term": {"alias": email}}, {"term": {"primary": email}}],
                           "minimum_should_match": 1}}
         found = {(h["_source"]["alias"], h["_source"]["primary"]) for h in self.cluster.scan(
             self.index, query, [{"alias": "asc"}, {"primary": "asc"}, {"source": "asc"}],
             ["alias", "primary"])}
         return [Alias(alias=a, primary=p) for a, p in sorted(found)]
+
+    def sources(self) -> list[str]:
+        """The sources with stored memberships or aliases."""
+        body = {"size": 0, "aggs": {"sources": {"terms": {"field": "source", "size": 10_000}}}}
+        found = self.cluster.call("identity sources", partial(
+            self.cluster.client.search, index=self.index, body=body))
+        return sorted(str(b["key"]) for b in found["aggregations"]["sources"]["buckets"])
 
     def version(self) -> int:
         value = self.state.get(IDENTITY_VERSION_KEY)

@@ -27,7 +27,8 @@ from core.acl import Acl, AclFilter
 
 Body = dict[str, Any]
 
-# A gate slot that an ACL does not use holds a principal every caller holds.
+# A gate slot that an ACL does not use holds a principal every caller holds (scoped, like every
+# stored principal, to the document's connector).
 GATE_FILLER = P.EVERYONE
 HIT_FIELDS = ["chunk_id", "doc_id", "ordinal", "title", "headings", "body", "url"]
 MAX_QUERY_TERMS = 64
@@ -65,8 +66,10 @@ def gate_fields() -> tuple[str, ...]:
     return fields
 
 
-def acl_fields(acl: Acl) -> Body:
-    """The ACL as index fields; fails closed for an ACL no one may read or with too many gates.
+def acl_fields(acl: Acl, connector: str) -> Body:
+    """The ACL of one of `connector`'s documents as index fields, its principals scoped by the
+    connector (core.principals.scope); fails closed for an ACL no one may read or with too many
+    gates.
 
     A fail-closed document gets `acl_nobody: true` *and* empty gates, so either clause of the
     filter alone keeps it out of every result.
@@ -74,10 +77,12 @@ def acl_fields(acl: Acl) -> Body:
     gates = gate_fields()
     if acl.nobody_reason is not None or len(acl.gates) > len(gates):
         return {**{g: [] for g in gates}, "acl_deny": [], "acl_nobody": True}
+    scoped_gates, scoped_deny = acl.scoped(connector)
+    filler = P.scope(connector, GATE_FILLER)
     fields: Body = {}
     for i, name in enumerate(gates):
-        fields[name] = sorted(acl.gates[i]) if i < len(acl.gates) else [GATE_FILLER]
-    fields["acl_deny"] = sorted(acl.deny)
+        fields[name] = sorted(scoped_gates[i]) if i < len(scoped_gates) else [filler]
+    fields["acl_deny"] = sorted(scoped_deny)
     fields["acl_nobody"] = False
     return fields
 
@@ -87,8 +92,9 @@ def too_many_gates(acl: Acl) -> bool:
 
 
 def acl_query(acl: AclFilter) -> Body:
-    """The one ACL filter: every gate met by a principal the caller holds, no deny, not nobody."""
-    held = sorted(acl.principals)
+    """The one ACL filter: every gate met by a principal the caller holds for that document's
+    connector, no deny, not nobody."""
+    held = sorted(acl.terms())
     return {
         "bool": {
             "filter": [{"terms": {gate: held}} for gate in gate_fields()],

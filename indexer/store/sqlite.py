@@ -25,7 +25,16 @@ import numpy.typing as npt
 from core.acl import Acl, AclFilter
 from core.errors import StoreError
 from core.models import Alias, Chunk, Document, Membership
-from indexer.store.base import ChunkHit, ConnectorStats, DocState, StoredDocument
+from indexer.store.base import (
+    ChunkHit,
+    ConnectorStats,
+    DocState,
+    StoredDocument,
+    acl_key_of,
+    connector_of,
+    stored_acl,
+    stored_acl_key,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -164,8 +173,13 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     # -- ACL rows --------------------------------------------------------------------------
-    def _acl_id(self, acl: Acl) -> int:
-        key = acl.key()
+    # ACL rows are per connector: `acl_key` is "<connector>|<Acl.key()>" and the gate and deny
+    # rows hold principals scoped by the connector (core.principals.scope), so a caller's
+    # per-connector principals (AclFilter.terms) match only that connector's documents. Rows
+    # written before scoping match no caller (fail closed) and differ from every current key,
+    # so the next permission or full sync rewrites them without re-embedding.
+    def _acl_id(self, acl: Acl, connector: str) -> int:
+        key = stored_acl_key(connector, acl)
         row = self._db.execute("SELECT acl_id FROM acls WHERE acl_key = ?", (key,)).fetchone()
         if row:
             return int(row[0])
@@ -174,20 +188,21 @@ class SqliteStore:
             (key, len(acl.gates), acl.nobody_reason))
         acl_id = int(cur.lastrowid or 0)
         if acl.nobody_reason is None:
+            gates, deny = acl.scoped(connector)
             self._db.executemany(
                 "INSERT OR IGNORE INTO acl_gates(acl_id, gate, principal) VALUES (?, ?, ?)",
-                [(acl_id, n, p) for n, gate in enumerate(acl.gates) for p in gate])
+                [(acl_id, n, p) for n, gate in enumerate(gates) for p in gate])
             self._db.executemany(
                 "INSERT OR IGNORE INTO acl_deny(acl_id, principal) VALUES (?, ?)",
-                [(acl_id, p) for p in acl.deny])
+                [(acl_id, p) for p in deny])
         return acl_id
 
     def admitted_acl_ids(self, acl: AclFilter) -> list[int]:
         """ACL ids the caller passes, from the ACL tables; memoised until the next write."""
-        key = (acl.principals, self._meta("vector_gen"), self._meta("acl_gen"))
+        key = (acl.terms(), self._meta("vector_gen"), self._meta("acl_gen"))
         cached = self._admitted.get(key)
         if cached is None:
-            principals = json.dumps(sorted(acl.principals))
+            principals = json.dumps(sorted(acl.terms()))
             rows = self._db.execute(ADMITTED_ACLS, {"principals": principals}).fetchall()
             cached = sorted(int(r[0]) for r in rows)
             if len(self._admitted) > 256:
@@ -204,7 +219,7 @@ class SqliteStore:
                 "SELECT d.doc_id, d.content_hash, a.acl_key, d.embedder FROM documents d "
                 "JOIN acls a ON a.acl_id = d.acl_id WHERE d.doc_id IN "
                 "(SELECT value FROM json_each(?))", (json.dumps(part),)).fetchall()
-            out.update({r[0]: DocState(r[1], r[2], r[3]) for r in rows})
+            out.update({r[0]: DocState(r[1], acl_key_of(r[0], r[2]), r[3]) for r in rows})
         return out
 
     def upsert(self, doc: Document, chunks: Sequence[Chunk],
@@ -213,7 +228,7 @@ class SqliteStore:
             raise StoreError(f"{doc.doc_id}: {len(chunks)} chunks but {len(vectors)} vectors")
         with self.batch():
             self._delete_chunks([doc.doc_id])
-            acl_id = self._acl_id(doc.acl)
+            acl_id = self._acl_id(doc.acl, doc.connector)
             self._db.execute(
                 "INSERT INTO documents(doc_id, connector, title, url, updated, content_hash, "
                 "acl_id, embedder, seen_run, acl_confirmed_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
@@ -239,7 +254,7 @@ class SqliteStore:
 
     def update_acl(self, doc_id: str, acl: Acl, run_id: str | None) -> bool:
         with self.batch():
-            acl_id = self._acl_id(acl)
+            acl_id = self._acl_id(acl, connector_of(doc_id))
             cur = self._db.execute(
                 "UPDATE documents SET acl_id = ?, acl_confirmed_at = ?, "
                 "seen_run = COALESCE(?, seen_run) WHERE doc_id = ?",
@@ -402,7 +417,7 @@ class SqliteStore:
         if row is None:
             return None
         return StoredDocument(row[0], row[1], row[2], row[3], row[4],
-                              Acl.from_json(json.loads(row[5])), row[6], int(row[7]), row[8],
+                              stored_acl(row[0], row[5]), row[6], int(row[7]), row[8],
                               float(row[9]))
 
     def stats(self, connector: str) -> ConnectorStats:
@@ -421,7 +436,8 @@ class SqliteStore:
         for r in self._db.execute(
                 "SELECT d.doc_id, d.title, d.url, d.content_hash, a.acl_key, d.embedder "
                 "FROM documents d JOIN acls a ON a.acl_id = d.acl_id ORDER BY d.doc_id"):
-            docs[r[0]] = {"title": r[1], "url": r[2], "hash": r[3], "acl": r[4], "embedder": r[5],
+            docs[r[0]] = {"title": r[1], "url": r[2], "hash": r[3],
+                          "acl": acl_key_of(r[0], r[4]), "embedder": r[5],
                           "chunks": []}
         for r in self._db.execute(
                 "SELECT doc_id, ordinal, headings, text, vector FROM chunks "
@@ -456,18 +472,28 @@ class SqliteStore:
                 [(source, a.alias, a.primary) for a in aliases])
             self._bump("identity_gen")
 
-    def groups_of(self, members: Iterable[str]) -> list[Membership]:
+    def groups_of(self, members: Iterable[str], source: str | None = None) -> list[Membership]:
         rows = self._db.execute(
             "SELECT DISTINCT grp, member FROM memberships WHERE member IN "
-            "(SELECT value FROM json_each(?)) ORDER BY grp, member",
-            (json.dumps(sorted(set(members))),)).fetchall()
+            "(SELECT value FROM json_each(?)) AND (? IS NULL OR source = ?) ORDER BY grp, member",
+            (json.dumps(sorted(set(members))), source, source)).fetchall()
         return [Membership(group=r[0], member=r[1]) for r in rows]
 
-    def aliases_of(self, email: str) -> list[Alias]:
+    def aliases_of(self, email: str, source: str | None = None) -> list[Alias]:
         rows = self._db.execute(
             "SELECT DISTINCT alias, primary_email FROM aliases "
-            "WHERE alias = ? OR primary_email = ? ORDER BY alias", (email, email)).fetchall()
+            "WHERE (alias = ? OR primary_email = ?) AND (? IS NULL OR source = ?) "
+            "ORDER BY alias, primary_email", (email, email, source, source)).fetchall()
         return [Alias(alias=r[0], primary=r[1]) for r in rows]
+
+    def identity_sources(self) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT source FROM memberships UNION SELECT source FROM aliases ORDER BY 1")]
+
+    def connectors(self) -> list[str]:
+        """The connectors the index holds documents of (configured or orphaned), sorted."""
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT connector FROM documents ORDER BY connector")]
 
     def identity_version(self) -> int:
         return self._meta("identity_gen")

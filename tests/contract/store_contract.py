@@ -61,8 +61,10 @@ def index(store: ContractStore, embedder: HashingEmbedder, *docs: Document,
 
 
 def caller(*principals: str) -> AclFilter:
-    """What a person holds: the given principals plus `everyone`, as resolve() always adds."""
-    return AclFilter(frozenset({*principals, EVERYONE}))
+    """What a person holds for the documents of the contract's connectors (identity facts are
+    scoped per connector; these callers hold the same at both): the given principals plus
+    `everyone`, as resolve() always adds."""
+    return AclFilter.uniform({*principals, EVERYONE}, (CONNECTOR, "other"))
 
 
 def chunk_view(store: ContractStore, id_: str) -> list[tuple[Any, ...]]:
@@ -322,6 +324,40 @@ class StoreContract:
                        "mallory@acme.com": set(),
                        "carl@acme.com": {public.doc_id}}
 
+    def test_identity_facts_admit_only_to_the_asserting_connectors_documents(
+            self, store: ContractStore, embedder: HashingEmbedder) -> None:
+        # "wiki" asserts that mallory is also ceo@acme.com and puts her in its group "hr";
+        # "kb" documents naming ceo@acme.com or a group called hr must stay closed to her.
+        store.replace_identities("wiki", [Membership("group:wiki:hr", "user:mallory@acme.com")],
+                                 [Alias("ceo@acme.com", "mallory@acme.com")])
+        kb_ceo = make_doc("ceo.md", f"{KEYWORD} ceo", acl=Acl.single(["user:ceo@acme.com"]))
+        kb_hr = make_doc("hr.md", f"{KEYWORD} hr", acl=Acl.single(["group:kb:hr"]))
+        wiki_ceo = make_doc("ceo.md", f"{KEYWORD} ceo", acl=Acl.single(["user:ceo@acme.com"]),
+                            connector="wiki")
+        wiki_hr = make_doc("hr.md", f"{KEYWORD} hr", acl=Acl.single(["group:wiki:hr"]),
+                           connector="wiki")
+        index(store, embedder, kb_ceo, kb_hr, wiki_ceo, wiki_hr)
+        mallory = acl_filter(resolve(store, "mallory@acme.com", [CONNECTOR, "wiki"]))
+        assert self.visible(store, embedder, mallory) == {wiki_ceo.doc_id, wiki_hr.doc_id}
+        ceo = acl_filter(resolve(store, "ceo@acme.com", [CONNECTOR, "wiki"]))
+        assert self.visible(store, embedder, ceo) == {kb_ceo.doc_id, wiki_ceo.doc_id}
+        # A connector left out of the filter (removed from the configuration) admits nothing.
+        kb_only = acl_filter(resolve(store, "ceo@acme.com", [CONNECTOR]))
+        assert self.visible(store, embedder, kb_only) == {kb_ceo.doc_id}
+        assert store.connectors() == [CONNECTOR, "wiki"]
+
+    def test_the_same_principal_under_another_connector_does_not_match(
+            self, store: ContractStore, embedder: HashingEmbedder) -> None:
+        index(store, embedder,
+              make_doc("a.md", f"{KEYWORD} a", acl=Acl.single(["group:kb:eng"])),
+              make_doc("b.md", f"{KEYWORD} b", acl=Acl.single(["group:kb:eng"]),
+                       connector="other"))
+        held = {"group:kb:eng", EVERYONE}
+        assert self.visible(store, embedder, AclFilter({CONNECTOR: held})) == {doc_id("a.md")}
+        assert self.visible(store, embedder, AclFilter({"other": held})) == {"other:b.md"}
+        assert self.visible(store, embedder, AclFilter({"other": {EVERYONE},
+                                                        CONNECTOR: held})) == {doc_id("a.md")}
+
     FAIL_CLOSED: ClassVar[dict[str, Acl]] = {
         "no-gates": Acl(),
         "empty-gate": Acl.of([["group:eng"], []]),
@@ -356,7 +392,7 @@ class StoreContract:
     def test_a_caller_with_no_principals_sees_nothing(
             self, store: ContractStore, embedder: HashingEmbedder) -> None:
         index(store, embedder, make_doc("open.md", f"{KEYWORD}", acl=Acl.single([EVERYONE])))
-        assert self.visible(store, embedder, AclFilter(frozenset())) == set()
+        assert self.visible(store, embedder, AclFilter({})) == set()
 
     def test_results_are_limited_and_best_first(
             self, store: ContractStore, embedder: HashingEmbedder) -> None:

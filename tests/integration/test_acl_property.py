@@ -194,7 +194,7 @@ def ancestors(folder: str) -> list[str]:
 def reference_principals(tree: Tree, email: str) -> set[str]:
     email = email.strip().lower()
     addresses = {email}
-    if tree.aliases and email in (ALIAS, ALIAS_PRIMARY):
+    if tree.aliases and email == ALIAS_PRIMARY:  # one way: the alias never becomes its primary
         addresses = {ALIAS, ALIAS_PRIMARY}
     held = {f"user:{a}" for a in addresses}
     held |= {"domain:" + a.rsplit("@", 1)[1] for a in addresses}

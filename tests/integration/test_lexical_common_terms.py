@@ -15,7 +15,7 @@ from indexer.store.sqlite import SqliteStore
 pytestmark = pytest.mark.integration
 
 N = sqlite_store.COMMON_MIN + 200
-CALLER = AclFilter(frozenset({"everyone", "group:eng"}))
+CALLER = AclFilter({"d": {"everyone", "group:eng"}})
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_only_common_terms_still_search(store: SqliteStore) -> None:
 
 
 def test_the_denied_side_holds_after_pruning(store: SqliteStore) -> None:
-    finance = AclFilter(frozenset({"group:finance"}))
+    finance = AclFilter({"d": {"group:finance"}})
     assert [h.doc_id for h in store.lexical("policy zeppelin", finance, 10)] == ["d:8"]
-    nobody = AclFilter(frozenset({"user:x@y.example"}))
+    nobody = AclFilter({"d": {"user:x@y.example"}})
     assert store.lexical("policy zeppelin", nobody, 10) == []

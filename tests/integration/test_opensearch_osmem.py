@@ -122,7 +122,7 @@ def test_an_acl_with_more_gates_than_fields_fails_closed(store: OpenSearchStore,
     over = make_doc("over.md", f"{KEYWORD} one gate too many", acl=Acl.of([[g] for g in groups]))
     index(store, embedder, at_limit, over)
     holds_everything = caller(*groups)
-    assert over.acl.allows(holds_everything.principals)  # readable by the rules...
+    assert over.acl.allows(holds_everything.held("kb"))  # readable by the rules...
     found = {h.doc_id for h in store.lexical(KEYWORD, holds_everything, 10)}
     assert found == {at_limit.doc_id}  # ...but not storable: nobody, not a dropped gate
     assert {h.doc_id for h in store.lexical(KEYWORD, caller(*groups[:limit]), 10)} == {
@@ -222,7 +222,7 @@ def test_a_caller_filter_reaches_the_cluster_unchanged(store: OpenSearchStore,
     odd = "group:kb:R&D (EMEA) \"core\""
     doc = make_doc("odd.md", f"{KEYWORD} odd", acl=Acl.single([odd]))
     index(store, embedder, doc)
-    assert [h.doc_id for h in store.lexical(KEYWORD, AclFilter(frozenset({odd, EVERYONE})),
+    assert [h.doc_id for h in store.lexical(KEYWORD, AclFilter({"kb": {odd, EVERYONE}}),
                                             10)] == [doc.doc_id]
     assert store.lexical(KEYWORD, caller("group:kb:r&d (emea) \"core\""), 10) == []
 

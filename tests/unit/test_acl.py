@@ -148,7 +148,7 @@ def test_fail_closed_acl_is_readable_by_nobody(acl: Acl) -> None:
                                     "user:Ada@acme.example")
     for caller in (ADA_ENG, BOB_HR, EVE_OUT, NOBODY_SPECIAL, strongest, acl.principals()):
         assert not acl.allows(caller), caller
-    assert not AclFilter(strongest).admits(acl)
+    assert not AclFilter({"docs": strongest}).admits("docs", acl)
 
 
 def test_fail_closed_reasons_name_the_cause() -> None:
@@ -275,6 +275,42 @@ def test_is_valid(principal: str, valid: bool) -> None:
 
 def test_acl_filter_admits_exactly_what_allows_admits() -> None:
     acl = Acl.of([[ACME], [ENG]], deny=[BOB])
-    assert AclFilter(ADA_ENG).admits(acl)
-    assert not AclFilter(held(BOB, ENG, ACME, EVERYONE)).admits(acl)
-    assert not AclFilter(EVE_OUT).admits(acl)
+    assert AclFilter({"docs": ADA_ENG}).admits("docs", acl)
+    assert not AclFilter({"docs": held(BOB, ENG, ACME, EVERYONE)}).admits("docs", acl)
+    assert not AclFilter({"docs": EVE_OUT}).admits("docs", acl)
+
+
+def test_acl_filter_is_per_connector() -> None:
+    acl = Acl.of([[ENG]])
+    # Held for one connector's documents only: another connector's (or one left out) admit nothing.
+    split = AclFilter({"docs": ADA_ENG, "wiki": held(EVERYONE)})
+    assert split.admits("docs", acl)
+    assert not split.admits("wiki", acl)
+    assert not split.admits("removed", Acl.single([EVERYONE]))
+    assert split.held("removed") == frozenset()
+    # The store terms pair each principal with its connector; nothing unscoped.
+    assert all("|" in t for t in split.terms())
+    assert P.scope("docs", ENG) in split.terms() and P.scope("wiki", ENG) not in split.terms()
+    assert AclFilter.uniform({ENG}, ["a", "b"]).terms() == {"a|" + ENG, "b|" + ENG}
+    assert AclFilter({}).terms() == frozenset()
+
+
+@pytest.mark.parametrize("look_alike", [
+    "\u212aim@acme.example",       # KELVIN SIGN: str.lower() makes it "k"
+    "k\u0131m@acme.example",       # dotless i
+    "\uff4bim@acme.example",       # FULLWIDTH k
+    "kim@acme.exampl\u212a",       # in the domain
+    "kim@\u0430cme.example",       # Cyrillic a
+])
+def test_look_alike_characters_never_fold_into_another_address(look_alike: str) -> None:
+    assert P.normalize_email(look_alike) != "kim@acme.example"
+    assert P.user(look_alike) != "user:kim@acme.example"
+    assert P.canonical("user:" + look_alike) != "user:kim@acme.example"
+    assert not Acl.single(["user:kim@acme.example"]).allows(P.principals_for_email(look_alike))
+
+
+def test_ascii_letters_fold_and_nothing_else() -> None:
+    assert P.normalize_email("  Kim@ACME.Example ") == "kim@acme.example"
+    assert P.fold("ÄÖÜ-ÉÀ-Straße") == "ÄÖÜ-ÉÀ-straße"  # only ASCII S folds; the rest is exact
+    assert P.canonical("USER:Kim@Acme.Example") == "user:kim@acme.example"
+    assert P.domain("ACME.example") == "domain:acme.example"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from auth.identity import CachedResolver, explain, resolve
+from auth.identity import CachedResolver, ambiguous_aliases, explain, resolve
 from core.acl import Acl
 from core.models import Alias, Membership
 from indexer.store.sqlite import SqliteStore
+from retriever.filters import acl_filter
 
 pytestmark = pytest.mark.unit
 
@@ -120,16 +121,79 @@ def aliased(tmp_path: Path) -> Iterator[SqliteStore]:
     s.close()
 
 
-@pytest.mark.parametrize(
-    "ask_as", ["dana@acme.example", "d.smith@corp.acme.example", "Dana@Old.Example"])
-def test_aliases_give_the_same_groups_whichever_address_asks(
-        aliased: SqliteStore, ask_as: str) -> None:
-    who = resolve(aliased, ask_as)
-    assert {"group:mail-only", "group:upn-only", "group:third"} <= who.principals
+def test_a_person_holds_the_addresses_a_source_lists_for_them_there(
+        aliased: SqliteStore) -> None:
+    dana = resolve(aliased, "Dana@ACME.example")
+    at_entra = dana.at("entra")
+    assert {"group:mail-only", "group:upn-only", "group:third"} <= at_entra.principals
     assert {"user:dana@acme.example", "user:d.smith@corp.acme.example",
-            "user:dana@old.example"} <= who.principals
+            "user:dana@old.example"} <= at_entra.principals
     assert {"domain:acme.example", "domain:corp.acme.example",
-            "domain:old.example"} <= who.principals
+            "domain:old.example"} <= at_entra.principals
+    assert at_entra.path("group:upn-only") == [
+        "group:upn-only", "user:d.smith@corp.acme.example", "user:dana@acme.example"]
+
+
+@pytest.mark.parametrize("ask_as", ["d.smith@corp.acme.example", "Dana@Old.Example"])
+def test_aliases_are_one_way_signing_in_as_an_alias_never_becomes_its_primary(
+        aliased: SqliteStore, ask_as: str) -> None:
+    who = resolve(aliased, ask_as).at("entra")
+    assert "user:dana@acme.example" not in who.principals
+    assert "group:mail-only" not in who.principals
+    assert "domain:acme.example" not in who.principals
+
+
+def test_an_alias_admits_only_to_the_documents_of_the_source_that_asserted_it(
+        aliased: SqliteStore) -> None:
+    # "files" asserts that mallory is also ceo@acme.example: that holds at "files" only.
+    aliased.replace_identities("files", [], [Alias("ceo@acme.example", "mallory@acme.example")])
+    aliased.replace_identities("hr", [m("group:hr:exec", "user:ceo@acme.example")], [])
+    mallory = resolve(aliased, "mallory@acme.example", ["files", "hr", "entra"])
+    assert "user:ceo@acme.example" in mallory.at("files").principals
+    assert "user:ceo@acme.example" not in mallory.at("hr").principals
+    assert "group:hr:exec" not in mallory.at("hr").principals  # nor the groups it is in there
+    assert "user:ceo@acme.example" not in mallory.at("entra").principals
+    assert "user:ceo@acme.example" not in mallory.at("never-synced").principals
+    ceo_doc = Acl.single(["user:ceo@acme.example"])
+    f = acl_filter(mallory)
+    assert f.admits("files", ceo_doc)
+    assert not f.admits("hr", ceo_doc) and not f.admits("entra", ceo_doc)
+
+
+@pytest.mark.parametrize("asker", ["alice@acme.example", "bob@acme.example"])
+def test_an_address_claimed_by_two_people_grants_neither_of_them_anything(
+        tmp_path: Path, asker: str) -> None:
+    s = SqliteStore(tmp_path / "shared.sqlite3")
+    s.replace_identities("mail", [m("group:mail:finance", "user:shared@acme.example")], [
+        Alias("shared@acme.example", "alice@acme.example"),
+        Alias("shared@acme.example", "bob@acme.example"),
+        Alias("alice.old@acme.example", "alice@acme.example"),
+    ])
+    who = resolve(s, asker)
+    assert "user:shared@acme.example" not in who.at("mail").principals
+    assert "group:mail:finance" not in who.at("mail").principals
+    assert "shared@acme.example" in who.ambiguous  # reported
+    if asker == "alice@acme.example":  # her own, unambiguous alias still counts
+        assert "user:alice.old@acme.example" in who.at("mail").principals
+    # Signing in as the shared address itself picks neither claimant.
+    shared = resolve(s, "shared@acme.example").at("mail")
+    assert "user:alice@acme.example" not in shared.principals
+    assert "user:bob@acme.example" not in shared.principals
+    assert "user:alice.old@acme.example" not in shared.principals
+    assert "group:mail:finance" in shared.principals  # what the address itself holds
+    s.close()
+
+
+def test_an_alias_onto_another_persons_primary_address_is_ambiguous(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "hijack.sqlite3")
+    s.replace_identities("docs", [], [Alias("ceo@acme.example", "mallory@acme.example"),
+                                      Alias("ceo.old@acme.example", "ceo@acme.example")])
+    mallory = resolve(s, "mallory@acme.example")
+    assert "user:ceo@acme.example" not in mallory.at("docs").principals
+    assert "ceo@acme.example" in mallory.ambiguous
+    assert ambiguous_aliases(s.aliases_of("ceo@acme.example")) == {
+        "ceo@acme.example": ["ceo@acme.example", "mallory@acme.example"]}
+    s.close()
 
 
 def test_alias_does_not_leak_to_an_unrelated_person(aliased: SqliteStore) -> None:

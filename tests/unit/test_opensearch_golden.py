@@ -40,8 +40,9 @@ pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "opensearch"
 NOW = 1767225600.0  # 2026-01-01T00:00:00Z
-ALICE = AclFilter(frozenset({"user:alice@acme.com", "group:kb:eng", "domain:acme.com",
-                             "everyone"}))
+# Alice's principals for the "kb" connector's documents, and for a second connector's.
+ALICE = AclFilter({"kb": {"user:alice@acme.com", "group:kb:eng", "domain:acme.com", "everyone"},
+                   "wiki": {"user:alice@acme.com", "domain:acme.com", "everyone"}})
 
 
 @dataclass
@@ -291,15 +292,18 @@ def test_a_question_without_words_or_a_zero_vector_sends_nothing(store: OpenSear
 
 # -- ACL fields ------------------------------------------------------------------------------
 def test_unused_gates_hold_everyone_and_nobody_documents_hold_nothing() -> None:
-    two = acl_fields(Acl.of([["group:eng", "user:zed@acme.com"], ["group:managers"]],
-                            deny=["user:mallory@acme.com"]))
-    assert two["acl_gate_0"] == ["group:eng", "user:zed@acme.com"]
-    assert two["acl_gate_1"] == ["group:managers"]
-    assert [two[f"acl_gate_{i}"] for i in range(2, 8)] == [["everyone"]] * 6
-    assert (two["acl_deny"], two["acl_nobody"]) == (["user:mallory@acme.com"], False)
+    two = acl_fields(Acl.of([["group:kb:eng", "user:zed@acme.com"], ["group:kb:managers"]],
+                            deny=["user:mallory@acme.com"]), "kb")
+    # Every stored principal is scoped by the document's connector ("kb|..."), filler included.
+    assert two["acl_gate_0"] == ["kb|group:kb:eng", "kb|user:zed@acme.com"]
+    assert two["acl_gate_1"] == ["kb|group:kb:managers"]
+    assert [two[f"acl_gate_{i}"] for i in range(2, 8)] == [["kb|everyone"]] * 6
+    assert (two["acl_deny"], two["acl_nobody"]) == (["kb|user:mallory@acme.com"], False)
+    other = acl_fields(Acl.single(["user:zed@acme.com"]), "wiki")
+    assert other["acl_gate_0"] == ["wiki|user:zed@acme.com"]
     for nobody in (Acl(), Acl.of([["group:eng"], []]), Acl.single(["robot:x"]),
                    Acl.nobody("fetch failed"), Acl.of([[f"group:g{i}"] for i in range(9)])):
-        fields = acl_fields(nobody)
+        fields = acl_fields(nobody, "kb")
         assert fields["acl_nobody"] is True
         assert all(fields[g] == [] for g in gate_fields()), nobody
 
