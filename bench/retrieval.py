@@ -127,7 +127,7 @@ def main() -> None:
             for _ in range(args.queries):
                 v = nrng.standard_normal(DIM).astype(np.float32)
                 queries.append((gen.query(), v / np.linalg.norm(v)))
-            acl = AclFilter(caller_principals(rng))
+            acl = AclFilter({"bench": caller_principals(rng)})
             admitted = len(store.admitted_acl_ids(acl))
             r = measure(store, queries, acl, params)
             print(f"{size:>7} chunks (built in {built:.0f}s; caller admitted to {admitted} ACLs): "

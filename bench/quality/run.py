@@ -93,7 +93,7 @@ def main() -> None:
         for case in cases:
             text, _ = questions[case.qid]
             relevant = {f"man:{d}" for d in case.reader_relevant}
-            acl = AclFilter(principals_of(case.reader))
+            acl = AclFilter({"man": principals_of(case.reader)})
             vector = embedder.embed([text])[0]
             lexical, dense = store.lexical(text, acl, depth), store.dense(vector, acl, depth)
             for name, params in FUSIONS:
@@ -103,10 +103,10 @@ def main() -> None:
                 scores[name][1] += next((1 / (i + 1) for i, d in enumerate(ranked)
                                          if d in relevant), 0.0)
             if case.outsider:
-                out = AclFilter(principals_of(case.outsider))
+                out = AclFilter({"man": principals_of(case.outsider)})
                 seen = {h.doc_id for h in store.lexical(text, out, depth)} | {
                     h.doc_id for h in store.dense(vector, out, depth)}
-                leaks += sum(not can_read(acls[d.removeprefix("man:")], out.principals)
+                leaks += sum(not can_read(acls[d.removeprefix("man:")], out.held("man"))
                              for d in seen)
         n = len(cases)
         print(f"{'retrieval':<28} {'recall@5':>9} {'MRR@10':>8}")
