@@ -90,6 +90,11 @@ class ChunkStore(Protocol):
         """Every indexed document id of a connector, sorted."""
         ...
 
+    def connector_names(self) -> list[str]:
+        """Every connector name that has documents in the index, sorted (finds connectors
+        removed from or renamed in the configuration)."""
+        ...
+
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]: ...
 
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter,

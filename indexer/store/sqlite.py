@@ -270,6 +270,10 @@ class SqliteStore:
         return [r[0] for r in self._db.execute(
             "SELECT doc_id FROM documents WHERE connector = ? ORDER BY doc_id", (connector,))]
 
+    def connector_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT connector FROM documents ORDER BY connector")]
+
     def delete(self, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
             return
