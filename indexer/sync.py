@@ -475,18 +475,7 @@ class Pipeline:
 
     def prune_orphans(self, configured: Iterable[str],
                       only: Iterable[str] | None = None) -> dict[str, int]:
-        """Delete every document of connectors no longer configured; returns what was deleted.
-        `only` limits it to those names (the caller holds their sync locks)."""
-        names = set(only) if only is not None else None
-        deleted: dict[str, int] = {}
-        for name in self.orphaned(configured):
-            if names is not None and name not in names:
-                continue
-            ids = self.store.doc_ids(name)
-            self.store.delete(ids)
-            deleted[name] = len(ids)
-            log.info("sync.orphan_deleted", extra={"connector": name, "documents": len(ids)})
-        return deleted
+        return prune_orphans(self.store, configured, only)
 
     # -- bookkeeping -----------------------------------------------------------------------
     def _run(self, report: SyncReport, body: Callable[[], None]) -> SyncReport:
@@ -513,3 +502,19 @@ def orphaned_connectors(store: ChunkStore, configured: Iterable[str]) -> dict[st
     known = set(configured)
     return {name: store.stats(name).documents for name in store.connector_names()
             if name not in known}
+
+
+def prune_orphans(store: ChunkStore, configured: Iterable[str],
+                  only: Iterable[str] | None = None) -> dict[str, int]:
+    """Delete every document of connectors no longer configured; returns what was deleted.
+    `only` limits it to those names (the caller holds their sync locks)."""
+    names = set(only) if only is not None else None
+    deleted: dict[str, int] = {}
+    for name in orphaned_connectors(store, configured):
+        if names is not None and name not in names:
+            continue
+        ids = store.doc_ids(name)
+        store.delete(ids)
+        deleted[name] = len(ids)
+        log.info("sync.orphan_deleted", extra={"connector": name, "documents": len(ids)})
+    return deleted

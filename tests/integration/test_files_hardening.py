@@ -651,3 +651,70 @@ def test_documents_of_a_connector_no_longer_configured_are_deleted(
     assert home.store.connector_names() == ["kept"]
     assert home.sees(BOB) == {"kept:a.md", "kept:b.md"}
     assert home.pipeline.orphaned(["kept"]) == {}
+
+
+# -- through the console script: partial, orphaned connectors, resumed runs --------------------
+def clearance(home_dir: Path, config: Path, *args: str) -> Any:
+    import subprocess
+
+    from tests.integration.test_sync import cli_env
+    from tests.support import clearance_exe
+
+    return subprocess.run([clearance_exe(), "--home", str(home_dir), *args, "--config",
+                           str(config)], capture_output=True, text=True, env=cli_env(),
+                          cwd=config.parent, timeout=600)
+
+
+def connectors_config(path: Path, roots: dict[str, Path]) -> Path:
+    path.write_text("".join(f'[[connectors]]\nname = "{n}"\nkind = "files"\nroot = "{r}"\n'
+                            "page_size = 2\n" for n, r in roots.items()), encoding="utf-8")
+    return path
+
+
+def test_cli_reports_partial_lists_orphans_until_a_sync_deletes_them_and_shows_resumed(
+        tmp_path: Path) -> None:
+    roots = {name: write_tree(tmp_path / name, {".access.json": {"read": ["everyone"]},
+                                                "a.md": doc("A"), "b.md": doc("B"),
+                                                "c.md": doc("C"),
+                                                "bad/.access.json": "{",
+                                                "bad/x.md": doc("X")})
+             for name in ("kept", "gone")}
+    home_dir = tmp_path / "home"
+    config = connectors_config(tmp_path / "clearance.toml", roots)
+    first = clearance(home_dir, config, "sync")
+    assert first.returncode == 0, first.stderr
+    assert "full sync partial" in first.stdout and "PARTIAL" in first.stdout
+    assert "skipped bad/: malformed bad/.access.json" in first.stdout
+
+    connectors_config(config, {"kept": roots["kept"]})  # "gone" removed from the config
+    status = json.loads(clearance(home_dir, config, "status", "--json").stdout)
+    assert status["orphaned"] == [{"connector": "gone", "documents": 4}]
+    assert [r["connector"] for r in status["connectors"]] == ["kept"]
+    text = clearance(home_dir, config, "status").stdout
+    assert "gone: NOT CONFIGURED, 4 documents still indexed" in text
+
+    # Interrupt a sync of "kept" after its first page; the CLI run resumes it.
+    store = SqliteStore(home_dir / "index.sqlite3")
+    try:
+        (roots["kept"] / "a.md").write_text(doc("A changed"))
+
+        def killed(report: SyncReport) -> None:
+            raise Killed("killed")
+
+        with pytest.raises(Killed):
+            Pipeline(store, HashingEmbedder(), progress=killed).full_sync(
+                FilesConnector("kept", roots["kept"], page_size=2))
+    finally:
+        store.close()
+    synced = clearance(home_dir, config, "sync", "--json")
+    assert synced.returncode == 0, synced.stderr
+    out = json.loads(synced.stdout)
+    assert out["orphans_deleted"] == [{"connector": "gone", "documents": 4}]
+    assert out["syncs"][0]["resumed"] is True and out["syncs"][0]["status"] == "partial"
+    status = json.loads(clearance(home_dir, config, "status", "--json").stdout)
+    assert status["orphaned"] == []
+    assert status["connectors"][0]["last_run"]["resumed"] is True
+    assert "interrupted and resumed" in clearance(home_dir, config, "status").stdout
+    search = clearance(home_dir, config, "search", WORD, "--as", BOB, "--json")
+    assert {h["doc_id"] for h in json.loads(search.stdout)["hits"]} == {
+        "kept:a.md", "kept:b.md", "kept:c.md"}
