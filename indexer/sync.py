@@ -221,7 +221,7 @@ class Pipeline:
         return Checkpoint.model_validate(saved) if saved else None
 
     def _save_checkpoint(self, key: str, cursor: str | None, report: SyncReport) -> None:
-        self.store.set_state(key, {"cursor": cursor, "report": report.to_json_for_resume()})
+        self.store.set_state(key, Checkpoint(cursor=cursor, report=report).model_dump(mode="json"))
 
     def _pending_full_run(self, connector: str) -> str | None:
         """The run id of an interrupted full sync. Other passes mark what they see under it, so

@@ -115,8 +115,9 @@ class FilesConnector:
         after = json.loads(checkpoint)["after"] if checkpoint else None
         if after is not None:
             entries = [e for e in entries if e.rel > after]
-        # Listing failures go with every run's first page (a resumed run must also keep the
-        # documents it cannot list, and say so).
+            # ACL failures were reported by the run that made the checkpoint; listing failures
+            # go again, since a resumed run must also keep the documents it cannot list.
+            failures = tuple(f for f in failures if f.scope == "listing")
         if not entries:
             yield _Page([], failures, warnings, None)
             return
