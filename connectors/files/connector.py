@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,15 @@ class _Page:
     failures: tuple[Failure, ...]
     warnings: tuple[str, ...]
     cursor: str | None
+
+
+def _regular_or_unknown(path: Path) -> bool:
+    """False for a FIFO, device or socket; True for a regular file and for one that cannot be
+    stat'ed (reading it then fails and is reported as that document's failure)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return True
 
 
 class FilesConnector:
@@ -99,8 +109,14 @@ class FilesConnector:
                 path = folder / filename
                 if filename.startswith(".") or path.is_symlink():
                     continue
-                if path.suffix.lower() in extract.EXTRACTORS:
-                    listing.entries.append(_Entry(f"{where}{filename}", path, here))
+                if path.suffix.lower() not in extract.EXTRACTORS:
+                    continue
+                if not _regular_or_unknown(path):
+                    # Reading a FIFO blocks and a device never ends: not a document.
+                    listing.warnings.append(f"{where}{filename} is not a regular file "
+                                            "(not indexed)")
+                    continue
+                listing.entries.append(_Entry(f"{where}{filename}", path, here))
         listing.entries.sort(key=lambda e: e.rel)
         return listing
 

@@ -718,3 +718,17 @@ def test_cli_reports_partial_lists_orphans_until_a_sync_deletes_them_and_shows_r
     search = clearance(home_dir, config, "search", WORD, "--as", BOB, "--json")
     assert {h["doc_id"] for h in json.loads(search.stdout)["hits"]} == {
         "kept:a.md", "kept:b.md", "kept:c.md"}
+
+
+def test_a_fifo_or_device_named_like_a_document_is_not_read(tmp_path: Path, home: Home) -> None:
+    root = write_tree(tmp_path / "docs", {".access.json": {"read": ["everyone"]},
+                                          "a.md": doc("A")})
+    os.mkfifo(root / "pipe.md")
+    os.mknod(root / "zero.txt", stat.S_IFCHR | 0o600, os.makedev(1, 5))  # /dev/zero: endless
+    connector = FilesConnector("docs", root)
+    for run in (home.pipeline.full_sync, home.pipeline.permission_sync):
+        report = sync_in_thread(lambda run=run: run(connector))  # type: ignore[misc]
+        assert report.status == "ok" and report.documents == 1
+        assert sorted(report.warnings) == ["pipe.md is not a regular file (not indexed)",
+                                           "zero.txt is not a regular file (not indexed)"]
+    assert home.sees(BOB) == {"docs:a.md"}
