@@ -257,6 +257,12 @@ class Pipeline:
             gone = [d for d in self.store.doc_ids(connector.name) if d not in listed]
             self.store.delete(gone)
             report.deleted += len(gone)
+        # Counts of documents that left the index (deleted at the source) are forgotten.
+        indexed = self.store.document_states(sorted(run.transient))
+        if set(run.transient) - set(indexed):
+            run.transient = {d: n for d, n in run.transient.items() if d in indexed}
+            run.transient_dirty = True
+            self._save_transient(run)
         self.store.delete_state(key)
 
     def _page(self, page: DocumentPage, run: _Pass) -> None:

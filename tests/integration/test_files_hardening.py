@@ -489,12 +489,14 @@ def test_a_transient_failure_keeps_the_last_text_for_a_bounded_number_of_runs(
         report = home.pipeline.full_sync(connector)
         assert report.deleted == 0
         assert f"{n} of {TRANSIENT_KEEP_RUNS} runs" in report.errors[0]
+        assert home.store.get_state("sync:docs:transient") == {"runs": {"docs:plan.pdf": n}}
         assert home.sees(BOB) == {"docs:plan.pdf"}
     report = home.pipeline.full_sync(connector)
     assert report.deleted == 1
     assert "removed from the index" in report.errors[0]
     assert home.sees(BOB) == set()
     assert home.store.document("docs:plan.pdf") is None
+    assert home.store.get_state("sync:docs:transient") == {"runs": {}}
 
 
 # -- 5. incremental syncs handle moves and deletions ------------------------------------------
