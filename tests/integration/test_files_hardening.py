@@ -427,6 +427,20 @@ def test_an_unlistable_folder_keeps_its_documents_closed_and_is_an_error(
     assert again.deleted == 0 and home.store.document("docs:team/a.md") is not None
 
 
+def test_an_unlistable_root_keeps_every_document_closed(
+        tmp_path: Path, home: Home, unlistable: Callable[[Path], None]) -> None:
+    root = write_tree(tmp_path / "docs", {".access.json": {"read": ["everyone"]},
+                                          "a.md": doc("A"), "team/b.md": doc("B")})
+    connector = FilesConnector("docs", root)
+    home.pipeline.full_sync(connector)
+    unlistable(root)
+    for run in (home.pipeline.full_sync, home.pipeline.incremental_sync, home.pipeline.prune):
+        report = run(connector)
+        assert report.status == "partial" and report.deleted == 0
+        assert home.sees(BOB) == set()
+        assert home.store.doc_ids("docs") == ["docs:a.md", "docs:team/b.md"]
+
+
 def test_an_unlistable_folder_reopens_when_it_can_be_listed_again(
         tmp_path: Path, home: Home, monkeypatch: pytest.MonkeyPatch,
         unlistable: Callable[[Path], None]) -> None:
@@ -568,11 +582,18 @@ def break_groups(root: Path, how: str) -> None:
         path.write_text(json.dumps({"staff": [f"user:{BOB}"], "contractors": ["carl"]}))
     elif how == "directory":
         path.mkdir()
+    elif how == "fifo":
+        os.mkfifo(path)
+    elif how == "symlink-outside-root":
+        outside = root.parent / "outside-groups.json"
+        outside.write_text(json.dumps({"contractors": []}))
+        os.symlink(outside, path)
     else:
         raise AssertionError(how)
 
 
-BROKEN = ["malformed", "dangling-symlink", "duplicate-keys", "partly-valid", "directory"]
+BROKEN = ["malformed", "dangling-symlink", "duplicate-keys", "partly-valid", "directory", "fifo",
+          "symlink-outside-root"]
 
 
 def deny_tree(root: Path) -> FilesConnector:
@@ -589,7 +610,7 @@ def test_a_deny_group_whose_file_was_never_readable_closes_the_document(
     connector = deny_tree(root)
     break_groups(root, how)
     for run in (home.pipeline.full_sync, home.pipeline.permission_sync):
-        report = run(connector)
+        report = sync_in_thread(lambda run=run: run(connector))  # type: ignore[misc]
         assert report.status == "partial"
         assert any(e.startswith(".groups.json:") for e in report.errors)
         assert home.sees(CARL) == set()
@@ -597,8 +618,10 @@ def test_a_deny_group_whose_file_was_never_readable_closes_the_document(
         stored = home.store.document("docs:plan.md")
         assert stored is not None and "not known yet" in (stored.acl.nobody_reason or "")
     # Once the file is good, the document opens to everyone outside the group.
-    (root / ".groups.json").unlink() if not (root / ".groups.json").is_dir() else shutil.rmtree(
-        root / ".groups.json")
+    if (root / ".groups.json").is_dir() and not (root / ".groups.json").is_symlink():
+        shutil.rmtree(root / ".groups.json")
+    else:
+        (root / ".groups.json").unlink()
     (root / ".groups.json").write_text(json.dumps({"contractors": [f"user:{CARL}"]}))
     assert home.pipeline.full_sync(connector).status == "ok"
     assert home.sees(BOB) == {"docs:plan.md"}
@@ -618,7 +641,7 @@ def test_a_broken_groups_file_keeps_the_last_good_snapshot_and_still_denies(
     break_groups(root, how)
     run = {"full": home.pipeline.full_sync, "permissions": home.pipeline.permission_sync,
            "groups": home.pipeline.group_sync}[mode]
-    report = run(connector)
+    report = sync_in_thread(lambda: run(connector))
     assert report.status == "partial" and report.error_count == 1
     assert report.errors[0].startswith(".groups.json:")
     assert home.sees(CARL) == set()  # the last good snapshot still denies
