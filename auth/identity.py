@@ -142,7 +142,7 @@ def resolve(store: IdentityStore, email: str,
     tests): every connector the store holds documents or identities of.
     """
     if connectors is None:
-        indexed: Any = getattr(store, "connectors", None)
+        indexed: Any = getattr(store, "connector_names", None)
         connectors = set(store.identity_sources()) | set(indexed() if indexed else ())
     primary = P.normalize_email(email)
     per_source: dict[str, Identity] = {}
@@ -157,22 +157,6 @@ def resolve(store: IdentityStore, email: str,
     return Identity(email=primary, principals=frozenset(via), via=via, per_source=per_source,
                     ambiguous=frozenset(ambiguous),
                     connectors=tuple(sorted(set(connectors))))
-
-
-def ambiguous_aliases(aliases: Iterable[Alias]) -> dict[str, list[str]]:
-    """Addresses one source lists for two or more people (or for a person other than the
-    address's own primary): {address: [claimants]}. They grant nothing; the sync reports them."""
-    aliases = list(aliases)
-    primaries = {a.primary for a in aliases}
-    claims: dict[str, set[str]] = {}
-    for a in aliases:
-        if a.alias != a.primary:
-            claims.setdefault(a.alias, set()).add(a.primary)
-    for address, people in claims.items():
-        if address in primaries:
-            people.add(address)
-    return {address: sorted(people) for address, people in sorted(claims.items())
-            if len(people) > 1}
 
 
 class CachedResolver:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -87,6 +87,22 @@ class Alias:
 
     alias: str
     primary: str
+
+
+def ambiguous_aliases(aliases: Iterable[Alias]) -> dict[str, list[str]]:
+    """Addresses one source lists for two or more people (or for a person other than the
+    address's own primary): {address: [claimants]}. They grant nothing; the sync reports them."""
+    aliases = list(aliases)
+    primaries = {a.primary for a in aliases}
+    claims: dict[str, set[str]] = {}
+    for a in aliases:
+        if a.alias != a.primary:
+            claims.setdefault(a.alias, set()).add(a.primary)
+    for address, people in claims.items():
+        if address in primaries:
+            people.add(address)
+    return {address: sorted(people) for address, people in sorted(claims.items())
+            if len(people) > 1}
 
 
 @dataclass(frozen=True)

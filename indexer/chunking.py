@@ -50,7 +50,8 @@ def _split_long(text: str, limit: int, count: TokenCounter) -> list[str]:
         if len(units) > 1:
             return [p for u in units for p in _split_long(u, limit, count)]
     words = text.split()
-    pieces, current = [], []
+    pieces: list[str] = []
+    current: list[str] = []
     for word in words:
         if current and count(" ".join([*current, word])) > limit:
             pieces.append(" ".join(current))

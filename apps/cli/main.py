@@ -17,10 +17,10 @@ from typing import Any, NoReturn, TypeVar
 from apps.cli import output
 from apps.runtime import Runtime
 from auth.identity import Decision, explain
-from core.errors import ClearanceError, UnknownDocument, UsageError
+from core.errors import ClearanceError, SyncLocked, UnknownDocument, UsageError
 from core.settings import load_settings
 from indexer.locks import connector_lock
-from indexer.sync import SyncReport, last_run_key
+from indexer.sync import SyncReport, last_run_key, orphaned_connectors, prune_orphans
 
 T = TypeVar("T")
 
@@ -152,16 +152,43 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
             print(f"clearance: sync of {connector.name!r} failed: {exc}", file=sys.stderr)
         finally:
             progress.done()
+    orphans = _prune_orphans(rt, args.mode)
     if args.json:
-        output.print_json({"syncs": [r.to_json() for r in reports]})
+        output.print_json({"syncs": [r.to_json() for r in reports],
+                           **({"orphans_deleted": orphans} if orphans else {})})
     else:
         for r in reports:
             print(output.summary(r))
+            if r.status == "partial":
+                print("  PARTIAL: part of the source could not be read; what could not be "
+                      "confirmed is readable by nobody (see below)")
             for err in r.errors[:10]:
                 print(f"  skipped {err}")
             if r.error_count > 10:
                 print(f"  ... and {r.error_count - 10} more")
+            for warning in r.warnings[:10]:
+                print(f"  warning: {warning}")
+        for o in orphans:
+            print(f"{o['connector']}: no longer configured, {o['documents']} documents deleted")
     return 1 if failed else 0
+
+
+def _prune_orphans(rt: Runtime, mode: str) -> list[dict[str, Any]]:
+    """Passes that delete also delete documents of connectors no longer in the config."""
+    if mode not in ("full", "incremental", "prune"):
+        return []
+    configured = [c.name for c in rt.settings.file.connectors]
+    out: list[dict[str, Any]] = []
+    for name in orphaned_connectors(rt.store, configured):
+        try:
+            with connector_lock(rt.settings.home, name):
+                deleted = prune_orphans(rt.store, configured, only=[name])
+        except SyncLocked:
+            print(f"clearance: {name!r} is no longer configured but a sync of it is running; "
+                  "its documents are deleted by a later sync", file=sys.stderr)
+            continue
+        out.extend({"connector": n, "documents": d} for n, d in deleted.items())
+    return out
 
 
 def cmd_search(rt: Runtime, args: argparse.Namespace) -> int:
@@ -249,7 +276,8 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "last_run": None if last is None else {
                 "mode": last["mode"], "started": last["started"], "status": last["status"],
                 "duration": last["duration"], "documents": last["documents"],
-                "errors": last["error_count"], "error": last["error"]},
+                "errors": last["error_count"], "error": last["error"],
+                "resumed": bool(last.get("resumed"))},
             "last_skipped": None if skip is None else {
                 "mode": skip["mode"], "at": skip["started"], "reason": skip["error"]},
             "documents": stats.documents, "chunks": stats.chunks,
@@ -260,16 +288,23 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "next_run": min((s["next_run"] for s in schedules.values()), default=None),
             "schedules": schedules, "schedule": cfg.schedule,
         })
+    orphaned = [{"connector": name, "documents": count} for name, count in
+                orphaned_connectors(rt.store, [c.name for c in rt.settings.file.connectors])
+                .items()]
     if args.json:
-        output.print_json({"connectors": rows})
+        output.print_json({"connectors": rows, "orphaned": orphaned})
         return 0
+    for o in orphaned:
+        print(f"{o['connector']}: NOT CONFIGURED, {o['documents']} documents still indexed "
+              "(deleted by the next sync or prune)")
     if not rows:
         print("No connectors configured.")
     for row in rows:
         last = row["last_run"]
         when = "never" if last is None else (
             f"{output.ago(now - last['started'])} ago ({last['mode']}, {last['status']}, "
-            f"{last['documents']} documents, {last['duration']:.1f}s, {last['errors']} errors)")
+            f"{last['documents']} documents, {last['duration']:.1f}s, {last['errors']} errors)"
+            + (", interrupted and resumed" if last["resumed"] else ""))
         fresh = row["permission_freshness_seconds"]
         print(f"{row['connector']} ({row['kind']}): last sync {when}")
         print(f"  {row['documents']} documents, {row['chunks']} chunks, "

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from connectors.base import DocumentPage, Failure, IdentitySnapshot, PermissionPage
 from connectors.files import access, extract
+from connectors.files.extract import NoText
 from core.errors import ConfigError, MalformedDocument
-from core.models import Document, make_document
+from core.models import Alias, Document, Membership, make_document
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,33 @@ class _Entry:
     access: access.FolderAccess
 
 
+@dataclass
+class _Listing:
+    entries: list[_Entry] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Page:
+    entries: list[_Entry]
+    failures: tuple[Failure, ...]
+    warnings: tuple[str, ...]
+    cursor: str | None
+
+
+def _regular_or_unknown(path: Path) -> bool:
+    """False for a FIFO, device or socket; True for a regular file and for one that cannot be
+    stat'ed (reading it then fails and is reported as that document's failure)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return True
+
+
 class FilesConnector:
     kind = "files"
+    complete_listing = True  # a folder walk lists everything in scope every time
 
     def __init__(self, name: str, root: Path, page_size: int = 64) -> None:
         self.name = name
@@ -49,80 +76,119 @@ class FilesConnector:
         if not self.root.is_dir():
             raise ConfigError(f"connector {self.name!r}: root folder not found: {self.root}")
 
-    def _walk(self) -> tuple[list[_Entry], list[Failure]]:
+    def _walk(self) -> _Listing:
         """Every supported file under the root, sorted by relative path, with folder access."""
         self.check_root()
-        entries: list[_Entry] = []
-        failures: list[Failure] = []
+        listing = _Listing()
         folder_access: dict[str, access.FolderAccess] = {}
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
+
+        def unlistable(exc: OSError) -> None:
+            # os.walk skips a folder it cannot list: its documents are not "vanished".
+            rel = self._rel(Path(exc.filename)) if exc.filename else ""
+            listing.failures.append(Failure(
+                f"{rel}/" if rel else "/", f"could not list folder ({exc.strerror or exc})",
+                scope="listing", unlisted_prefix=self.doc_id(f"{rel}/" if rel else ""),
+                transient=True))
+
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=unlistable,
+                                                    followlinks=False):
             folder = Path(dirpath)
-            rel_dir = folder.relative_to(self.root).as_posix()
-            rel_dir = "" if rel_dir == "." else rel_dir
+            rel_dir = self._rel(folder)
             parent = (folder_access.get(rel_dir.rpartition("/")[0], access.FolderAccess())
                       if rel_dir else access.FolderAccess())
-            here = access.child_access(parent, folder, rel_dir)
+            here = access.child_access(parent, folder, rel_dir, self.root, self.name)
             if here.broken and not parent.broken:
-                failures.append(Failure(f"{rel_dir}/" if rel_dir else "/", here.broken))
+                listing.failures.append(Failure(f"{rel_dir}/" if rel_dir else "/", here.broken,
+                                                scope="acl"))
             folder_access[rel_dir] = here
+            where = f"{rel_dir}/" if rel_dir else ""
+            listing.warnings.extend(f"{where}{w}" for w in access.near_misses(sorted(filenames)))
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                                  and not (folder / d).is_symlink())
             for filename in sorted(filenames):
                 path = folder / filename
                 if filename.startswith(".") or path.is_symlink():
                     continue
-                if path.suffix.lower() in extract.EXTRACTORS:
-                    rel = f"{rel_dir}/{filename}" if rel_dir else filename
-                    entries.append(_Entry(rel, path, here))
-        entries.sort(key=lambda e: e.rel)
-        return entries, failures
+                if path.suffix.lower() not in extract.EXTRACTORS:
+                    continue
+                if not _regular_or_unknown(path):
+                    # Reading a FIFO blocks and a device never ends: not a document.
+                    listing.warnings.append(f"{where}{filename} is not a regular file "
+                                            "(not indexed)")
+                    continue
+                listing.entries.append(_Entry(f"{where}{filename}", path, here))
+        listing.entries.sort(key=lambda e: e.rel)
+        return listing
 
-    def _pages(self, checkpoint: str | None
-               ) -> Iterator[tuple[list[_Entry], list[Failure], str | None]]:
-        entries, failures = self._walk()
+    def _rel(self, folder: Path) -> str:
+        rel = folder.relative_to(self.root).as_posix()
+        return "" if rel == "." else rel
+
+    def _pages(self, checkpoint: str | None) -> Iterator[_Page]:
+        listing = self._walk()
+        entries = listing.entries
+        failures, warnings = tuple(listing.failures), tuple(listing.warnings)
         after = json.loads(checkpoint)["after"] if checkpoint else None
         if after is not None:
             entries = [e for e in entries if e.rel > after]
-            failures = []  # reported by the run that made the checkpoint
+            # ACL failures were reported by the run that made the checkpoint; listing failures
+            # go again, since a resumed run must also keep the documents it cannot list.
+            failures = tuple(f for f in failures if f.scope == "listing")
         if not entries:
-            yield [], failures, None
+            yield _Page([], failures, warnings, None)
             return
         for start in range(0, len(entries), self.page_size):
             page = entries[start:start + self.page_size]
             last = start + self.page_size >= len(entries)
             cursor = None if last else json.dumps({"after": page[-1].rel})
-            yield page, failures if start == 0 else [], cursor
+            first = start == 0
+            yield _Page(page, failures if first else (), warnings if first else (), cursor)
 
     # -- protocol --------------------------------------------------------------------------
     def documents(self, checkpoint: str | None = None) -> Iterator[DocumentPage]:
-        for entries, failures, cursor in self._pages(checkpoint):
+        for page in self._pages(checkpoint):
             docs: list[Document] = []
-            failed = list(failures)
-            for entry in entries:
+            failed = list(page.failures)
+            for entry in page.entries:
                 try:
-                    docs.append(self._document(entry))
+                    doc = self._document(entry)
+                except NoText as exc:
+                    failed.append(self._failure(entry, str(exc), transient=False))
+                    continue
                 except (MalformedDocument, OSError) as exc:
-                    failed.append(Failure(entry.rel, str(exc), self.doc_id(entry.rel),
-                                          entry.access.acl()))
-            yield DocumentPage(tuple(docs), tuple(failed), cursor)
+                    # I/O errors and parser crashes may pass: keep the last good text a while.
+                    failed.append(self._failure(entry, str(exc), transient=True))
+                    continue
+                docs.append(doc)
+            yield DocumentPage(tuple(docs), tuple(failed), page.cursor, page.warnings)
+
+    def _failure(self, entry: _Entry, reason: str, *, transient: bool) -> Failure:
+        return Failure(entry.rel, reason, self.doc_id(entry.rel), entry.access.acl(),
+                       transient=transient)
 
     def permissions(self, checkpoint: str | None = None) -> Iterator[PermissionPage]:
-        for entries, failures, cursor in self._pages(checkpoint):
-            acls = tuple((self.doc_id(e.rel), e.access.acl()) for e in entries)
-            yield PermissionPage(acls, tuple(failures), cursor)
+        for page in self._pages(checkpoint):
+            acls = tuple((self.doc_id(e.rel), e.access.acl()) for e in page.entries)
+            yield PermissionPage(acls, page.failures, page.cursor, page.warnings)
 
     def identities(self) -> IdentitySnapshot:
         self.check_root()
-        memberships, aliases, failures = [], [], []
-        for name, parse, sink in ((access.GROUPS_FILE, access.parse_groups, memberships),
-                                  (access.ALIASES_FILE, access.parse_aliases, aliases)):
-            path = self.root / name
-            if not path.is_file():
-                continue
+        memberships: list[Membership] = []
+        aliases: list[Alias] = []
+        failures: list[Failure] = []
+        for name in (access.GROUPS_FILE, access.ALIASES_FILE):
             try:
-                sink.extend(parse(path))  # type: ignore[operator]
-            except (MalformedDocument, OSError) as exc:
-                failures.append(Failure(name, str(exc)))
+                data = access.read_control_file(self.root / name, self.root)
+                if data is None:
+                    continue
+                if name == access.GROUPS_FILE:
+                    memberships.extend(access.parse_groups(data, self.name))
+                else:
+                    aliases.extend(access.parse_aliases(data))
+            except access.UnreadableControlFile as exc:
+                failures.append(Failure(name, f"{name} {exc}", scope="identities"))
+            except MalformedDocument as exc:
+                failures.append(Failure(name, str(exc), scope="identities"))
         return IdentitySnapshot(tuple(memberships), tuple(aliases), tuple(failures))
 
     # -- mapping ---------------------------------------------------------------------------
@@ -132,7 +198,7 @@ class FilesConnector:
     def _document(self, entry: _Entry) -> Document:
         title, sections = extract.EXTRACTORS[entry.path.suffix.lower()](entry.path)
         if not sections:
-            raise MalformedDocument(f"{entry.rel}: no text")
+            raise NoText(f"{entry.rel}: no text")
         stat = entry.path.stat()
         return make_document(
             doc_id=self.doc_id(entry.rel),

@@ -17,6 +17,11 @@ from core.models import Section
 
 Extracted = tuple[str | None, list[Section]]
 
+
+class NoText(MalformedDocument):
+    """The file is readable but holds no text (emptied, redacted, encrypted, an image PDF,
+    binary data): not an error that a retry fixes, so its old text leaves the index."""
+
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
@@ -158,13 +163,13 @@ def pdf(path: Path) -> Extracted:
     try:
         reader = PdfReader(str(path))
         if reader.is_encrypted:
-            raise MalformedDocument(f"{path.name}: encrypted PDF")
+            raise NoText(f"{path.name}: encrypted PDF")
         pages = [tidy(page.extract_text() or "") for page in reader.pages]
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as exc:
         raise MalformedDocument(f"{path.name}: unreadable PDF ({exc})") from exc
     text = "\n\n".join(p for p in pages if p)
     if not text:
-        raise MalformedDocument(f"{path.name}: PDF has no extractable text")
+        raise NoText(f"{path.name}: PDF has no extractable text")
     first_line = text.split("\n", 1)[0].strip()
     title = first_line if 0 < len(first_line) <= 120 else None
     body = text.split("\n", 1)[1].strip() if title and "\n" in text else text
@@ -205,7 +210,7 @@ def _docx_heading_level(style: str) -> int | None:
 def _read_text(path: Path) -> str:
     data = path.read_bytes()
     if b"\x00" in data[:4096]:
-        raise MalformedDocument(f"{path.name}: binary data in a text file")
+        raise NoText(f"{path.name}: binary data in a text file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -123,8 +123,9 @@ class ChunkStore(Protocol):
         """Every indexed document id of a connector, sorted."""
         ...
 
-    def connectors(self) -> list[str]:
-        """The connectors the index holds documents of (configured or orphaned), sorted."""
+    def connector_names(self) -> list[str]:
+        """Every connector name that has documents in the index, sorted (finds connectors
+        removed from or renamed in the configuration)."""
         ...
 
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]: ...

@@ -400,14 +400,6 @@ class OpenSearchStore:
             self.delete(gone)
         return gone
 
-    def connectors(self) -> list[str]:
-        """The connectors the index holds documents of (configured or orphaned), sorted."""
-        body = {"size": 0, "query": {"term": {"kind": "document"}},
-                "aggs": {"connectors": {"terms": {"field": "connector", "size": 10_000}}}}
-        found = self._call("connector list", lambda: self.client.search(index=self.chunks,
-                                                                         body=body))
-        return sorted(str(b["key"]) for b in found["aggregations"]["connectors"]["buckets"])
-
     def doc_ids(self, connector: str) -> list[str]:
         with self.batch():
             self._flush(self._batch_state())
@@ -416,6 +408,17 @@ class OpenSearchStore:
                                          {"term": {"connector": connector}}]}}
             return [h["_source"]["doc_id"] for h in self.cluster.scan(
                 self.chunks, query, [{"doc_id": "asc"}], ["doc_id"])]
+
+    def connector_names(self) -> list[str]:
+        """Connector names of the document records (finds connectors no longer configured)."""
+        with self.batch():
+            self._flush(self._batch_state())
+            self._refresh()
+            body = {"size": 0, "query": {"term": {"kind": "document"}},
+                    "aggs": {"connectors": {"terms": {"field": "connector", "size": 10000}}}}
+            found = self._call("connector lookup",
+                               lambda: self.client.search(index=self.chunks, body=body))
+        return sorted(str(b["key"]) for b in found["aggregations"]["connectors"]["buckets"])
 
     def delete(self, doc_ids: Sequence[str]) -> None:
         if not doc_ids:

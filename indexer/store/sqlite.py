@@ -285,6 +285,10 @@ class SqliteStore:
         return [r[0] for r in self._db.execute(
             "SELECT doc_id FROM documents WHERE connector = ? ORDER BY doc_id", (connector,))]
 
+    def connector_names(self) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT connector FROM documents ORDER BY connector")]
+
     def delete(self, doc_ids: Sequence[str]) -> None:
         if not doc_ids:
             return
@@ -490,10 +494,6 @@ class SqliteStore:
         return [r[0] for r in self._db.execute(
             "SELECT source FROM memberships UNION SELECT source FROM aliases ORDER BY 1")]
 
-    def connectors(self) -> list[str]:
-        """The connectors the index holds documents of (configured or orphaned), sorted."""
-        return [r[0] for r in self._db.execute(
-            "SELECT DISTINCT connector FROM documents ORDER BY connector")]
 
     def identity_version(self) -> int:
         return self._meta("identity_gen")

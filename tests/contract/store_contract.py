@@ -207,6 +207,17 @@ class StoreContract:
         assert store.doc_ids(CONNECTOR) == [b.doc_id]
         assert store.doc_ids("nothing-here") == []
 
+    def test_connector_names_lists_every_connector_with_documents(
+            self, store: ContractStore, embedder: HashingEmbedder) -> None:
+        assert store.connector_names() == []
+        a = make_doc("a.md", f"{KEYWORD} a", acl=Acl.single([EVERYONE]))
+        x = make_doc("x.md", f"{KEYWORD} x", acl=Acl.nobody("unknown"), connector="zeta")
+        y = make_doc("y.md", f"{KEYWORD} y", acl=Acl.single([EVERYONE]), connector="alpha")
+        index(store, embedder, a, x, y)
+        assert store.connector_names() == sorted({CONNECTOR, "zeta", "alpha"})
+        store.delete([x.doc_id])
+        assert store.connector_names() == sorted({CONNECTOR, "alpha"})
+
     def test_delete_unseen_removes_what_the_run_did_not_see(
             self, store: ContractStore, embedder: HashingEmbedder) -> None:
         a = make_doc("a.md", f"{KEYWORD} a", acl=Acl.single([EVERYONE]))
@@ -344,7 +355,7 @@ class StoreContract:
         # A connector left out of the filter (removed from the configuration) admits nothing.
         kb_only = acl_filter(resolve(store, "ceo@acme.com", [CONNECTOR]))
         assert self.visible(store, embedder, kb_only) == {kb_ceo.doc_id}
-        assert store.connectors() == [CONNECTOR, "wiki"]
+        assert store.connector_names() == [CONNECTOR, "wiki"]
 
     def test_the_same_principal_under_another_connector_does_not_match(
             self, store: ContractStore, embedder: HashingEmbedder) -> None:

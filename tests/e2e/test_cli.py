@@ -239,25 +239,25 @@ def test_explain_allowed(cli: Cli) -> None:
     lines = text.strip().splitlines()
     assert lines[0] == f"docs:team/plan.md (Plan) for {ADA}:"
     assert lines[1].startswith("yes:")
-    assert any("admitted by group:team <- user:ada@example.org" in ln for ln in lines)
+    assert any("admitted by group:docs:team <- user:ada@example.org" in ln for ln in lines)
 
     data = cli.json("explain", "docs:team/plan.md", "--as", ADA)
     assert data["doc_id"] == "docs:team/plan.md" and data["email"] == ADA
     assert data["allowed"] is True and data["denied_by"] is None
     assert [(g["gate"], g["admitted_by"]) for g in data["gates"]] == [
-        (0, "everyone"), (1, "group:team")]
-    assert data["gates"][1]["path"] == ["group:team", f"user:{ADA}"]
+        (0, "everyone"), (1, "group:docs:team")]
+    assert data["gates"][1]["path"] == ["group:docs:team", f"user:{ADA}"]
 
 
 def test_explain_denied_gate_not_met(cli: Cli) -> None:
     text = cli.ok("explain", "docs:team/plan.md", "--as", BO)
     assert text.splitlines()[1].startswith("no: gate 1 is not met")
-    assert "gate 1: not met; needs one of group:team" in text
+    assert "gate 1: not met; needs one of group:docs:team" in text
 
     data = cli.json("explain", "docs:team/plan.md", "--as", BO)
     assert data["allowed"] is False
     assert [g["admitted_by"] for g in data["gates"]] == ["everyone", None]
-    assert data["gates"][1]["members"] == ["group:team"]
+    assert data["gates"][1]["members"] == ["group:docs:team"]
 
 
 def test_explain_no_acl_document(cli: Cli) -> None:

@@ -125,3 +125,28 @@ def test_an_index_written_before_scoping_fails_closed_until_the_next_sync(
     assert sum(s["chunks_embedded"] for s in syncs) == 0
     assert hits(home, config, HANA) == {"hr:salaries.md", "wiki:welcome.md"}
     assert hits(home, config, MALLORY) == {"wiki:welcome.md", "wiki:board/agenda.md"}
+
+
+def test_a_shared_address_two_people_claim_is_reported_and_opens_nothing(tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "mail", {
+        ".access.json": {"read": ["everyone"]},
+        ".aliases.json": {"alice@acme.example": ["shared@acme.example"],
+                          "bob@acme.example": ["shared@acme.example", "bob.old@acme.example"]},
+        "open.md": "# Open\n\nThe zeppelin timetable is public.\n",
+        "box/.access.json": {"read": ["user:shared@acme.example"]},
+        "box/inbox.md": "# Inbox\n\nThe zeppelin invoices arrive in the shared box.\n",
+        "old/.access.json": {"read": ["user:bob.old@acme.example"]},
+        "old/notes.md": "# Notes\n\nBob's zeppelin notes from his old address.\n",
+    })
+    home, config = tmp_path / "home", write_config(tmp_path / "c.toml", {"mail": root})
+    out = run(home, config, "sync", "--json")
+    assert out.returncode == 0, out.stderr
+    (report,) = json.loads(out.stdout)["syncs"]
+    assert any("shared@acme.example" in w and "alice@acme.example" in w
+               and "bob@acme.example" in w for w in report["warnings"]), report["warnings"]
+    assert hits(home, config, "alice@acme.example") == {"mail:open.md"}
+    assert hits(home, config, "bob@acme.example") == {"mail:open.md", "mail:old/notes.md"}
+    # The shared address itself reads its own box, and picks neither claimant's access.
+    assert hits(home, config, "shared@acme.example") == {"mail:open.md", "mail:box/inbox.md"}
+    # An alias is one way: signing in as bob's old address does not make one bob.
+    assert hits(home, config, "bob.old@acme.example") == {"mail:open.md", "mail:old/notes.md"}

@@ -53,10 +53,11 @@ POOL: dict[str, str | None] = {
     "user:x0@other.example": "user:x0@other.example",
     "user:u0.alt@corp.example": "user:u0.alt@corp.example",
     "user:stranger@acme.example": "user:stranger@acme.example",
-    "group:g0": "group:g0",
-    "group:g1": "group:g1",
-    "group:g2": "group:g2",
-    "group:g3": "group:g3",
+    # A files connector's groups are its own: `group:g0` in connector kb is `group:kb:g0`.
+    "group:g0": f"group:{CONNECTOR}:g0",
+    "group:g1": f"group:{CONNECTOR}:g1",
+    "group:g2": f"group:{CONNECTOR}:g2",
+    "group:g3": f"group:{CONNECTOR}:g3",
     "domain:acme.example": "domain:acme.example",
     "domain:other.example": "domain:other.example",
     "Domain:CORP.example": "domain:corp.example",
@@ -73,7 +74,7 @@ MEMBERS: dict[str, str] = {
     "USER:U2@acme.example": "user:u2@acme.example",
     "user:x0@other.example": "user:x0@other.example",
     "user:u0.alt@corp.example": "user:u0.alt@corp.example",
-    **{f"group:{g}": f"group:{g}" for g in GROUPS},
+    **{f"group:{g}": f"group:{CONNECTOR}:{g}" for g in GROUPS},
 }
 
 MALFORMED = ('{"read": ["everyone"]', '{"read": "everyone"}',
@@ -199,7 +200,8 @@ def reference_principals(tree: Tree, email: str) -> set[str]:
     held = {f"user:{a}" for a in addresses}
     held |= {"domain:" + a.rsplit("@", 1)[1] for a in addresses}
     held.add("everyone")
-    edges = [(f"group:{g}", MEMBERS[m]) for g, ms in (tree.groups or {}).items() for m in ms]
+    edges = [(f"group:{CONNECTOR}:{g}", MEMBERS[m])
+             for g, ms in (tree.groups or {}).items() for m in ms]
     changed = True
     while changed:  # transitive closure; cycles just stop adding
         changed = False
@@ -294,11 +296,16 @@ def assert_exact(tree: Tree, store: SqliteStore, query_embedder: Any) -> None:
                 f"held={sorted(reference_principals(tree, email))}\ntree={tree}")
 
 
+def expected_status(tree: Tree) -> str:
+    """A broken `.access.json` anywhere makes the sync partial (its subtree failed)."""
+    return "partial" if any(a and a.malformed for a in tree.access.values()) else "ok"
+
+
 def full_sync(tree: Tree, root: Path, store: SqliteStore, embedder: Any) -> FilesConnector:
     tree.write(root)
     connector = FilesConnector(CONNECTOR, root, page_size=3)
     report = Pipeline(store, embedder).full_sync(connector)
-    assert report.status == "ok"
+    assert report.status == expected_status(tree)
     assert report.documents == len(tree.docs)
     assert report.readable_by_nobody == sum(readable_by_nobody(tree, d) for d in tree.docs)
     return connector
@@ -359,7 +366,7 @@ def test_permission_only_change_is_exact_and_embeds_nothing(change: tuple[Tree, 
             embedder.embedded = 0
             pipeline = Pipeline(store, embedder)
             report = pipeline.permission_sync(connector)
-            assert report.status == "ok"
+            assert report.status == expected_status(after)
             assert report.chunks_embedded == 0
             assert embedder.embedded == 0
             assert report.readable_by_nobody == sum(

@@ -62,7 +62,7 @@ def store(tmp_path: Path) -> Any:
     s.close()
 
 
-def test_incremental_brings_changes_but_deletes_nothing_and_prune_deletes_what_vanished(
+def test_incremental_of_a_complete_listing_deletes_what_vanished_and_prune_agrees(
         tmp_path: Path, store: SqliteStore) -> None:
     root = tree(tmp_path / "docs")
     connector = FilesConnector("docs", root, page_size=8)
@@ -73,15 +73,17 @@ def test_incremental_brings_changes_but_deletes_nothing_and_prune_deletes_what_v
     # Moved into the board folder: the old public copy must not stay readable by everyone.
     shutil.move(root / "public" / "plan.md", root / "board" / "plan.md")
 
+    # The files listing is complete: incremental deletes the removed and the moved-away copy.
     inc = pipeline.incremental_sync(connector)
-    assert (inc.status, inc.deleted, inc.indexed) == ("ok", 0, 2)
+    assert (inc.status, inc.deleted, inc.indexed) == ("ok", 2, 2)
     assert "docs:notes/n00.md" in readable(store, BEN, "curry")
-    assert "docs:public/plan.md" in readable(store, BEN, "lighthouse")  # not deleted yet
+    assert readable(store, BEN, "lighthouse") == set()
+    assert store.document("docs:public/plan.md") is None
 
     embedded_before = store.chunk_count()
     pruned = pipeline.prune(connector)
     assert pruned.status == "ok" and pruned.chunks_embedded == 0
-    assert pruned.deleted == 2 and store.chunk_count() == embedded_before - 2
+    assert pruned.deleted == 0 and store.chunk_count() == embedded_before
     assert readable(store, BEN, "lighthouse") == set()
     assert readable(store, ANN, "lighthouse") == {"docs:board/plan.md"}
     assert store.document("docs:notes/n01.md") is None

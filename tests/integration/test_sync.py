@@ -259,14 +259,14 @@ def test_member_removed_from_a_group_loses_access_without_reembedding(
     idx = index()
     idx.sync()
     resolver = CachedResolver(idx.store)
-    assert "group:finance" in resolver(ALICE).principals
+    assert "group:docs:finance" in resolver(ALICE).principals
     (idx.root / ".groups.json").write_text(
         json.dumps({"finance": [f"user:{CAROL}"], "legal": [f"user:{BOB}"]}), encoding="utf-8")
     idx.embedder.reset()
     run = idx.pipeline.permission_sync if mode == "permissions" else idx.pipeline.group_sync
     assert run(idx.connector).status == "ok"
     assert idx.embedder.texts == []
-    assert "group:finance" not in resolver(ALICE).principals  # the cache saw the change
+    assert "group:docs:finance" not in resolver(ALICE).principals  # the cache saw the change
     assert idx.lexical("marmoset", ALICE) == set()
     assert idx.lexical("marmoset", CAROL) == {"docs:finance/budget.md"}
 
@@ -479,11 +479,12 @@ def test_unreadable_indexed_document_keeps_content_under_the_new_acl(
 
     assert report.status == "ok" and report.error_count == 1 and report.deleted == 0
     assert report.errors[0].startswith("finance/plan.pdf:")
+    assert "kept its last good text, 1 of 3 runs" in report.errors[0]
     assert report.acl_updated == 3  # budget, forecast (fast path) and the unreadable pdf
     assert idx.chunk_texts(doc) == before  # last good content kept
     stored = idx.store.document(doc)
     assert stored is not None
-    assert stored.acl.gates == (frozenset({"domain:acme.com"}), frozenset({"group:legal"}))
+    assert stored.acl.gates == (frozenset({"domain:acme.com"}), frozenset({"group:docs:legal"}))
     assert idx.lexical("pelican", ALICE) == set()  # ... but not for who lost access
     assert doc not in idx.search("pelican merger closes in May", ALICE)
     assert idx.lexical("pelican", BOB) == {doc}

@@ -64,8 +64,9 @@ def test_gates_are_the_read_lists_from_root_down_and_denies_add_up(
     docs, failures = sync_docs(files_connector(make_tree(DEEP_TREE)))
     assert failures == []
     root_gate = {"domain:acme.example"}
-    eng_gate = {"group:eng", "user:lead@acme.example"}  # canonicalised
-    secret_gate = {"group:leads", "user:ada@acme.example"}
+    # canonicalised, and groups are this connector's own (namespaced by its name)
+    eng_gate = {"group:docs:eng", "user:lead@acme.example"}
+    secret_gate = {"group:docs:leads", "user:ada@acme.example"}
     assert docs["docs:top.md"].acl == Acl.of([root_gate], ["user:mallory@acme.example"])
     assert docs["docs:eng/mid.md"].acl == Acl.of([root_gate, eng_gate],
                                                  ["user:mallory@acme.example"])
@@ -73,15 +74,16 @@ def test_gates_are_the_read_lists_from_root_down_and_denies_add_up(
     assert docs["docs:eng/design/notes.md"].acl == docs["docs:eng/mid.md"].acl
     deep = docs["docs:eng/design/secret/deep.md"].acl
     assert deep.gates == (frozenset(root_gate), frozenset(eng_gate), frozenset(secret_gate))
-    assert deep.deny == {"user:mallory@acme.example", "group:contractors"}
+    assert deep.deny == {"user:mallory@acme.example", "group:docs:contractors"}
     # Who may read the deep document: all three gates, no deny.
-    ok = {"user:ada@acme.example", "domain:acme.example", "group:eng", "everyone"}
+    ok = {"user:ada@acme.example", "domain:acme.example", "group:docs:eng", "everyone"}
     assert deep.allows(ok)
-    assert not deep.allows(ok - {"group:eng"})  # the middle gate matters
+    assert not deep.allows(ok - {"group:docs:eng"})  # the middle gate matters
+    assert not deep.allows(ok - {"group:docs:eng"} | {"group:eng"})  # un-namespaced: nothing
     assert not deep.allows(ok - {"domain:acme.example"})  # so does the root gate
-    assert not deep.allows({"user:bob@acme.example", "domain:acme.example", "group:eng",
+    assert not deep.allows({"user:bob@acme.example", "domain:acme.example", "group:docs:eng",
                             "everyone"})  # the deepest gate
-    assert not deep.allows(ok | {"group:contractors"})  # deny from the deepest folder
+    assert not deep.allows(ok | {"group:docs:contractors"})  # deny from the deepest folder
     assert not deep.allows(ok | {"user:mallory@acme.example"})  # deny from the root
 
 
@@ -158,7 +160,7 @@ def test_malformed_access_file_closes_its_subtree_and_is_reported(
     assert docs["docs:good/ok.md"].acl.allows({"everyone", "domain:acme.example"})
 
     report = pipeline.full_sync(connector)
-    assert report.status == "ok"
+    assert report.status == "partial"  # a subtree failed
     assert report.error_count == 1
     assert any(e.startswith("bad/: ") for e in report.errors)
     assert report.readable_by_nobody == 2
@@ -209,14 +211,14 @@ def test_groups_file_is_parsed_with_nesting(
     snap = connector.identities()
     assert snap.failures == ()
     assert set(snap.memberships) == {
-        Membership("group:eng", "group:platform"),
-        Membership("group:eng", "user:ann@acme.example"),
-        Membership("group:platform", "user:bob@acme.example"),
-        Membership("group:platform", "group:eng"),
+        Membership("group:docs:eng", "group:docs:platform"),
+        Membership("group:docs:eng", "user:ann@acme.example"),
+        Membership("group:docs:platform", "user:bob@acme.example"),
+        Membership("group:docs:platform", "group:docs:eng"),
     }
     pipeline.full_sync(connector)
     bob = resolve(store, "bob@acme.example")
-    assert {"group:platform", "group:eng"} <= bob.principals
+    assert {"group:docs:platform", "group:docs:eng"} <= bob.principals
     assert readable_ids(store, "bob@acme.example", "platypus") == {"docs:x.md"}
     assert readable_ids(store, "ann@acme.example", "platypus") == {"docs:x.md"}
     assert readable_ids(store, "cy@acme.example", "platypus") == set()
@@ -235,7 +237,7 @@ def test_malformed_groups_file_is_reported_and_keeps_the_previous_memberships(
     snap = connector.identities()
     assert len(snap.failures) == 1 and snap.failures[0].source_id == ".groups.json"
     report = pipeline.full_sync(connector)
-    assert report.error_count == 1
+    assert report.error_count == 1 and report.status == "partial"
     # Dropping bob from a deny group because the file broke would widen access.
     assert readable_ids(store, "bob@acme.example", "narwhal") == set()
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from auth.identity import CachedResolver, ambiguous_aliases, explain, resolve
+from auth.identity import CachedResolver, explain, resolve
 from core.acl import Acl
-from core.models import Alias, Membership
+from core.models import Alias, Membership, ambiguous_aliases
 from indexer.store.sqlite import SqliteStore
 from retriever.filters import acl_filter
 
