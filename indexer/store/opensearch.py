@@ -44,11 +44,18 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import RequestError
 
 from core.acl import Acl, AclFilter
-from core.errors import ConfigError, StoreError
+from core.errors import ConfigError, IndexMissing, StoreError
 from core.models import Alias, Chunk, Document, Membership
 from core.settings import StoreSettings
 from indexer.store.base import ChunkHit, ConnectorStats, DocState, StoredDocument
-from indexer.store.opensearch_client import BLOCKED, BulkAction, Cluster, make_client
+from indexer.store.opensearch_client import (
+    BLOCKED,
+    BulkAction,
+    Cluster,
+    make_client,
+    missing_index_in,
+    missing_message,
+)
 from indexer.store.opensearch_identities import IdentityIndex, StateIndex
 from indexer.store.opensearch_query import (
     acl_fields,
@@ -106,10 +113,13 @@ class _Batch:
         return len(self.chunk_actions) + len(self.record_actions)
 
 
-def open_store(settings: StoreSettings, environ: Mapping[str, str],
-               dimension: int) -> OpenSearchStore:
-    """The store for `[store] kind = "opensearch"`, its indices created if missing."""
-    return OpenSearchStore.open(make_client(settings, environ), settings.index_prefix, dimension)
+def open_store(settings: StoreSettings, environ: Mapping[str, str], dimension: int, *,
+               create: bool = True) -> OpenSearchStore:
+    """The store for `[store] kind = "opensearch"`. Write commands (`sync`, `reindex`) create
+    missing indices; read commands pass `create=False` and create nothing: a missing index is
+    reported (and fails closed), never recreated empty behind the reader's back."""
+    return OpenSearchStore.open(make_client(settings, environ), settings.index_prefix, dimension,
+                                create=create)
 
 
 def reindex(store: object, dimension: int | None = None) -> ReindexResult:
@@ -141,29 +151,83 @@ class OpenSearchStore:
         self._identities = IdentityIndex(cluster, self.identities, self._state)
 
     @classmethod
-    def open(cls, client: OpenSearch, prefix: str, dimension: int,
+    def open(cls, client: OpenSearch, prefix: str, dimension: int, *, create: bool = True,
              **options: Any) -> OpenSearchStore:
         store = cls(Cluster(client), prefix, **options)
-        store.create_indices(dimension)
+        if create:
+            store.create_indices(dimension)
+        else:
+            store.attach()
         return store
+
+    def attach(self) -> None:
+        """Read-only open: learn the index's dimension if it exists; create nothing."""
+        try:
+            self.dimension = self._current_dimension()
+        except IndexMissing:
+            self.dimension = 0  # reads fail closed on the missing index; `status` says so
 
     def close(self) -> None:
         self.client.close()
 
     # -- indices ---------------------------------------------------------------------------
     def create_indices(self, dimension: int) -> None:
-        """Create what is missing: `<alias>-v1` (with the alias), identities, state."""
-        if not self._call("alias lookup", lambda: self.client.indices.exists_alias(
-                name=self.chunks)):
+        """Create what is missing: `<alias>-v1` (with the alias), state, identities.
+
+        A new chunks index next to an older state index (cluster partly lost, index deleted)
+        discards the sync checkpoints: they point past pages whose documents are gone, and a
+        resumed sync would never index them again. A new identities index next to indexed
+        documents is marked pending for their connectors, so that searches fail closed until
+        each of them has written its group snapshot again (a deny group must never be empty
+        just because its index was lost).
+        """
+        new_chunks = not self._exists_alias()
+        if new_chunks:
             self._create(f"{self.chunks}-v1", chunks_index_body(dimension, self.chunks))
-            if not self._call("alias lookup", lambda: self.client.indices.exists_alias(
-                    name=self.chunks)):
+            if not self._exists_alias():
                 raise StoreError(f"{self.chunks}-v1 exists but the alias {self.chunks} does not "
                                  "point at it; add the alias or delete the index")
-        for name, kind in ((self.identities, "identities"), (self.state, "state")):
-            if not self._call("index lookup", partial(self.client.indices.exists, index=name)):
-                self._create(name, index_definition(kind))
+        if not self._exists(self.state):
+            self._create(self.state, index_definition("state"))
+        elif new_chunks:
+            self._state.discard_checkpoints()
+        if not self._exists(self.identities):
+            if not new_chunks:
+                self._identities.mark_pending(self._indexed_connectors())
+            self._create(self.identities, index_definition("identities"))
         self.dimension = self._current_dimension()
+
+    def _exists_alias(self) -> bool:
+        return bool(self._call("alias lookup", lambda: self.client.indices.exists_alias(
+            name=self.chunks)))
+
+    def _exists(self, index: str) -> bool:
+        return bool(self._call("index lookup", partial(self.client.indices.exists, index=index)))
+
+    def _indexed_connectors(self) -> list[str]:
+        body = {"size": 0, "query": {"term": {"kind": "document"}},
+                "aggs": {"connectors": {"terms": {"field": "connector", "size": 10_000}}}}
+        found = self._call("connector lookup",
+                           lambda: self.client.search(index=self.chunks, body=body))
+        return sorted(str(b["key"]) for b in found["aggregations"]["connectors"]["buckets"])
+
+    def problems(self) -> list[str]:
+        """What makes the store unfit to answer or to sync, one line each (for `status`)."""
+        found: list[str] = []
+        if not self._exists_alias():
+            found.append(missing_message(self.chunks))
+        else:
+            old = self.current_index()
+            if self._write_blocked(old):
+                found.append(f"a reindex was interrupted: {old} is write-blocked; run "
+                             "`clearance reindex` again")
+        if not self._exists(self.identities):
+            found.append(missing_message(self.identities))
+        else:
+            pending = self._identities.pending()
+            if pending:
+                found.append(self._identities.pending_message(pending))
+        return found
 
     def current_index(self) -> str:
         found = self._call("alias lookup", lambda: self.client.indices.get_alias(name=self.chunks))
@@ -281,6 +345,11 @@ class OpenSearchStore:
                          f"{outcome}")
 
     # -- writes ------------------------------------------------------------------------------
+    def _write(self, op: str, id: str, doc_id: str, source: dict[str, Any] | None = None, *,
+               missing_ok: bool = False) -> BulkAction:
+        """A bulk item against the chunks alias, never creating an index (require_alias)."""
+        return BulkAction(op, self.chunks, id, doc_id, source, missing_ok, require_alias=True)
+
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
         records = self._records(doc_ids, ["content_hash", "acl_key", "embedder"])
         return {d: DocState(r["content_hash"], r["acl_key"], r["embedder"])
@@ -298,6 +367,9 @@ class OpenSearchStore:
                 self.client.mget, index=self.chunks,
                 body={"ids": [record_doc_id(d) for d in part]}, **params))
             for item in found.get("docs", []):
+                gone = missing_index_in(item)
+                if gone is not None:  # not "not indexed": the whole index is gone
+                    raise IndexMissing(missing_message(gone), gone)
                 if item.get("found"):
                     out[item["_source"]["doc_id"]] = item["_source"]
         return out
@@ -318,14 +390,14 @@ class OpenSearchStore:
             old = self._records([doc.doc_id], ["document"]).get(doc.doc_id)
             old_ordinals = set(old["document"]["ordinals"]) if old else set()
             acl = acl_fields(doc.acl)
-            writes = [BulkAction("index", self.chunks, chunk_doc_id(doc.doc_id, c.ordinal),
-                                 doc.doc_id, self._chunk_source(doc, c, v, embedder, acl))
+            writes = [self._write("index", chunk_doc_id(doc.doc_id, c.ordinal), doc.doc_id,
+                                  self._chunk_source(doc, c, v, embedder, acl))
                       for c, v in zip(chunks, vectors, strict=True)]
             stale = sorted(old_ordinals - {c.ordinal for c in chunks})
-            writes += [BulkAction("delete", self.chunks, chunk_doc_id(doc.doc_id, o), doc.doc_id)
+            writes += [self._write("delete", chunk_doc_id(doc.doc_id, o), doc.doc_id)
                        for o in stale]
-            record = BulkAction("index", self.chunks, record_doc_id(doc.doc_id), doc.doc_id,
-                                self._record_source(doc, chunks, embedder, run_id, acl))
+            record = self._write("index", record_doc_id(doc.doc_id), doc.doc_id,
+                                 self._record_source(doc, chunks, embedder, run_id, acl))
             self._queue(doc.doc_id, writes, [record])
 
     def _chunk_source(self, doc: Document, chunk: Chunk, vector: npt.NDArray[np.float32],
@@ -359,14 +431,14 @@ class OpenSearchStore:
             if old is None:
                 return False
             fields = acl_fields(acl)
-            writes = [BulkAction("update", self.chunks, chunk_doc_id(doc_id, o), doc_id, fields)
+            writes = [self._write("update", chunk_doc_id(doc_id, o), doc_id, fields)
                       for o in old["document"]["ordinals"]]
             record: dict[str, Any] = {**fields, "acl_key": acl.key(),
                                       "acl_confirmed_at": self.clock()}
             if run_id is not None:
                 record["seen_run"] = run_id
             self._queue(doc_id, writes,
-                        [BulkAction("update", self.chunks, record_doc_id(doc_id), doc_id, record)])
+                        [self._write("update", record_doc_id(doc_id), doc_id, record)])
             return True
 
     def mark_seen(self, doc_ids: Sequence[str], run_id: str | None) -> None:
@@ -375,8 +447,8 @@ class OpenSearchStore:
             seen["seen_run"] = run_id
         with self.batch():
             for doc_id in doc_ids:
-                self._queue(doc_id, [], [BulkAction("update", self.chunks, record_doc_id(doc_id),
-                                                    doc_id, seen, missing_ok=True)])
+                self._queue(doc_id, [], [self._write("update", record_doc_id(doc_id), doc_id,
+                                                     seen, missing_ok=True)])
 
     def delete_unseen(self, connector: str, run_id: str) -> list[str]:
         with self.batch():
@@ -562,6 +634,14 @@ class OpenSearchStore:
             self._call("delete index", lambda: self.client.indices.delete(index=new))
         except StoreError as exc:
             log.error("store.reindex_undo_failed", extra={"index": new, "error": str(exc)})
+
+    def _write_blocked(self, index: str) -> bool:
+        found: dict[str, Any] = self._call("index settings", lambda: (
+            self.client.indices.get_settings(index=index)))
+        first: dict[str, Any] = next(iter(found.values()), {})
+        settings: dict[str, Any] = first.get("settings", {})
+        blocks = settings.get("index", {}).get("blocks", {})
+        return str(blocks.get("write", "false")).lower() == "true"
 
     def _set_write_block(self, index: str, blocked: bool) -> None:
         self._call("index settings", lambda: self.client.indices.put_settings(

@@ -306,3 +306,145 @@ def test_a_reindex_killed_midway_is_completed_by_the_next_one(
     assert store.reindex().new_index == "t0-chunks-v2"
     index(store, embedder, make_doc("b.md", f"{KEYWORD} more", acl=Acl.single([EVERYONE])))
     assert {h.doc_id for h in store.lexical(KEYWORD, caller(), 10)} == {doc.doc_id, "kb:b.md"}
+
+
+# -- a lost index: never re-created implicitly, reported, rebuilt by the next sync -----------
+MISSING_CHUNKS = ("index t0-chunks is missing (cluster restarted empty or index deleted): "
+                  "the next sync rebuilds it")
+
+
+def visible(store: OpenSearchStore) -> dict[str, set[str]]:
+    """Who finds which document, through the same resolution and filter as `search`."""
+    from auth.identity import resolve
+    from retriever.filters import acl_filter
+
+    return {p: {h.doc_id.removeprefix("docs:") for h in store.lexical(
+        KEYWORD, acl_filter(resolve(store, p)), 50)} for p in PEOPLE}
+
+
+def reader(cluster: str) -> OpenSearchStore:
+    """What `search`, `ask`, `explain` and `status` open: the same indices, creating none."""
+    return OpenSearchStore.open(OpenSearch(hosts=[cluster], max_retries=0), "t0",
+                                HashingEmbedder().dim, create=False)
+
+
+def test_an_index_deleted_mid_sync_stops_it_with_one_line_and_the_next_sync_rebuilds(
+        store: OpenSearchStore, cluster: str, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder, tmp_path: Path) -> None:
+    from indexer.store.sqlite import SqliteStore
+    from indexer.sync import Pipeline, SyncReport
+
+    root = make_tree(ACME_TREE)
+    connector = files_connector(root, page_size=2)
+    client = store.client
+
+    def delete_after_first_page(report: SyncReport) -> None:
+        if client.indices.exists(index="t0-chunks-v1"):
+            client.indices.delete(index="t0-chunks-v1")
+
+    with pytest.raises(StoreError) as failure:
+        Pipeline(store, embedder, progress=delete_after_first_page).full_sync(connector)
+    assert str(failure.value) == MISSING_CHUNKS
+    # The writes after the deletion created nothing: no plain, dynamically mapped index named
+    # like the alias (require_alias), so nothing shadows the alias the next sync creates.
+    assert not client.indices.exists(index="t0-chunks")
+    assert store.get_state("sync:docs:full:last")["status"] == "failed"
+    assert store.get_state("sync:docs:full:checkpoint") is not None  # page one's resume point
+
+    # Readers fail closed with the same line (not invalid_alias_name_exception), create nothing.
+    read = reader(cluster)
+    with pytest.raises(StoreError) as search:
+        read.lexical(KEYWORD, caller(), 10)
+    assert str(search.value) == MISSING_CHUNKS
+    with pytest.raises(StoreError, match="^index t0-chunks is missing"):
+        read.stats("docs")
+    assert MISSING_CHUNKS in read.problems()
+    assert not client.indices.exists(index="t0-chunks")
+
+    # The next sync (a write command) rebuilds a versioned index, discards the checkpoint that
+    # points past documents that are gone, and indexes everything again.
+    again = OpenSearchStore.open(OpenSearch(hosts=[cluster], max_retries=0), "t0", embedder.dim)
+    assert again.current_index() == "t0-chunks-v1"
+    props = client.indices.get_mapping(index="t0-chunks-v1")["t0-chunks-v1"]["mappings"]
+    assert props["properties"]["acl_deny"] == {"type": "keyword"}
+    assert again.get_state("sync:docs:full:checkpoint") is None
+    report = Pipeline(again, embedder).full_sync(connector)
+    assert (report.status, report.resumed, report.indexed) == ("ok", False, 5)
+    assert read.problems() == []
+
+    sqlite = SqliteStore(tmp_path / "index.sqlite3")
+    Pipeline(sqlite, embedder).full_sync(connector)
+    expected = {p: {h.doc_id.removeprefix("docs:") for h in sqlite.lexical(
+        KEYWORD, caller(*resolve_principals(sqlite, p)), 50)} for p in PEOPLE}
+    assert visible(read) == expected
+    assert expected["carl@acme.com"] == {"public.md"}  # the deny group still denies
+    sqlite.close()
+
+
+def resolve_principals(store: Any, email: str) -> frozenset[str]:
+    from auth.identity import resolve
+
+    return frozenset(resolve(store, email).principals)
+
+
+def test_writes_to_a_deleted_index_fail_without_creating_one(
+        store: OpenSearchStore, embedder: HashingEmbedder) -> None:
+    doc = make_doc("a.md", f"{KEYWORD} text", acl=Acl.single(["group:eng"]))
+    index(store, embedder, doc)
+    store.client.indices.delete(index="t0-chunks-v1")
+    for write in (lambda: index(store, embedder, doc),
+                  lambda: store.update_acl(doc.doc_id, Acl.single(["group:ops"]), None),
+                  lambda: store.mark_seen([doc.doc_id], "run-2"),
+                  lambda: store.delete([doc.doc_id])):
+        with pytest.raises(StoreError) as failure:
+            write()
+        assert str(failure.value) == MISSING_CHUNKS
+        assert not store.client.indices.exists(index="t0-chunks")
+
+
+DENIED = ("carl@acme.com", "handbook/holidays.md")  # carl is in group:contractors, denied
+
+
+def test_a_lost_identities_index_fails_every_read_closed_until_groups_are_synced(
+        store: OpenSearchStore, cluster: str, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    from auth.identity import CachedResolver, explain
+    from indexer.sync import Pipeline
+
+    root = make_tree(ACME_TREE)
+    connector = files_connector(root)
+    Pipeline(store, embedder).full_sync(connector)
+    person, denied_doc = DENIED
+    assert denied_doc not in visible(store)[person]
+    store.client.indices.delete(index="t0-identities")
+
+    read = reader(cluster)
+    message = ("identity store t0-identities is missing (cluster restarted empty or index "
+               "deleted): every search fails closed until `clearance sync --mode groups` (or a "
+               "full sync) rebuilds it")
+    with pytest.raises(StoreError) as failure:
+        CachedResolver(read)(person)  # what search, ask and explain resolve first
+    assert str(failure.value) == message
+    assert message in read.problems()
+    assert not read.client.indices.exists(index="t0-identities")  # reads create nothing
+
+    # A write command re-creates it, but marked pending for every connector with documents:
+    # until their snapshots are back, a deny group with no members would deny nobody.
+    other = make_tree({".access.json": {"read": ["everyone"]}, "x.md": f"{KEYWORD} x"}, "other")
+    writer = OpenSearchStore.open(OpenSearch(hosts=[cluster], max_retries=0), "t0", embedder.dim)
+    Pipeline(writer, embedder).group_sync(files_connector(other, name="other"))
+    pending = ("identity store t0-identities was rebuilt and has no group snapshot yet from "
+               "docs: every search fails closed until `clearance sync --mode groups` (or a full "
+               "sync) of that connector succeeds")
+    with pytest.raises(StoreError) as still:
+        CachedResolver(read)(person)
+    assert str(still.value) == pending
+    assert read.problems() == [pending]
+
+    assert Pipeline(writer, embedder).group_sync(connector).status == "ok"
+    assert read.problems() == []
+    identity = CachedResolver(read)(person)
+    assert denied_doc not in visible(read)[person]
+    decision = explain(read.document(f"docs:{denied_doc}").acl, identity)
+    assert "no deny applies" not in "\n".join(decision.lines())
+    assert decision.to_json()["allowed"] is False
