@@ -21,7 +21,7 @@ import pytest
 
 from core.errors import ConfigError, StoreError
 from core.settings import StoreSettings
-from indexer.store.opensearch_client import Backoff, Cluster, make_client
+from indexer.store.opensearch_client import Cluster, make_client
 
 pytestmark = pytest.mark.integration
 

@@ -356,7 +356,7 @@ def test_an_index_deleted_mid_sync_stops_it_with_one_line_and_the_next_sync_rebu
     with pytest.raises(StoreError) as search:
         read.lexical(KEYWORD, caller(), 10)
     assert str(search.value) == MISSING_CHUNKS
-    with pytest.raises(StoreError, match="^index t0-chunks is missing"):
+    with pytest.raises(StoreError, match=r"^index t0-chunks is missing"):
         read.stats("docs")
     assert MISSING_CHUNKS in read.problems()
     assert not client.indices.exists(index="t0-chunks")
