@@ -285,7 +285,15 @@ class Pipeline:
             raise
         finally:
             report.finished = time.time()
-            self.store.set_state(last_run_key(report.connector, report.mode), report.to_json())
+            try:
+                self.store.set_state(last_run_key(report.connector, report.mode), report.to_json())
+            except Exception as secondary:
+                if report.status != "failed":
+                    raise
+                # The store that failed the sync often cannot take its report either: the
+                # sync's own error is what the caller must see, this one is only logged.
+                log.warning("sync.report_not_saved", extra={"connector": report.connector,
+                                                            "error": str(secondary)})
             log.info("sync.end", extra={"connector": report.connector, "mode": report.mode,
                                         "status": report.status,
                                         "duration": round(report.duration, 3)})
