@@ -136,7 +136,8 @@ class FakeCluster:
             if meta["_id"] in failing:
                 status, kind = failing[meta["_id"]]
                 items.append({op: {"_id": meta["_id"], "status": status,
-                                   "error": {"type": kind, "reason": f"scripted {kind}"}}})
+                                   "error": {"type": kind, "reason": f"scripted {kind}",
+                                             "index": meta["_index"]}}})
             else:
                 items.append({op: {"_id": meta["_id"], "status": 200, "result": "updated"}})
         return {"errors": bool(failing), "items": items}
@@ -364,6 +365,36 @@ def test_batches_are_capped_at_max_actions(store: OpenSearchStore, fake: FakeClu
         store.mark_seen([f"kb:{i}.md" for i in range(10)], "run-1")
     sizes = [len(b) // 2 for b in fake.bodies("POST", "/_bulk")]
     assert sizes == [4, 4, 2]
+
+
+def test_every_write_against_the_chunks_alias_requires_the_alias(store: OpenSearchStore,
+                                                                  fake: FakeCluster) -> None:
+    doc = leave_doc(Acl.single(["everyone"]))
+    seed_record(fake, doc.doc_id, [0, 1, 2])
+    store.upsert(doc, [Chunk(doc.doc_id, 0, "x")], np.ones((1, 4), dtype=np.float32),
+                 "hashing-4", "run-1")
+    store.update_acl(doc.doc_id, Acl.single(["group:kb:hr"]), None)
+    store.mark_seen([doc.doc_id], "run-1")
+    heads = [line for body in fake.bodies("POST", "/_bulk") for line in body
+             if set(line) <= {"index", "update", "delete"}]
+    ops = {op for line in heads for op in line}
+    assert ops == {"index", "update", "delete"}
+    for line in heads:
+        ((op, meta),) = line.items()
+        # A delete never creates an index (and takes no require_alias); every other write would.
+        assert meta.get("require_alias") is (None if op == "delete" else True), line
+
+
+def test_a_bulk_into_a_missing_index_fails_with_one_line_and_removes_nothing(
+        store: OpenSearchStore, fake: FakeCluster) -> None:
+    from core.errors import IndexMissing
+
+    fake.item_errors = [{record_doc_id("kb:a.md"): (404, "index_not_found_exception")}]
+    with pytest.raises(IndexMissing) as failure:
+        store.mark_seen(["kb:a.md"], "run-1")
+    assert str(failure.value) == ("index clearance-chunks is missing (cluster restarted empty or "
+                                  "index deleted): the next sync rebuilds it")
+    assert not [r for r in fake.requests if r.path.endswith("/_delete_by_query")]
 
 
 # -- retries and errors ----------------------------------------------------------------------
