@@ -597,7 +597,18 @@ class OpenSearchStore:
         self._create(new, chunks_index_body(dim, None))
         self._set_write_block(old, True)
         try:
+            # With refresh_interval 30 s, a page sent just before the block is not yet
+            # searchable: without this refresh it would be missing from both the copy and the
+            # count, then dropped with the old index (an ACL update included: a revocation
+            # would revert).
+            self._refresh(old)
             copied = self._copy(old, new, vectors=dim == self.dimension)
+            if not self._write_blocked(old):
+                # A permission pass lifted it to apply revocations (see _send): what it wrote
+                # may be missing from the copy. Keep the old index; the next run starts over.
+                raise StoreError(f"the write block of {old} was lifted during the copy (a "
+                                 "permission sync applied ACL updates); the alias still points "
+                                 "at it: run `clearance reindex` again")
             self._call("swap alias", lambda: self.client.indices.update_aliases(body={
                 "actions": [{"remove": {"index": old, "alias": self.chunks}},
                             {"add": {"index": new, "alias": self.chunks}}]}))

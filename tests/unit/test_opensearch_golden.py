@@ -65,6 +65,8 @@ class FakeCluster:
     errors: list[tuple[str, str, int, str]] = field(default_factory=list)
     # Per bulk request, {_id: (status, error type)} for items to fail.
     item_errors: list[dict[str, tuple[int, str]]] = field(default_factory=list)
+    write_blocked: set[str] = field(default_factory=set)  # index.blocks.write per index
+    on_reindex: Callable[[], None] = lambda: None  # what happens while _reindex copies
 
     def handle(self, method: str, path: str, params: dict[str, Any],
                body: Any) -> tuple[int, Any]:
@@ -99,12 +101,20 @@ class FakeCluster:
         if parts[0] == "_alias":
             return 200, {self.aliases[parts[1]]: {"aliases": {parts[1]: {}}}}
         if parts == ["_reindex"]:
+            self.on_reindex()
             return 200, {"total": 3, "created": 3, "failures": []}
         return self._index_api(method, parts, body)
 
     def _index_api(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
         index, api = parts[0], parts[1]
         concrete = self.aliases.get(index, index)
+        if api == "_settings":
+            if method == "PUT":
+                blocked = body["index"]["blocks"]["write"]
+                (self.write_blocked.add if blocked else self.write_blocked.discard)(concrete)
+                return 200, {"acknowledged": True}
+            write = "true" if concrete in self.write_blocked else "false"
+            return 200, {concrete: {"settings": {"index": {"blocks": {"write": write}}}}}
         if api == "_mapping":
             return 200, {concrete: {"mappings": self.indices[concrete]["mappings"]}}
         if api == "_mget":
@@ -463,6 +473,11 @@ def test_reindex_copies_blocks_writes_and_swaps_the_alias_in_one_call(
     calls = fake.calls()
     swap = calls.index("POST /_aliases")
     assert calls.index("POST /_reindex") < swap < calls.index("DELETE /clearance-chunks-v1")
+    # Block, then refresh: the last page sent before the block is in the copy and the count.
+    block = calls.index("PUT /clearance-chunks-v1/_settings")
+    refresh = calls.index("POST /clearance-chunks-v1/_refresh")
+    count = calls.index("POST /clearance-chunks-v1/_count")
+    assert block < refresh < calls.index("POST /_reindex") < count
     (aliases,) = fake.bodies("POST", "/_aliases")
     assert aliases == {"actions": [
         {"remove": {"index": "clearance-chunks-v1", "alias": "clearance-chunks"}},
@@ -479,6 +494,17 @@ def test_a_failed_copy_leaves_the_alias_and_unblocks_writes(store: OpenSearchSto
     assert fake.calls()[-2:] == ["PUT /clearance-chunks-v1/_settings",
                                  "DELETE /clearance-chunks-v2"]
     assert fake.requests[-2].body == {"index": {"blocks": {"write": False}}}
+
+
+def test_a_block_lifted_during_the_copy_keeps_the_alias_on_the_old_index(
+        store: OpenSearchStore, fake: FakeCluster) -> None:
+    # What a permission pass does when it meets the block of a killed reindex (see _send).
+    fake.on_reindex = lambda: fake.write_blocked.discard("clearance-chunks-v1")
+    with pytest.raises(StoreError, match="write block of clearance-chunks-v1 was lifted"):
+        store.reindex()
+    assert fake.aliases["clearance-chunks"] == "clearance-chunks-v1"
+    assert "POST /_aliases" not in fake.calls()
+    assert fake.calls()[-1] == "DELETE /clearance-chunks-v2"
 
 
 def test_reindex_is_refused_for_the_sqlite_store(tmp_path: Path) -> None:
