@@ -324,7 +324,25 @@ class OpenSearchStore:
             self._quarantine(failed)
 
     def _send(self, actions: Sequence[BulkAction]) -> dict[str, str]:
-        return self.cluster.send(actions, self.max_actions)
+        failed = self.cluster.send(actions, self.max_actions)
+        blocked = {d for d, why in failed.items() if BLOCKED in why}
+        acl_updates = {a.doc_id for a in actions if a.doc_id in blocked and a.op == "update"}
+        if not acl_updates:
+            return failed
+        # A revocation must not wait for someone to rerun a killed reindex. No reindex is
+        # running: it holds every connector's lock, and this write runs under one; and if one
+        # were, it refuses to swap once the block is gone (see reindex).
+        self._lift_write_block()
+        again = [a for a in actions if a.doc_id in blocked]
+        rest = {d: why for d, why in failed.items() if d not in blocked}
+        return {**rest, **self.cluster.send(again, self.max_actions)}
+
+    def _lift_write_block(self) -> None:
+        index = self.current_index()
+        log.warning("store.write_block_lifted", extra={
+            "index": index, "why": "ACL updates met the write block of an interrupted reindex; "
+                                   "run `clearance reindex` again"})
+        self._set_write_block(index, False)
 
     def _quarantine(self, failed: dict[str, str]) -> None:
         """Remove documents whose write failed part-way (their chunks may mix old and new ACLs),

@@ -191,20 +191,49 @@ def test_a_document_the_cluster_rejects_is_named_and_removed(
     assert store.document(fine.doc_id) is not None
 
 
-def test_a_write_blocked_index_fails_the_page_with_the_document_ids(
+def test_a_write_blocked_index_fails_content_writes_with_the_document_ids(
         store: OpenSearchStore, embedder: HashingEmbedder) -> None:
     kept = make_doc("kept.md", f"{KEYWORD} kept", acl=Acl.single(["group:eng"]))
     index(store, embedder, kept)
     store.client.indices.put_settings(index="t0-chunks-v1",
                                       body={"index": {"blocks": {"write": True}}})
+    changed = make_doc("kept.md", f"{KEYWORD} kept, v2", acl=Acl.single(["group:ops"]))
     with pytest.raises(StoreError) as failure:
-        store.update_acl(kept.doc_id, Acl.single(["group:ops"]), "run-2")
+        index(store, embedder, changed)
     message = str(failure.value)
     assert "kb:kept.md" in message and "reindex may be running" in message
     assert "removed" not in message  # a blocked index wrote nothing: nothing to undo
     # Nothing was half-applied: the old ACL still holds on every chunk.
     assert {h.doc_id for h in store.lexical(KEYWORD, caller("group:eng"), 10)} == {kept.doc_id}
     assert store.lexical(KEYWORD, caller("group:ops"), 10) == []
+
+
+def test_a_killed_reindex_does_not_hold_back_a_revocation(
+        store: OpenSearchStore, cluster: str, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    from indexer.sync import Pipeline
+
+    root = make_tree(ACME_TREE)
+    connector = files_connector(root)
+    Pipeline(store, embedder).full_sync(connector)
+    assert "finance/budget.md" in visible(store)["alice@acme.com"]
+    # What a reindex killed after blocking writes and starting the copy leaves behind.
+    store.client.indices.put_settings(index="t0-chunks-v1",
+                                      body={"index": {"blocks": {"write": True}}})
+    store.client.indices.create(index="t0-chunks-v2", body={"mappings": {"properties": {}}})
+    assert reader(cluster).problems() == [
+        "a reindex was interrupted: t0-chunks-v1 is write-blocked; run `clearance reindex` again"]
+
+    (root / "finance" / ".access.json").write_text(json.dumps({"read": ["user:bob@acme.com"]}))
+    report = Pipeline(store, embedder).permission_sync(connector)
+    assert (report.status, report.acl_updated) == ("ok", 2)
+    now = visible(store)
+    assert "finance/budget.md" not in now["alice@acme.com"]  # revoked, not waiting
+    assert "finance/budget.md" in now["bob@acme.com"]
+    assert reader(cluster).problems() == []
+    # The next reindex starts over (the leftover copy goes) and keeps the revocation.
+    assert store.reindex().new_index == "t0-chunks-v2"
+    assert visible(store) == now
 
 
 def test_identity_version_survives_a_second_store_writing(
