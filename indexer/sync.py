@@ -100,6 +100,14 @@ def last_run_key(connector: str, mode: Mode) -> str:
     return f"sync:{connector}:{mode}:last"
 
 
+def _require_indexed(indexed: int, listed: int) -> None:
+    """An index holding none of the documents its source lists was lost (cluster restarted
+    empty, SQLite file deleted): a permission pass must not report "ok" on nothing."""
+    if listed and not indexed:
+        raise SyncError(f"index empty or missing: {listed} documents at the source; a full "
+                        "sync indexes them again")
+
+
 class Pipeline:
     def __init__(self, store: Store, embedder: Embedder, *,
                  policy: ChunkingPolicy | None = None, budget: ErrorBudget | None = None,
@@ -249,7 +257,9 @@ class Pipeline:
         # A complete listing that no longer names a document (moved, deleted, out of scope):
         # nobody may read its indexed copy any more; prune or the next full sync removes it.
         gone = Acl.nobody("no longer listed at the source")
-        candidates = [d for d in self.store.doc_ids(connector.name) if d not in listed]
+        indexed = self.store.doc_ids(connector.name)
+        _require_indexed(len(indexed), len(listed))
+        candidates = [d for d in indexed if d not in listed]
         # Already fail-closed by an earlier pass: rewriting them would only invalidate caches.
         unlisted = [d for d, state in self.store.document_states(candidates).items()
                     if state.acl_key != gone.key()]
