@@ -23,7 +23,7 @@ from opensearchpy import OpenSearch
 from osmem_server import OsmemError, OsmemServer
 
 from core.acl import Acl, AclFilter
-from core.errors import StoreError
+from core.errors import StoreError, SyncError
 from core.models import Chunk
 from indexer.embedding.hashing import HashingEmbedder
 from indexer.store.opensearch import OpenSearchStore
@@ -477,3 +477,22 @@ def test_a_lost_identities_index_fails_every_read_closed_until_groups_are_synced
     decision = explain(read.document(f"docs:{denied_doc}").acl, identity)
     assert "no deny applies" not in "\n".join(decision.lines())
     assert decision.to_json()["allowed"] is False
+
+
+def test_a_permission_pass_on_an_emptied_cluster_fails_instead_of_reporting_ok(
+        store: OpenSearchStore, cluster: str, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    from indexer.sync import Pipeline
+
+    connector = files_connector(make_tree(ACME_TREE))
+    Pipeline(store, embedder).full_sync(connector)
+    for name in ("t0-chunks-v1", "t0-identities", "t0-state"):  # restarted empty
+        store.client.indices.delete(index=name)
+    writer = OpenSearchStore.open(OpenSearch(hosts=[cluster], max_retries=0), "t0", embedder.dim)
+    with pytest.raises(SyncError) as failure:
+        Pipeline(writer, embedder).permission_sync(connector)
+    assert str(failure.value) == ("index empty or missing: 5 documents at the source; a full "
+                                  "sync indexes them again")
+    assert writer.get_state("sync:docs:permissions:last")["status"] == "failed"
+    assert Pipeline(writer, embedder).full_sync(connector).indexed == 5
+    assert Pipeline(writer, embedder).permission_sync(connector).status == "ok"
