@@ -161,11 +161,15 @@ class OpenSearchStore:
         return store
 
     def attach(self) -> None:
-        """Read-only open: learn the index's dimension if it exists; create nothing."""
+        """Read-only open: learn the index's dimension if it exists; create nothing. A plain
+        index in the alias's place is refused at once: its dynamic mapping makes ACL fields
+        analysed text, on which a deny no longer matches."""
+        if not self._exists_alias():
+            self._refuse_a_plain_index()
         try:
             self.dimension = self._current_dimension()
-        except IndexMissing:
-            self.dimension = 0  # reads fail closed on the missing index; `status` says so
+        except StoreError:
+            self.dimension = 0  # reads fail closed on what is wrong; `status` says what it is
 
     def close(self) -> None:
         self.client.close()
@@ -183,6 +187,7 @@ class OpenSearchStore:
         """
         new_chunks = not self._exists_alias()
         if new_chunks:
+            self._refuse_a_plain_index()
             self._create(f"{self.chunks}-v1", chunks_index_body(dimension, self.chunks))
             if not self._exists_alias():
                 raise StoreError(f"{self.chunks}-v1 exists but the alias {self.chunks} does not "
@@ -196,6 +201,17 @@ class OpenSearchStore:
                 self._identities.mark_pending(self._indexed_connectors())
             self._create(self.identities, index_definition("identities"))
         self.dimension = self._current_dimension()
+
+    def _refuse_a_plain_index(self) -> None:
+        """A concrete index named like the alias (implicitly created by a write of an older
+        version, dynamically mapped) blocks the alias: say what to do, delete nothing."""
+        if self._exists(self.chunks):
+            raise StoreError(self._plain_index_message())
+
+    def _plain_index_message(self) -> str:
+        return (f"{self.chunks} is a plain index, not the alias of {self.chunks}-v<n> (created "
+                "implicitly, with a dynamic mapping, after the cluster lost its index): delete "
+                f"it (DELETE /{self.chunks}) and run `clearance sync`")
 
     def _exists_alias(self) -> bool:
         return bool(self._call("alias lookup", lambda: self.client.indices.exists_alias(
@@ -215,7 +231,8 @@ class OpenSearchStore:
         """What makes the store unfit to answer or to sync, one line each (for `status`)."""
         found: list[str] = []
         if not self._exists_alias():
-            found.append(missing_message(self.chunks))
+            found.append(self._plain_index_message() if self._exists(self.chunks)
+                         else missing_message(self.chunks))
         else:
             old = self.current_index()
             if self._write_blocked(old):
@@ -239,7 +256,10 @@ class OpenSearchStore:
         mappings = self._call("mapping lookup",
                               lambda: self.client.indices.get_mapping(index=self.chunks))
         for definition in mappings.values():
-            return int(definition["mappings"]["properties"]["embedding"]["dimension"])
+            embedding = definition["mappings"].get("properties", {}).get("embedding", {})
+            if "dimension" not in embedding:
+                raise StoreError(self._plain_index_message())
+            return int(embedding["dimension"])
         raise StoreError(f"no index behind {self.chunks}")
 
     def _create(self, index: str, body: dict[str, Any]) -> None:

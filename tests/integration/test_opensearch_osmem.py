@@ -496,3 +496,19 @@ def test_a_permission_pass_on_an_emptied_cluster_fails_instead_of_reporting_ok(
     assert writer.get_state("sync:docs:permissions:last")["status"] == "failed"
     assert Pipeline(writer, embedder).full_sync(connector).indexed == 5
     assert Pipeline(writer, embedder).permission_sync(connector).status == "ok"
+
+
+def test_a_plain_index_named_like_the_alias_is_named_not_used(cluster: str) -> None:
+    # What a write without require_alias left behind after the index was lost.
+    client = OpenSearch(hosts=[cluster], max_retries=0)
+    client.index(index="t0-chunks", id="x", body={"acl_deny": "user:mallory@acme.com"})
+    message = ("t0-chunks is a plain index, not the alias of t0-chunks-v<n> (created "
+               "implicitly, with a dynamic mapping, after the cluster lost its index): delete it "
+               "(DELETE /t0-chunks) and run `clearance sync`")
+    with pytest.raises(StoreError) as failure:
+        OpenSearchStore.open(client, "t0", HashingEmbedder().dim)
+    assert str(failure.value) == message
+    with pytest.raises(StoreError) as read:
+        reader(cluster)  # search, ask, explain, status: the deny there no longer matches
+    assert str(read.value) == message
+    assert client.indices.exists(index="t0-chunks")  # nothing deleted behind the operator
