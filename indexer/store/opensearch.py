@@ -44,7 +44,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import RequestError
 
 from core.acl import Acl, AclFilter
-from core.errors import ConfigError, IndexMissing, StoreError
+from core.errors import ConfigError, StoreError
 from core.models import Alias, Chunk, Document, Membership
 from core.settings import StoreSettings
 from indexer.store.base import ChunkHit, ConnectorStats, DocState, StoredDocument
@@ -56,7 +56,7 @@ from indexer.store.opensearch_client import (
     missing_index_in,
     missing_message,
 )
-from indexer.store.opensearch_identities import IdentityIndex, StateIndex
+from indexer.store.opensearch_identities import CHECKPOINT_SUFFIX, IdentityIndex, StateIndex
 from indexer.store.opensearch_query import (
     acl_fields,
     chunk_doc_id,
@@ -147,6 +147,7 @@ class OpenSearchStore:
         self.clock = clock
         self.max_actions = max_actions
         self._local = threading.local()
+        self.writer = False  # opened by a write command: may (re)create its indices
         self._state = StateIndex(cluster, self.state)
         self._identities = IdentityIndex(cluster, self.identities, self._state)
 
@@ -155,6 +156,7 @@ class OpenSearchStore:
              **options: Any) -> OpenSearchStore:
         store = cls(Cluster(client), prefix, **options)
         if create:
+            store.writer = True
             store.create_indices(dimension)
         else:
             store.attach()
@@ -212,6 +214,14 @@ class OpenSearchStore:
         return (f"{self.chunks} is a plain index, not the alias of {self.chunks}-v<n> (created "
                 "implicitly, with a dynamic mapping, after the cluster lost its index): delete "
                 f"it (DELETE /{self.chunks}) and run `clearance sync`")
+
+    def _rebuild_if_lost(self) -> None:
+        """A long-lived writer (a worker process) that met a missing index rebuilds it when its
+        *next* sync starts, not in the failing one: a sync of another connector running
+        meanwhile then fails on the missing index instead of half-filling a fresh one."""
+        if self.writer and self.cluster.lost:
+            self.cluster.lost = False
+            self.create_indices(self.dimension)
 
     def _exists_alias(self) -> bool:
         return bool(self._call("alias lookup", lambda: self.client.indices.exists_alias(
@@ -389,6 +399,7 @@ class OpenSearchStore:
         return BulkAction(op, self.chunks, id, doc_id, source, missing_ok, require_alias=True)
 
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
+        self._rebuild_if_lost()  # a permission pass starts here (or with its identities)
         records = self._records(doc_ids, ["content_hash", "acl_key", "embedder"])
         return {d: DocState(r["content_hash"], r["acl_key"], r["embedder"])
                 for d, r in records.items()}
@@ -407,7 +418,7 @@ class OpenSearchStore:
             for item in found.get("docs", []):
                 gone = missing_index_in(item)
                 if gone is not None:  # not "not indexed": the whole index is gone
-                    raise IndexMissing(missing_message(gone), gone)
+                    raise self.cluster.missing(gone)
                 if item.get("found"):
                     out[item["_source"]["doc_id"]] = item["_source"]
         return out
@@ -699,6 +710,7 @@ class OpenSearchStore:
     # -- identities and sync state (their own indices) --------------------------------------
     def replace_identities(self, source: str, memberships: Iterable[Membership],
                            aliases: Iterable[Alias]) -> None:
+        self._rebuild_if_lost()
         self._identities.replace(source, memberships, aliases)
 
     def groups_of(self, members: Iterable[str]) -> list[Membership]:
@@ -711,6 +723,8 @@ class OpenSearchStore:
         return self._identities.version()
 
     def get_state(self, key: str) -> Any | None:
+        if key.endswith(CHECKPOINT_SUFFIX):  # a content sync starts by reading its checkpoint
+            self._rebuild_if_lost()
         return self._state.get(key)
 
     def set_state(self, key: str, value: Any) -> None:

@@ -287,6 +287,7 @@ class Cluster:
     backoff: Backoff = field(default_factory=Backoff)
     sleep: Callable[[float], None] = time.sleep
     where: str = ""
+    lost: bool = False  # set when an index was found missing; the store's next sync rebuilds
 
     def __post_init__(self) -> None:
         if not self.where:
@@ -300,13 +301,24 @@ class Cluster:
             except OpenSearchException as exc:
                 gone = missing_index(exc)
                 if gone is not None:
-                    raise IndexMissing(missing_message(gone), gone) from exc
+                    raise self.missing(gone) from exc
                 if attempt + 1 < attempts and _transient(exc):
                     self._wait(what, attempt, describe(exc, self.where))
                     continue
                 raise StoreError(f"OpenSearch {what} failed: {describe(exc, self.where)}"
                                  ) from exc
         raise AssertionError("unreachable")
+
+    def missing(self, index: str) -> IndexMissing:
+        """The error for a lost index; remembered, so that the store's next sync rebuilds."""
+        self.lost = True
+        return IndexMissing(missing_message(index), index)
+
+    def require(self, index: str) -> None:
+        """A write to a concrete index would create it, dynamically mapped: check first (the
+        deploy README's `action.auto_create_index` closes the remaining race)."""
+        if not self.call("index lookup", partial(self.client.indices.exists, index=index)):
+            raise self.missing(index)
 
     def _wait(self, what: str, attempt: int, why: str) -> None:
         delay = self.backoff.delay(attempt)
@@ -356,7 +368,7 @@ class Cluster:
             for action, item in zip(pending, items, strict=True):
                 gone = missing_index_in(item)
                 if gone is not None:  # require_alias: the write created nothing; stop here
-                    raise IndexMissing(missing_message(gone), gone)
+                    raise self.missing(gone)
                 outcome = action.outcome(item)
                 if outcome is None:
                     continue

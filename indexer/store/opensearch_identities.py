@@ -16,9 +16,9 @@ from typing import Any
 
 from opensearchpy.exceptions import ConflictError
 
-from core.errors import IndexMissing, StoreError
+from core.errors import StoreError
 from core.models import Alias, Membership
-from indexer.store.opensearch_client import BulkAction, Cluster, missing_message
+from indexer.store.opensearch_client import BulkAction, Cluster
 from indexer.store.opensearch_query import identity_doc_id
 
 IDENTITY_VERSION_KEY = "clearance:identity_version"
@@ -54,11 +54,7 @@ class StateIndex:
             self.cluster.client.delete, index=self.index, id=key, ignore=404))
 
     def require(self) -> None:
-        """A write to a concrete index would create it, dynamically mapped: check first (the
-        deploy README's `action.auto_create_index` closes the remaining race)."""
-        if not self.cluster.call("index lookup", partial(
-                self.cluster.client.indices.exists, index=self.index)):
-            raise IndexMissing(missing_message(self.index), self.index)
+        self.cluster.require(self.index)
 
     def discard_checkpoints(self) -> None:
         """Forget every sync's resume point (their pages' documents are gone with the index)."""
@@ -111,7 +107,7 @@ class IdentityIndex:
                 aliases: Iterable[Alias]) -> None:
         """Write the new snapshot, then delete the source's older records: a current
         membership (of a deny group, say) is never missing, not even for a moment."""
-        self._require()
+        self.cluster.require(self.index)
         generation = uuid.uuid4().hex
         actions = [BulkAction("index", self.index,
                               identity_doc_id(source, "membership", m.group, m.member),
@@ -142,10 +138,6 @@ class IdentityIndex:
                           lambda pending: sorted(set(pending or ()) - {source}))
         self.state.increment(IDENTITY_VERSION_KEY)
 
-    def _require(self) -> None:
-        if not self.cluster.call("index lookup", partial(
-                self.cluster.client.indices.exists, index=self.index)):
-            raise IndexMissing(missing_message(self.index), self.index)
 
     def mark_pending(self, connectors: Iterable[str]) -> None:
         """Before an identities index is (re)created next to indexed documents: until these

@@ -377,11 +377,10 @@ def test_an_index_deleted_mid_sync_stops_it_with_one_line_and_the_next_sync_rebu
     # The writes after the deletion created nothing: no plain, dynamically mapped index named
     # like the alias (require_alias), so nothing shadows the alias the next sync creates.
     assert not client.indices.exists(index="t0-chunks")
-    assert store.get_state("sync:docs:full:last")["status"] == "failed"
-    assert store.get_state("sync:docs:full:checkpoint") is not None  # page one's resume point
-
     # Readers fail closed with the same line (not invalid_alias_name_exception), create nothing.
     read = reader(cluster)
+    assert read.get_state("sync:docs:full:last")["status"] == "failed"
+    assert read.get_state("sync:docs:full:checkpoint") is not None  # page one's resume point
     with pytest.raises(StoreError) as search:
         read.lexical(KEYWORD, caller(), 10)
     assert str(search.value) == MISSING_CHUNKS
@@ -512,3 +511,46 @@ def test_a_plain_index_named_like_the_alias_is_named_not_used(cluster: str) -> N
         reader(cluster)  # search, ask, explain, status: the deny there no longer matches
     assert str(read.value) == message
     assert client.indices.exists(index="t0-chunks")  # nothing deleted behind the operator
+
+
+def test_a_worker_that_lost_its_index_rebuilds_it_at_its_next_sync_not_during_the_failing_one(
+        store: OpenSearchStore, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    """A worker keeps one store for its whole life: its next task must rebuild what the cluster
+    lost, and must not resume from a checkpoint that points past documents that are gone."""
+    from indexer.sync import Pipeline, SyncReport
+
+    connector = files_connector(make_tree(ACME_TREE), page_size=2)
+    client = store.client
+
+    def restart_empty(report: SyncReport) -> None:
+        for name in ("t0-chunks-v1", "t0-identities", "t0-state"):
+            if client.indices.exists(index=name):
+                client.indices.delete(index=name)
+
+    with pytest.raises(StoreError) as failure:
+        Pipeline(store, embedder, progress=restart_empty).full_sync(connector)
+    assert str(failure.value) == MISSING_CHUNKS  # the sync's own error, not the report's
+    # The failing sync rebuilt nothing (its report could not be saved either).
+    assert not client.indices.exists(index="t0-chunks-v1")
+    assert not client.indices.exists(index="t0-state")
+
+    report = Pipeline(store, embedder).full_sync(connector)  # the worker's next task
+    assert (report.status, report.resumed, report.indexed) == ("ok", False, 5)
+    assert store.current_index() == "t0-chunks-v1"
+    assert visible(store)["carl@acme.com"] == {"public.md"}  # deny group back in force
+
+
+def test_a_worker_permission_pass_after_a_lost_index_rebuilds_and_reports_the_gap(
+        store: OpenSearchStore, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    from indexer.sync import Pipeline
+
+    connector = files_connector(make_tree(ACME_TREE))
+    Pipeline(store, embedder).full_sync(connector)
+    store.client.indices.delete(index="t0-chunks-v1")
+    with pytest.raises(StoreError):
+        store.document_states(["docs:public.md"])  # what the worker's running pass met
+    with pytest.raises(SyncError, match=r"^index empty or missing: 5 documents at the source"):
+        Pipeline(store, embedder).permission_sync(connector)
+    assert store.current_index() == "t0-chunks-v1"
