@@ -244,3 +244,26 @@ def test_a_sync_cut_off_midway_reports_its_own_error_and_status_the_resume_point
     (report,) = json.loads(resumed.stdout)["syncs"]
     assert (report["resumed"], report["documents"]) == (True, 5)
     assert "interrupted" not in run(home, "status", "--config", str(direct)).stdout
+
+
+def test_a_killed_reindex_is_reported_loudly_and_does_not_hold_back_a_revocation(
+        tmp_path: Path, cluster: str) -> None:
+    from opensearchpy import OpenSearch
+
+    config = deployment(tmp_path, cluster)
+    home = tmp_path / "home"
+    assert run(home, "sync", "--config", str(config)).returncode == 0
+    assert "docs:a.md" in found(home, config, "bob@acme.com")
+    client = OpenSearch(hosts=[cluster])
+    client.indices.put_settings(index="acme-chunks-v1", body={"index": {"blocks": {"write": True}}})
+    status = run(home, "status", "--config", str(config))
+    assert status.returncode == 1
+    assert ("PROBLEM: a reindex was interrupted: acme-chunks-v1 is write-blocked; run "
+            "`clearance reindex` again") in status.stdout
+
+    (tmp_path / "docs" / ".access.json").write_text(json.dumps({"read": ["user:ann@acme.com"]}))
+    r = run(home, "sync", "--mode", "permissions", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert "docs:a.md" not in found(home, config, "bob@acme.com")  # revoked at once
+    assert "docs:a.md" in found(home, config, "ann@acme.com")
+    assert run(home, "status", "--config", str(config)).returncode == 0
