@@ -134,8 +134,9 @@ class IdentityIndex:
         self.cluster.call("identity cleanup", partial(
             client.delete_by_query, index=self.index, body=older, refresh=True,
             conflicts="proceed"))
-        self.state.update(IDENTITIES_PENDING_KEY,
-                          lambda pending: sorted(set(pending or ()) - {source}))
+        if source in self.pending():
+            self.state.update(IDENTITIES_PENDING_KEY,
+                              lambda pending: sorted(set(pending or ()) - {source}))
         self.state.increment(IDENTITY_VERSION_KEY)
 
 
