@@ -44,7 +44,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import RequestError
 
 from core.acl import Acl, AclFilter
-from core.errors import ConfigError, StoreError
+from core.errors import ConfigError, IndexMissing, StoreError
 from core.models import Alias, Chunk, Document, Membership
 from core.settings import StoreSettings
 from indexer.store.base import ChunkHit, ConnectorStats, DocState, StoredDocument
@@ -170,8 +170,8 @@ class OpenSearchStore:
             self._refuse_a_plain_index()
         try:
             self.dimension = self._current_dimension()
-        except StoreError:
-            self.dimension = 0  # reads fail closed on what is wrong; `status` says what it is
+        except IndexMissing:
+            self.dimension = 0  # reads fail closed on the missing index; `status` says so
 
     def close(self) -> None:
         self.client.close()
