@@ -51,8 +51,11 @@ def build_connector(cfg: ConnectorSettings, base_dir: Path) -> Connector:
 class Runtime:
     """Lazily built components for one command invocation."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, read_only: bool = False) -> None:
         self.settings = settings
+        # Read commands (search, ask, explain, status) never create a store's indices: a lost
+        # identities index re-created empty would make every deny group deny nobody.
+        self.read_only = read_only
 
     @cached_property
     def store(self) -> SqliteStore | OpenSearchStore:
@@ -63,7 +66,8 @@ class Runtime:
             from indexer.store.opensearch import open_store
 
             # The environment is read here, once: [store] password_env names a variable in it.
-            return open_store(cfg, os.environ, dimension=self.embedder.dim)
+            return open_store(cfg, os.environ, dimension=self.embedder.dim,
+                              create=not self.read_only)
         return SqliteStore(self.settings.store_path)
 
     @cached_property

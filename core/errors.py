@@ -45,6 +45,14 @@ class StoreError(ClearanceError):
     """The index store failed."""
 
 
+class IndexMissing(StoreError):
+    """An index the store needs is gone (cluster restarted empty, index deleted): fail closed."""
+
+    def __init__(self, message: str, index: str = "") -> None:
+        super().__init__(message)
+        self.index = index
+
+
 class EmbedderUnavailable(ClearanceError):
     """The embedding model cannot be loaded (package missing, files damaged)."""
 

@@ -186,6 +186,14 @@ def deny_guard(acl: Acl, identities_known: bool) -> Acl:
                       "(no good group snapshot of this source)")
 
 
+def _require_indexed(indexed: int, listed: int) -> None:
+    """An index holding none of the documents its source lists was lost (cluster restarted
+    empty, SQLite file deleted): a permission pass must not report "ok" on nothing."""
+    if listed and not indexed:
+        raise SyncError(f"index empty or missing: {listed} documents at the source; a full "
+                        "sync indexes them again")
+
+
 class Pipeline:
     def __init__(self, store: Store, embedder: Embedder, *,
                  policy: ChunkingPolicy | None = None, budget: ErrorBudget | None = None,
@@ -437,7 +445,9 @@ class Pipeline:
         # A complete listing that no longer names a document (moved, deleted, out of scope):
         # nobody may read its indexed copy any more; prune or the next full sync removes it.
         gone = Acl.nobody("no longer listed at the source")
-        candidates = [d for d in self.store.doc_ids(connector.name) if d not in listed]
+        indexed = self.store.doc_ids(connector.name)
+        _require_indexed(len(indexed), len(listed))
+        candidates = [d for d in indexed if d not in listed]
         # Already fail-closed by an earlier pass: rewriting them would only invalidate caches.
         unlisted = [d for d, state in self.store.document_states(candidates).items()
                     if state.acl_key != gone.key()]
@@ -499,7 +509,15 @@ class Pipeline:
             raise
         finally:
             report.finished = time.time()
-            self.store.set_state(last_run_key(report.connector, report.mode), report.to_json())
+            try:
+                self.store.set_state(last_run_key(report.connector, report.mode), report.to_json())
+            except Exception as secondary:
+                if report.status != "failed":
+                    raise
+                # The store that failed the sync often cannot take its report either: the
+                # sync's own error is what the caller must see, this one is only logged.
+                log.warning("sync.report_not_saved", extra={"connector": report.connector,
+                                                            "error": str(secondary)})
             log.info("sync.end", extra={"connector": report.connector, "mode": report.mode,
                                         "status": report.status,
                                         "duration": round(report.duration, 3)})

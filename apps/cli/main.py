@@ -126,6 +126,18 @@ def cmd_sync_queue(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def _last_run(rt: Runtime, name: str, mode: Any) -> dict[str, Any] | None:
+    """The failed run's report, if the store can still be read: a store cut off midway cannot,
+    and the sync's own error (printed next) is the one that matters."""
+    try:
+        last: dict[str, Any] | None = rt.store.get_state(last_run_key(name, mode))
+    except ClearanceError as exc:
+        logging.getLogger("clearance.cli").warning("sync.report_unreadable",
+                                                   extra={"error": str(exc)})
+        return None
+    return last
+
+
 def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
     if args.queue:
         return cmd_sync_queue(rt, args)
@@ -143,7 +155,7 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
                 reports.append(run(connector))
         except ClearanceError as exc:
             failed = True
-            last = rt.store.get_state(last_run_key(connector.name, args.mode))
+            last = _last_run(rt, connector.name, args.mode)
             # Only this invocation's run: a sync locked out ran nothing of its own.
             if last and last.get("status") == "failed" and (last.get("finished") or 0) >= started:
                 reports.append(SyncReport(**{k: v for k, v in last.items() if k != "duration"}))
@@ -152,7 +164,8 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
             print(f"clearance: sync of {connector.name!r} failed: {exc}", file=sys.stderr)
         finally:
             progress.done()
-    orphans = _prune_orphans(rt, args.mode)
+    # After a failure the store may be the problem: orphans wait for the next clean sync.
+    orphans = [] if failed else _prune_orphans(rt, args.mode)
     if args.json:
         output.print_json({"syncs": [r.to_json() for r in reports],
                            **({"orphans_deleted": orphans} if orphans else {})})
@@ -256,15 +269,52 @@ def _schedule_status(rt: Runtime, cfg: Any, runs: dict[str, Any],
                                              started).items()}
 
 
+def _index_stats(rt: Runtime, name: str) -> Any:
+    """The connector's index figures; zero when the index itself is gone (reported apart)."""
+    from core.errors import IndexMissing
+    from indexer.store.base import ConnectorStats
+
+    try:
+        return rt.store.stats(name)
+    except IndexMissing:
+        return ConnectorStats(0, 0, 0, None)
+
+
+def _index_gap(rt: Runtime, name: str, indexed: int) -> str | None:
+    """An empty index next to a source that lists documents (a cluster restarted empty, a
+    deleted SQLite file): say so. Only an empty index costs a listing of the source."""
+    if indexed:
+        return None
+    try:
+        (connector,) = rt.connectors([name])
+        listed = sum(len(page.acls) for page in connector.permissions(None))
+    except ClearanceError as exc:
+        return f"index empty; the source could not be listed: {exc}"
+    return f"index empty or missing: {listed} documents at the source" if listed else None
+
+
+def _pending_resume(rt: Runtime, name: str) -> dict[str, Any] | None:
+    """An interrupted content sync's checkpoint: where the next sync resumes."""
+    from indexer.sync import _checkpoint_key
+
+    for mode in ("full", "incremental"):
+        saved = rt.store.get_state(_checkpoint_key(name, mode))
+        if saved:
+            report = saved["report"]
+            return {"mode": mode, "started": report["started"], "documents": report["documents"]}
+    return None
+
+
 def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     from indexer.jobs.records import skipped_key
 
     now = time.time()
     target = rt.settings.file.jobs.permission_freshness_target
     modes = ("full", "incremental", "permissions", "groups", "prune")
-    rows = []
+    store_problems: list[str] = getattr(rt.store, "problems", list)()
+    rows: list[dict[str, Any]] = []
     for cfg in rt.settings.file.connectors:
-        stats = rt.store.stats(cfg.name)
+        stats = _index_stats(rt, cfg.name)
         runs = {m: rt.store.get_state(last_run_key(cfg.name, m)) for m in modes}
         last = max((r for r in runs.values() if r), key=lambda r: r["started"], default=None)
         skips = [rt.store.get_state(skipped_key(cfg.name, m)) for m in modes]
@@ -287,13 +337,18 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "permission_freshness_over_target": freshness is not None and freshness > target,
             "next_run": min((s["next_run"] for s in schedules.values()), default=None),
             "schedules": schedules, "schedule": cfg.schedule,
+            "index_problem": _index_gap(rt, cfg.name, stats.documents),
+            "resume": _pending_resume(rt, cfg.name),
         })
-    orphaned = [{"connector": name, "documents": count} for name, count in
-                orphaned_connectors(rt.store, [c.name for c in rt.settings.file.connectors])
-                .items()]
+    orphaned = [] if store_problems else [
+        {"connector": name, "documents": count} for name, count in
+        orphaned_connectors(rt.store, [c.name for c in rt.settings.file.connectors]).items()]
+    failing = bool(store_problems) or any(row["index_problem"] for row in rows)
     if args.json:
-        output.print_json({"connectors": rows, "orphaned": orphaned})
-        return 0
+        output.print_json({"connectors": rows, "orphaned": orphaned, "problems": store_problems})
+        return 1 if failing else 0
+    for problem in store_problems:
+        print(f"PROBLEM: {problem}")
     for o in orphaned:
         print(f"{o['connector']}: NOT CONFIGURED, {o['documents']} documents still indexed "
               "(deleted by the next sync or prune)")
@@ -320,13 +375,20 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
                                              for m, s in row["schedules"].items()) + ")")
         else:
             print("  next run: not scheduled (no [jobs] broker_url)")
+        if row["index_problem"]:
+            print(f"  PROBLEM: {row['index_problem']}")
+        resume = row["resume"]
+        if resume:
+            print(f"  interrupted: {resume['mode']} sync started "
+                  f"{output.ago(now - resume['started'])} ago stopped after "
+                  f"{resume['documents']} documents; the next sync resumes from its checkpoint")
         if last and last["error"]:
             print(f"  last error: {last['error']}")
         skip = row["last_skipped"]
         if skip and (last is None or skip["at"] >= last["started"]):
             print(f"  last skipped: {skip['mode']} {output.ago(now - skip['at'])} ago: "
                   f"{skip['reason']}")
-    return 0
+    return 1 if failing else 0
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
@@ -383,6 +445,7 @@ def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     return run_demo(rt.settings.home, json_output=args.json)
 
 
+READ_ONLY = frozenset({"search", "ask", "explain", "status"})  # they create no index
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
             "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
             "reindex": cmd_reindex}
@@ -396,7 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings(args.home, None)
         else:
             settings = load_settings(args.home, args.config)
-        return COMMANDS[args.command](Runtime(settings), args)
+        runtime = Runtime(settings, read_only=args.command in READ_ONLY)
+        return COMMANDS[args.command](runtime, args)
     except ClearanceError as exc:
         print(f"clearance: {exc}", file=sys.stderr)
         return exc.exit_code

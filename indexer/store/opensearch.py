@@ -43,7 +43,7 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import RequestError
 
 from core.acl import Acl, AclFilter
-from core.errors import ConfigError, StoreError
+from core.errors import ConfigError, IndexMissing, StoreError
 from core.models import Alias, Chunk, Document, Membership
 from core.settings import StoreSettings
 from indexer.store.base import (
@@ -56,8 +56,15 @@ from indexer.store.base import (
     stored_acl,
     stored_acl_key,
 )
-from indexer.store.opensearch_client import BLOCKED, BulkAction, Cluster, make_client
-from indexer.store.opensearch_identities import IdentityIndex, StateIndex
+from indexer.store.opensearch_client import (
+    BLOCKED,
+    BulkAction,
+    Cluster,
+    make_client,
+    missing_index_in,
+    missing_message,
+)
+from indexer.store.opensearch_identities import CHECKPOINT_SUFFIX, IdentityIndex, StateIndex
 from indexer.store.opensearch_query import (
     acl_fields,
     chunk_doc_id,
@@ -114,10 +121,13 @@ class _Batch:
         return len(self.chunk_actions) + len(self.record_actions)
 
 
-def open_store(settings: StoreSettings, environ: Mapping[str, str],
-               dimension: int) -> OpenSearchStore:
-    """The store for `[store] kind = "opensearch"`, its indices created if missing."""
-    return OpenSearchStore.open(make_client(settings, environ), settings.index_prefix, dimension)
+def open_store(settings: StoreSettings, environ: Mapping[str, str], dimension: int, *,
+               create: bool = True) -> OpenSearchStore:
+    """The store for `[store] kind = "opensearch"`. Write commands (`sync`, `reindex`) create
+    missing indices; read commands pass `create=False` and create nothing: a missing index is
+    reported (and fails closed), never recreated empty behind the reader's back."""
+    return OpenSearchStore.open(make_client(settings, environ), settings.index_prefix, dimension,
+                                create=create)
 
 
 def reindex(store: object, dimension: int | None = None) -> ReindexResult:
@@ -145,33 +155,114 @@ class OpenSearchStore:
         self.clock = clock
         self.max_actions = max_actions
         self._local = threading.local()
+        self.writer = False  # opened by a write command: may (re)create its indices
         self._state = StateIndex(cluster, self.state)
         self._identities = IdentityIndex(cluster, self.identities, self._state)
 
     @classmethod
-    def open(cls, client: OpenSearch, prefix: str, dimension: int,
+    def open(cls, client: OpenSearch, prefix: str, dimension: int, *, create: bool = True,
              **options: Any) -> OpenSearchStore:
         store = cls(Cluster(client), prefix, **options)
-        store.create_indices(dimension)
+        if create:
+            store.writer = True
+            store.create_indices(dimension)
+        else:
+            store.attach()
         return store
+
+    def attach(self) -> None:
+        """Read-only open: learn the index's dimension if it exists; create nothing. A plain
+        index in the alias's place is refused at once: its dynamic mapping makes ACL fields
+        analysed text, on which a deny no longer matches."""
+        if not self._exists_alias():
+            self._refuse_a_plain_index()
+        try:
+            self.dimension = self._current_dimension()
+        except IndexMissing:
+            self.dimension = 0  # reads fail closed on the missing index; `status` says so
 
     def close(self) -> None:
         self.client.close()
 
     # -- indices ---------------------------------------------------------------------------
     def create_indices(self, dimension: int) -> None:
-        """Create what is missing: `<alias>-v1` (with the alias), identities, state."""
-        if not self._call("alias lookup", lambda: self.client.indices.exists_alias(
-                name=self.chunks)):
+        """Create what is missing: `<alias>-v1` (with the alias), state, identities.
+
+        A new chunks index next to an older state index (cluster partly lost, index deleted)
+        discards the sync checkpoints: they point past pages whose documents are gone, and a
+        resumed sync would never index them again. A new identities index next to indexed
+        documents is marked pending for their connectors, so that searches fail closed until
+        each of them has written its group snapshot again (a deny group must never be empty
+        just because its index was lost).
+        """
+        new_chunks = not self._exists_alias()
+        if new_chunks:
+            self._refuse_a_plain_index()
             self._create(f"{self.chunks}-v1", chunks_index_body(dimension, self.chunks))
-            if not self._call("alias lookup", lambda: self.client.indices.exists_alias(
-                    name=self.chunks)):
+            if not self._exists_alias():
                 raise StoreError(f"{self.chunks}-v1 exists but the alias {self.chunks} does not "
                                  "point at it; add the alias or delete the index")
-        for name, kind in ((self.identities, "identities"), (self.state, "state")):
-            if not self._call("index lookup", partial(self.client.indices.exists, index=name)):
-                self._create(name, index_definition(kind))
+        if not self._exists(self.state):
+            self._create(self.state, index_definition("state"))
+        elif new_chunks:
+            self._state.discard_checkpoints()
+        if not self._exists(self.identities):
+            if not new_chunks:
+                self._identities.mark_pending(self._indexed_connectors())
+            self._create(self.identities, index_definition("identities"))
         self.dimension = self._current_dimension()
+
+    def _refuse_a_plain_index(self) -> None:
+        """A concrete index named like the alias (implicitly created by a write of an older
+        version, dynamically mapped) blocks the alias: say what to do, delete nothing."""
+        if self._exists(self.chunks):
+            raise StoreError(self._plain_index_message())
+
+    def _plain_index_message(self) -> str:
+        return (f"{self.chunks} is a plain index, not the alias of {self.chunks}-v<n> (created "
+                "implicitly, with a dynamic mapping, after the cluster lost its index): delete "
+                f"it (DELETE /{self.chunks}) and run `clearance sync`")
+
+    def _rebuild_if_lost(self) -> None:
+        """A long-lived writer (a worker process) that met a missing index rebuilds it when its
+        *next* sync starts, not in the failing one: a sync of another connector running
+        meanwhile then fails on the missing index instead of half-filling a fresh one."""
+        if self.writer and self.cluster.lost:
+            self.cluster.lost = False
+            self.create_indices(self.dimension)
+
+    def _exists_alias(self) -> bool:
+        return bool(self._call("alias lookup", lambda: self.client.indices.exists_alias(
+            name=self.chunks)))
+
+    def _exists(self, index: str) -> bool:
+        return bool(self._call("index lookup", partial(self.client.indices.exists, index=index)))
+
+    def _indexed_connectors(self) -> list[str]:
+        body = {"size": 0, "query": {"term": {"kind": "document"}},
+                "aggs": {"connectors": {"terms": {"field": "connector", "size": 10_000}}}}
+        found = self._call("connector lookup",
+                           lambda: self.client.search(index=self.chunks, body=body))
+        return sorted(str(b["key"]) for b in found["aggregations"]["connectors"]["buckets"])
+
+    def problems(self) -> list[str]:
+        """What makes the store unfit to answer or to sync, one line each (for `status`)."""
+        found: list[str] = []
+        if not self._exists_alias():
+            found.append(self._plain_index_message() if self._exists(self.chunks)
+                         else missing_message(self.chunks))
+        else:
+            old = self.current_index()
+            if self._write_blocked(old):
+                found.append(f"a reindex was interrupted: {old} is write-blocked; run "
+                             "`clearance reindex` again")
+        if not self._exists(self.identities):
+            found.append(missing_message(self.identities))
+        else:
+            pending = self._identities.pending()
+            if pending:
+                found.append(self._identities.pending_message(pending))
+        return found
 
     def current_index(self) -> str:
         found = self._call("alias lookup", lambda: self.client.indices.get_alias(name=self.chunks))
@@ -183,7 +274,10 @@ class OpenSearchStore:
         mappings = self._call("mapping lookup",
                               lambda: self.client.indices.get_mapping(index=self.chunks))
         for definition in mappings.values():
-            return int(definition["mappings"]["properties"]["embedding"]["dimension"])
+            embedding = definition["mappings"].get("properties", {}).get("embedding", {})
+            if "dimension" not in embedding:
+                raise StoreError(self._plain_index_message())
+            return int(embedding["dimension"])
         raise StoreError(f"no index behind {self.chunks}")
 
     def _create(self, index: str, body: dict[str, Any]) -> None:
@@ -268,7 +362,25 @@ class OpenSearchStore:
             self._quarantine(failed)
 
     def _send(self, actions: Sequence[BulkAction]) -> dict[str, str]:
-        return self.cluster.send(actions, self.max_actions)
+        failed = self.cluster.send(actions, self.max_actions)
+        blocked = {d for d, why in failed.items() if BLOCKED in why}
+        acl_updates = {a.doc_id for a in actions if a.doc_id in blocked and a.op == "update"}
+        if not acl_updates:
+            return failed
+        # A revocation must not wait for someone to rerun a killed reindex. No reindex is
+        # running: it holds every connector's lock, and this write runs under one; and if one
+        # were, it refuses to swap once the block is gone (see reindex).
+        self._lift_write_block()
+        again = [a for a in actions if a.doc_id in blocked]
+        rest = {d: why for d, why in failed.items() if d not in blocked}
+        return {**rest, **self.cluster.send(again, self.max_actions)}
+
+    def _lift_write_block(self) -> None:
+        index = self.current_index()
+        log.warning("store.write_block_lifted", extra={
+            "index": index, "why": "ACL updates met the write block of an interrupted reindex; "
+                                   "run `clearance reindex` again"})
+        self._set_write_block(index, False)
 
     def _quarantine(self, failed: dict[str, str]) -> None:
         """Remove documents whose write failed part-way (their chunks may mix old and new ACLs),
@@ -289,7 +401,13 @@ class OpenSearchStore:
                          f"{outcome}")
 
     # -- writes ------------------------------------------------------------------------------
+    def _write(self, op: str, id: str, doc_id: str, source: dict[str, Any] | None = None, *,
+               missing_ok: bool = False) -> BulkAction:
+        """A bulk item against the chunks alias, never creating an index (require_alias)."""
+        return BulkAction(op, self.chunks, id, doc_id, source, missing_ok, require_alias=True)
+
     def document_states(self, doc_ids: Sequence[str]) -> dict[str, DocState]:
+        self._rebuild_if_lost()  # a permission pass starts here (or with its identities)
         records = self._records(doc_ids, ["content_hash", "acl_key", "embedder"])
         return {d: DocState(r["content_hash"], acl_key_of(d, r["acl_key"]), r["embedder"])
                 for d, r in records.items()}
@@ -306,6 +424,9 @@ class OpenSearchStore:
                 self.client.mget, index=self.chunks,
                 body={"ids": [record_doc_id(d) for d in part]}, **params))
             for item in found.get("docs", []):
+                gone = missing_index_in(item)
+                if gone is not None:  # not "not indexed": the whole index is gone
+                    raise self.cluster.missing(gone)
                 if item.get("found"):
                     out[item["_source"]["doc_id"]] = item["_source"]
         return out
@@ -326,14 +447,14 @@ class OpenSearchStore:
             old = self._records([doc.doc_id], ["document"]).get(doc.doc_id)
             old_ordinals = set(old["document"]["ordinals"]) if old else set()
             acl = acl_fields(doc.acl, doc.connector)
-            writes = [BulkAction("index", self.chunks, chunk_doc_id(doc.doc_id, c.ordinal),
-                                 doc.doc_id, self._chunk_source(doc, c, v, embedder, acl))
+            writes = [self._write("index", chunk_doc_id(doc.doc_id, c.ordinal), doc.doc_id,
+                                  self._chunk_source(doc, c, v, embedder, acl))
                       for c, v in zip(chunks, vectors, strict=True)]
             stale = sorted(old_ordinals - {c.ordinal for c in chunks})
-            writes += [BulkAction("delete", self.chunks, chunk_doc_id(doc.doc_id, o), doc.doc_id)
+            writes += [self._write("delete", chunk_doc_id(doc.doc_id, o), doc.doc_id)
                        for o in stale]
-            record = BulkAction("index", self.chunks, record_doc_id(doc.doc_id), doc.doc_id,
-                                self._record_source(doc, chunks, embedder, run_id, acl))
+            record = self._write("index", record_doc_id(doc.doc_id), doc.doc_id,
+                                 self._record_source(doc, chunks, embedder, run_id, acl))
             self._queue(doc.doc_id, writes, [record])
 
     def _chunk_source(self, doc: Document, chunk: Chunk, vector: npt.NDArray[np.float32],
@@ -368,7 +489,7 @@ class OpenSearchStore:
             if old is None:
                 return False
             fields = acl_fields(acl, connector_of(doc_id))
-            writes = [BulkAction("update", self.chunks, chunk_doc_id(doc_id, o), doc_id, fields)
+            writes = [self._write("update", chunk_doc_id(doc_id, o), doc_id, fields)
                       for o in old["document"]["ordinals"]]
             record: dict[str, Any] = {**fields,
                                       "acl_key": stored_acl_key(connector_of(doc_id), acl),
@@ -376,7 +497,7 @@ class OpenSearchStore:
             if run_id is not None:
                 record["seen_run"] = run_id
             self._queue(doc_id, writes,
-                        [BulkAction("update", self.chunks, record_doc_id(doc_id), doc_id, record)])
+                        [self._write("update", record_doc_id(doc_id), doc_id, record)])
             return True
 
     def mark_seen(self, doc_ids: Sequence[str], run_id: str | None) -> None:
@@ -385,8 +506,8 @@ class OpenSearchStore:
             seen["seen_run"] = run_id
         with self.batch():
             for doc_id in doc_ids:
-                self._queue(doc_id, [], [BulkAction("update", self.chunks, record_doc_id(doc_id),
-                                                    doc_id, seen, missing_ok=True)])
+                self._queue(doc_id, [], [self._write("update", record_doc_id(doc_id), doc_id,
+                                                     seen, missing_ok=True)])
 
     def delete_unseen(self, connector: str, run_id: str) -> list[str]:
         with self.batch():
@@ -547,7 +668,18 @@ class OpenSearchStore:
         self._create(new, chunks_index_body(dim, None))
         self._set_write_block(old, True)
         try:
+            # With refresh_interval 30 s, a page sent just before the block is not yet
+            # searchable: without this refresh it would be missing from both the copy and the
+            # count, then dropped with the old index (an ACL update included: a revocation
+            # would revert).
+            self._refresh(old)
             copied = self._copy(old, new, vectors=dim == self.dimension)
+            if not self._write_blocked(old):
+                # A permission pass lifted it to apply revocations (see _send): what it wrote
+                # may be missing from the copy. Keep the old index; the next run starts over.
+                raise StoreError(f"the write block of {old} was lifted during the copy (a "
+                                 "permission sync applied ACL updates); the alias still points "
+                                 "at it: run `clearance reindex` again")
             self._call("swap alias", lambda: self.client.indices.update_aliases(body={
                 "actions": [{"remove": {"index": old, "alias": self.chunks}},
                             {"add": {"index": new, "alias": self.chunks}}]}))
@@ -585,6 +717,14 @@ class OpenSearchStore:
         except StoreError as exc:
             log.error("store.reindex_undo_failed", extra={"index": new, "error": str(exc)})
 
+    def _write_blocked(self, index: str) -> bool:
+        found: dict[str, Any] = self._call("index settings", lambda: (
+            self.client.indices.get_settings(index=index)))
+        first: dict[str, Any] = next(iter(found.values()), {})
+        settings: dict[str, Any] = first.get("settings", {})
+        blocks = settings.get("index", {}).get("blocks", {})
+        return str(blocks.get("write", "false")).lower() == "true"
+
     def _set_write_block(self, index: str, blocked: bool) -> None:
         self._call("index settings", lambda: self.client.indices.put_settings(
             index=index, body={"index": {"blocks": {"write": blocked}}}))
@@ -592,6 +732,7 @@ class OpenSearchStore:
     # -- identities and sync state (their own indices) --------------------------------------
     def replace_identities(self, source: str, memberships: Iterable[Membership],
                            aliases: Iterable[Alias]) -> None:
+        self._rebuild_if_lost()
         self._identities.replace(source, memberships, aliases)
 
     def groups_of(self, members: Iterable[str], source: str | None = None) -> list[Membership]:
@@ -607,6 +748,8 @@ class OpenSearchStore:
         return self._identities.version()
 
     def get_state(self, key: str) -> Any | None:
+        if key.endswith(CHECKPOINT_SUFFIX):  # a content sync starts by reading its checkpoint
+            self._rebuild_if_lost()
         return self._state.get(key)
 
     def set_state(self, key: str, value: Any) -> None:

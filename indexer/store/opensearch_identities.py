@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -22,6 +22,10 @@ from indexer.store.opensearch_client import BulkAction, Cluster
 from indexer.store.opensearch_query import identity_doc_id
 
 IDENTITY_VERSION_KEY = "clearance:identity_version"
+# Connectors that have documents indexed but no group snapshot in a rebuilt identities index.
+IDENTITIES_PENDING_KEY = "clearance:identities_pending"
+CHECKPOINT_SUFFIX = ":checkpoint"  # indexer.sync's checkpoint keys: sync:<c>:<mode>:checkpoint
+STATE_WINDOW = 10_000
 TERMS_PAGE = 1000
 BULK_ACTIONS = 500
 
@@ -34,11 +38,13 @@ class StateIndex:
         self.index = index
 
     def get(self, key: str) -> Any | None:
+        """The value, or None (also when the state index itself is gone: nothing recorded)."""
         found = self.cluster.call("state read", partial(
             self.cluster.client.get, index=self.index, id=key, ignore=404))
         return json.loads(found["_source"]["value"]) if found.get("found") else None
 
     def set(self, key: str, value: Any) -> None:
+        self.require()
         body = {"value": json.dumps(value, sort_keys=True)}
         self.cluster.call("state write", partial(
             self.cluster.client.index, index=self.index, id=key, body=body))
@@ -47,14 +53,31 @@ class StateIndex:
         self.cluster.call("state write", partial(
             self.cluster.client.delete, index=self.index, id=key, ignore=404))
 
+    def require(self) -> None:
+        self.cluster.require(self.index)
+
+    def discard_checkpoints(self) -> None:
+        """Forget every sync's resume point (their pages' documents are gone with the index)."""
+        found = self.cluster.call("state scan", partial(
+            self.cluster.client.search, index=self.index,
+            body={"size": STATE_WINDOW, "_source": False, "query": {"match_all": {}}}))
+        for hit in found["hits"]["hits"]:
+            if str(hit["_id"]).endswith(CHECKPOINT_SUFFIX):
+                self.delete(str(hit["_id"]))
+
     def increment(self, key: str) -> None:
         """Compare-and-set on the document, so two concurrent writers never lose a step."""
+        self.update(key, lambda value: int(value or 0) + 1)
+
+    def update(self, key: str, change: Callable[[Any | None], Any]) -> None:
+        """value := change(value), by compare-and-set: concurrent writers never lose a step."""
+        self.require()
         client = self.cluster.client
         for _ in range(20):
             current = self.cluster.call("state read", partial(
                 client.get, index=self.index, id=key, ignore=404))
             found = bool(current.get("found"))
-            value = int(json.loads(current["_source"]["value"])) if found else 0
+            value = json.loads(current["_source"]["value"]) if found else None
             guard: dict[str, Any] = ({"if_seq_no": current["_seq_no"],
                                       "if_primary_term": current["_primary_term"]}
                                      if found else {"op_type": "create"})
@@ -66,10 +89,10 @@ class StateIndex:
                 except ConflictError:
                     return False
 
-            if self.cluster.call("state write", partial(
-                    write, {"value": json.dumps(value + 1)}, guard)):
+            body = {"value": json.dumps(change(value), sort_keys=True)}
+            if self.cluster.call("state write", partial(write, body, guard)):
                 return
-        raise StoreError(f"could not increment {key}: too many concurrent writers")
+        raise StoreError(f"could not update {key}: too many concurrent writers")
 
 
 class IdentityIndex:
@@ -84,6 +107,7 @@ class IdentityIndex:
                 aliases: Iterable[Alias]) -> None:
         """Write the new snapshot, then delete the source's older records: a current
         membership (of a deny group, say) is never missing, not even for a moment."""
+        self.cluster.require(self.index)
         generation = uuid.uuid4().hex
         actions = [BulkAction("index", self.index,
                               identity_doc_id(source, "membership", m.group, m.member),
@@ -110,9 +134,36 @@ class IdentityIndex:
         self.cluster.call("identity cleanup", partial(
             client.delete_by_query, index=self.index, body=older, refresh=True,
             conflicts="proceed"))
+        if source in self.pending():
+            self.state.update(IDENTITIES_PENDING_KEY,
+                              lambda pending: sorted(set(pending or ()) - {source}))
         self.state.increment(IDENTITY_VERSION_KEY)
 
+
+    def mark_pending(self, connectors: Iterable[str]) -> None:
+        """Before an identities index is (re)created next to indexed documents: until these
+        connectors write their snapshots, every read fails closed."""
+        wanted = set(connectors)
+        if wanted:
+            self.state.update(IDENTITIES_PENDING_KEY,
+                              lambda pending: sorted(set(pending or ()) | wanted))
+
+    def pending(self) -> list[str]:
+        return sorted(self.state.get(IDENTITIES_PENDING_KEY) or ())
+
+    def pending_message(self, pending: list[str]) -> str:
+        return (f"identity store {self.index} was rebuilt and has no group snapshot yet from "
+                f"{', '.join(pending)}: every search fails closed until `clearance sync --mode "
+                "groups` (or a full sync) of "
+                f"{'that connector' if len(pending) == 1 else 'those connectors'} succeeds")
+
+    def _check(self) -> None:
+        pending = self.pending()
+        if pending:
+            raise StoreError(self.pending_message(pending))
+
     def groups_of(self, members: Iterable[str], source: str | None = None) -> list[Membership]:
+        self._check()
         wanted = sorted(set(members))
         found: set[tuple[str, str]] = set()
         for start in range(0, len(wanted), TERMS_PAGE):
@@ -128,6 +179,7 @@ class IdentityIndex:
         return [Membership(group=g, member=m) for g, m in sorted(found)]
 
     def aliases_of(self, email: str, source: str | None = None) -> list[Alias]:
+        self._check()
         filters: list[dict[str, Any]] = [{"term": {"kind": "alias"}}]
         if source is not None:
             filters.append({"term": {"source": source}})
@@ -141,6 +193,7 @@ class IdentityIndex:
 
     def sources(self) -> list[str]:
         """The sources with stored memberships or aliases."""
+        self._check()
         body = {"size": 0, "aggs": {"sources": {"terms": {"field": "source", "size": 10_000}}}}
         found = self.cluster.call("identity sources", partial(
             self.cluster.client.search, index=self.index, body=body))

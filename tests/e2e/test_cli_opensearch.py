@@ -69,3 +69,201 @@ def test_reindex_on_the_embedded_store_is_a_one_line_config_error(tmp_path: Path
     r = run(tmp_path / "home", "reindex")
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "opensearch" in r.stderr
+
+
+# -- a cluster that is lost, emptied or cut off ------------------------------------------------
+TREE = {
+    ".access.json": {"read": ["everyone"]},
+    ".groups.json": {"contractors": ["user:carl@acme.com"]},
+    "a.md": "# A\n\nThe lighthouse opens at dawn.\n",
+    "b.md": "# B\n\nThe lighthouse keeper rows out.\n",
+    "team/.access.json": {"read": ["everyone"], "deny": ["group:contractors"]},
+    "team/c.md": "# C\n\nThe lighthouse budget is secret.\n",
+    "team/d.md": "# D\n\nThe lighthouse lamp is new.\n",
+    "team/e.md": "# E\n\nThe lighthouse roof leaks.\n",
+}
+
+
+def deployment(tmp_path: Path, url: str, name: str = "clearance.toml") -> Path:
+    root = tmp_path / "docs"
+    if not root.exists():
+        for rel, content in TREE.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content if isinstance(content, str) else json.dumps(content))
+    config = tmp_path / name
+    config.write_text(f'[store]\nkind = "opensearch"\nurl = "{url}"\nindex_prefix = "acme"\n\n'
+                      f'[[connectors]]\nname = "docs"\nkind = "files"\nroot = "{root}"\n'
+                      "page_size = 2\n\n"
+                      '[retrieval]\nfusion = "bm25"\n')  # osmem has no k-NN
+    return config
+
+
+def found(home: Path, config: Path, email: str) -> set[str]:
+    r = run(home, "search", "lighthouse", "--as", email, "--config", str(config), "--json")
+    assert r.returncode == 0, r.stderr
+    return {h["doc_id"] for h in json.loads(r.stdout)["hits"]}
+
+
+def one_line(r: subprocess.CompletedProcess[str]) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_a_deleted_index_fails_reads_closed_and_the_next_sync_rebuilds_it(
+        tmp_path: Path, cluster: str) -> None:
+    from opensearchpy import OpenSearch
+
+    config = deployment(tmp_path, cluster)
+    home = tmp_path / "home"
+    assert run(home, "sync", "--config", str(config)).returncode == 0
+    before = {p: found(home, config, p) for p in ("bob@acme.com", "carl@acme.com")}
+    assert before["carl@acme.com"] == {"docs:a.md", "docs:b.md"}  # denied the team folder
+    client = OpenSearch(hosts=[cluster])
+    client.indices.delete(index="acme-chunks-v1")
+
+    missing = ("index acme-chunks is missing (cluster restarted empty or index deleted): the "
+               "next sync rebuilds it")
+    for command in (["search", "lighthouse"], ["ask", "lighthouse?"], ["explain", "docs:a.md"]):
+        r = run(home, *command, "--as", "bob@acme.com", "--config", str(config))
+        assert (r.returncode, one_line(r)) == (1, f"clearance: {missing}"), command
+    status = run(home, "status", "--config", str(config))
+    assert status.returncode == 1, status.stderr
+    assert f"PROBLEM: {missing}" in status.stdout
+    assert "PROBLEM: index empty or missing: 5 documents at the source" in status.stdout
+    assert not client.indices.exists(index="acme-chunks")  # no read created anything
+
+    # Identities lost as well: the deny group must not stop denying once chunks are back.
+    client.indices.delete(index="acme-identities")
+    r = run(home, "sync", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert {p: found(home, config, p) for p in before} == before
+    assert json.loads(run(home, "status", "--config", str(config), "--json").stdout)[
+        "problems"] == []
+
+
+def test_a_lost_identities_index_fails_search_and_explain_closed(
+        tmp_path: Path, cluster: str) -> None:
+    from opensearchpy import OpenSearch
+
+    config = deployment(tmp_path, cluster)
+    home = tmp_path / "home"
+    assert run(home, "sync", "--config", str(config)).returncode == 0
+    OpenSearch(hosts=[cluster]).indices.delete(index="acme-identities")
+    search = run(home, "search", "lighthouse", "--as", "carl@acme.com", "--config", str(config))
+    assert search.returncode == 1 and search.stdout == ""
+    assert "identity store acme-identities is missing" in one_line(search)
+    assert "clearance sync --mode groups" in search.stderr
+    explain = run(home, "explain", "docs:team/c.md", "--as", "carl@acme.com", "--config",
+                  str(config))
+    assert explain.returncode == 1 and "no deny applies" not in explain.stdout
+    status = run(home, "status", "--config", str(config))
+    assert status.returncode == 1
+    assert "PROBLEM: identity store acme-identities is missing" in status.stdout
+    assert run(home, "sync", "--mode", "groups", "--config", str(config)).returncode == 0
+    assert found(home, config, "carl@acme.com") == {"docs:a.md", "docs:b.md"}
+
+
+class CutOff:
+    """A loopback HTTP proxy to the cluster that stops listening (connection refused) right
+    after it forwarded the checkpoint of the sync's first page."""
+
+    def __init__(self, upstream: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        proxy = self
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                import http.client
+
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key in ("Content-Type", "Content-Encoding"):
+                    if answer.getheader(key):
+                        self.send_header(key, answer.getheader(key))
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+                if self.command == "PUT" and "checkpoint" in self.path:
+                    proxy.checkpoints += 1
+                    if proxy.checkpoints == 2:  # the start's, then page one's
+                        threading.Thread(target=proxy.stop, daemon=True).start()
+
+            do_GET = do_PUT = do_POST = do_DELETE = _forward
+
+            def do_HEAD(self) -> None:
+                self._forward()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.checkpoints = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_sync_cut_off_midway_reports_its_own_error_and_status_the_resume_point(
+        tmp_path: Path, cluster: str) -> None:
+    proxy = CutOff(cluster)
+    cut = deployment(tmp_path, proxy.url, "cut.toml")
+    home = tmp_path / "home"
+    r = run(home, "sync", "--config", str(cut))
+    proxy.stop()
+    assert r.returncode == 1
+    assert one_line(r) == (f"clearance: sync of 'docs' failed: OpenSearch document lookup "
+                           f"failed: cannot connect to {proxy.url}: connection refused")
+
+    direct = deployment(tmp_path, cluster)
+    status = run(home, "status", "--config", str(direct))
+    assert "interrupted: full sync started" in status.stdout, status.stdout
+    assert "stopped after 2 documents; the next sync resumes from its checkpoint" in status.stdout
+    resumed = run(home, "sync", "--config", str(direct), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    (report,) = json.loads(resumed.stdout)["syncs"]
+    assert (report["resumed"], report["documents"]) == (True, 5)
+    assert "interrupted: full sync started" not in run(home, "status", "--config", str(direct)).stdout
+
+
+def test_a_killed_reindex_is_reported_loudly_and_does_not_hold_back_a_revocation(
+        tmp_path: Path, cluster: str) -> None:
+    from opensearchpy import OpenSearch
+
+    config = deployment(tmp_path, cluster)
+    home = tmp_path / "home"
+    assert run(home, "sync", "--config", str(config)).returncode == 0
+    assert "docs:a.md" in found(home, config, "bob@acme.com")
+    client = OpenSearch(hosts=[cluster])
+    client.indices.put_settings(index="acme-chunks-v1", body={"index": {"blocks": {"write": True}}})
+    status = run(home, "status", "--config", str(config))
+    assert status.returncode == 1
+    assert ("PROBLEM: a reindex was interrupted: acme-chunks-v1 is write-blocked; run "
+            "`clearance reindex` again") in status.stdout
+
+    (tmp_path / "docs" / ".access.json").write_text(json.dumps({"read": ["user:ann@acme.com"]}))
+    r = run(home, "sync", "--mode", "permissions", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    assert "docs:a.md" not in found(home, config, "bob@acme.com")  # revoked at once
+    assert "docs:a.md" in found(home, config, "ann@acme.com")
+    assert run(home, "status", "--config", str(config)).returncode == 0

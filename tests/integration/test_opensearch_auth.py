@@ -21,7 +21,7 @@ import pytest
 
 from core.errors import ConfigError, StoreError
 from core.settings import StoreSettings
-from indexer.store.opensearch_client import Backoff, Cluster, make_client
+from indexer.store.opensearch_client import Cluster, make_client
 
 pytestmark = pytest.mark.integration
 
@@ -150,5 +150,130 @@ def test_tls_is_verified_against_the_ca_bundle(https_server: tuple[str, list[dic
     trusted = make_client(opensearch(url, ca_bundle=str(tls_files["ca"])), {})
     assert Cluster(trusted).call("info", trusted.info)["cluster_name"] == "loopback"
     untrusted = make_client(opensearch(url), {})
-    with pytest.raises(StoreError, match="cannot reach the cluster"):
-        Cluster(untrusted, Backoff(attempts=1)).call("info", untrusted.info)
+    sleeps: list[float] = []
+    with pytest.raises(StoreError) as failure:
+        Cluster(untrusted, sleep=sleeps.append).call("info", untrusted.info)
+    assert str(failure.value) == (
+        f"OpenSearch info failed: cannot connect to {url}: TLS handshake failed (certificate "
+        "verify failed: unable to get local issuer certificate)")
+    assert sleeps == []  # a certificate does not get better by retrying
+
+
+# -- what a wrong address, a wrong scheme or refused credentials print ------------------------
+class Refusing(BaseHTTPRequestHandler):
+    """A cluster (or a proxy in front of one) that refuses every request with 401."""
+
+    body: ClassVar[bytes] = b""
+    content_type: ClassVar[str] = "text/plain"
+
+    def do_GET(self) -> None:
+        self.send_response(401)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def refusing(body: bytes, content_type: str) -> Iterator[str]:
+    handler = type("Handler", (Refusing,), {"body": body, "content_type": content_type})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def info_error(url: str, environ: dict[str, str] | None = None,
+               **keys: str) -> tuple[str, list[float]]:
+    client = make_client(opensearch(url, **keys), environ or {})
+    sleeps: list[float] = []
+    with pytest.raises(StoreError) as failure:
+        Cluster(client, sleep=sleeps.append).call("info", client.info)
+    return str(failure.value), sleeps
+
+
+@pytest.mark.parametrize(("body", "content_type", "reason"), [
+    (b"", "text/plain", "unauthorized"),
+    (b"<html><body><h1>401 Authorization Required</h1></body></html>", "text/html",
+     "unauthorized"),
+    (b"Unauthorized", "text/plain", "Unauthorized"),
+    (json.dumps({"error": {"type": "security_exception", "reason": "missing authentication "
+                           "credentials"}, "status": 401}).encode(), "application/json",
+     "security_exception: missing authentication credentials"),
+])
+def test_refused_credentials_print_a_reason_and_no_secret(body: bytes, content_type: str,
+                                                          reason: str) -> None:
+    for host in refusing(body, content_type):
+        message, sleeps = info_error(f"http://{host}", {"OS_PASSWORD": "s3cret!"},
+                                     username="clearance", password_env="OS_PASSWORD")
+        assert message == f"OpenSearch info failed: the cluster refused the credentials (401): " \
+                          f"{reason}"
+        assert sleeps == []
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def test_a_wrong_port_fails_at_once_with_one_short_line() -> None:
+    port = free_port()
+    message, sleeps = info_error(f"http://127.0.0.1:{port}")
+    assert message == (f"OpenSearch info failed: cannot connect to http://127.0.0.1:{port}: "
+                       "connection refused")
+    assert sleeps == []  # a refused connection is a wrong address, not a hiccup
+
+
+def test_tls_against_plain_http_fails_at_once_and_names_the_likely_cause(
+        http_server: tuple[str, list[dict[str, str]]]) -> None:
+    url, _ = http_server
+    https = url.replace("http://", "https://")
+    message, sleeps = info_error(https)
+    assert message == (f"OpenSearch info failed: cannot connect to {https}: TLS handshake failed "
+                       "(wrong version number: is the cluster plain http?)")
+    assert sleeps == []
+
+
+def test_credentials_in_the_url_never_reach_the_message() -> None:
+    from opensearchpy import OpenSearch
+
+    port = free_port()
+    client = OpenSearch(hosts=[f"https://clearance:hunter2@127.0.0.1:{port}"], max_retries=0)
+    with pytest.raises(StoreError) as failure:
+        Cluster(client, sleep=lambda s: None).call("info", client.info)
+    assert str(failure.value) == (f"OpenSearch info failed: cannot connect to "
+                                  f"https://127.0.0.1:{port}: connection refused")
+    assert "hunter2" not in str(failure.value)
+
+
+def test_timeouts_and_dropped_connections_are_retried_with_back_off() -> None:
+    from opensearchpy.exceptions import ConnectionError as OsConnectionError
+    from opensearchpy.exceptions import ConnectionTimeout
+
+    from indexer.store.opensearch_client import Backoff
+
+    port = free_port()
+    for error in (ConnectionTimeout("TIMEOUT", "read timed out", TimeoutError("timed out")),
+                  OsConnectionError("N/A", "reset", ConnectionResetError(104, "reset"))):
+        client = make_client(opensearch(f"http://127.0.0.1:{port}"), {})
+        sleeps: list[float] = []
+
+        def fail(error: Exception = error) -> None:
+            raise error
+
+        with pytest.raises(StoreError) as failure:
+            Cluster(client, Backoff(attempts=3, base=0.5), sleeps.append).call("info", fail)
+        assert sleeps == [0.5, 1.0]
+        assert str(failure.value).startswith(f"OpenSearch info failed: cannot connect to "
+                                             f"http://127.0.0.1:{port}: ")
+        assert str(failure.value).endswith(("timed out", "connection reset"))

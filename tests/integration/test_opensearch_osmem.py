@@ -23,7 +23,7 @@ from opensearchpy import OpenSearch
 from osmem_server import OsmemError, OsmemServer
 
 from core.acl import Acl, AclFilter
-from core.errors import StoreError
+from core.errors import StoreError, SyncError
 from core.models import Chunk
 from indexer.embedding.hashing import HashingEmbedder
 from indexer.store.opensearch import OpenSearchStore
@@ -191,20 +191,49 @@ def test_a_document_the_cluster_rejects_is_named_and_removed(
     assert store.document(fine.doc_id) is not None
 
 
-def test_a_write_blocked_index_fails_the_page_with_the_document_ids(
+def test_a_write_blocked_index_fails_content_writes_with_the_document_ids(
         store: OpenSearchStore, embedder: HashingEmbedder) -> None:
     kept = make_doc("kept.md", f"{KEYWORD} kept", acl=Acl.single(["group:eng"]))
     index(store, embedder, kept)
     store.client.indices.put_settings(index="t0-chunks-v1",
                                       body={"index": {"blocks": {"write": True}}})
+    changed = make_doc("kept.md", f"{KEYWORD} kept, v2", acl=Acl.single(["group:ops"]))
     with pytest.raises(StoreError) as failure:
-        store.update_acl(kept.doc_id, Acl.single(["group:ops"]), "run-2")
+        index(store, embedder, changed)
     message = str(failure.value)
     assert "kb:kept.md" in message and "reindex may be running" in message
     assert "removed" not in message  # a blocked index wrote nothing: nothing to undo
     # Nothing was half-applied: the old ACL still holds on every chunk.
     assert {h.doc_id for h in store.lexical(KEYWORD, caller("group:eng"), 10)} == {kept.doc_id}
     assert store.lexical(KEYWORD, caller("group:ops"), 10) == []
+
+
+def test_a_killed_reindex_does_not_hold_back_a_revocation(
+        store: OpenSearchStore, cluster: str, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    from indexer.sync import Pipeline
+
+    root = make_tree(ACME_TREE)
+    connector = files_connector(root)
+    Pipeline(store, embedder).full_sync(connector)
+    assert "finance/budget.md" in visible(store)["alice@acme.com"]
+    # What a reindex killed after blocking writes and starting the copy leaves behind.
+    store.client.indices.put_settings(index="t0-chunks-v1",
+                                      body={"index": {"blocks": {"write": True}}})
+    store.client.indices.create(index="t0-chunks-v2", body={"mappings": {"properties": {}}})
+    assert reader(cluster).problems() == [
+        "a reindex was interrupted: t0-chunks-v1 is write-blocked; run `clearance reindex` again"]
+
+    (root / "finance" / ".access.json").write_text(json.dumps({"read": ["user:bob@acme.com"]}))
+    report = Pipeline(store, embedder).permission_sync(connector)
+    assert (report.status, report.acl_updated) == ("ok", 2)
+    now = visible(store)
+    assert "finance/budget.md" not in now["alice@acme.com"]  # revoked, not waiting
+    assert "finance/budget.md" in now["bob@acme.com"]
+    assert reader(cluster).problems() == []
+    # The next reindex starts over (the leftover copy goes) and keeps the revocation.
+    assert store.reindex().new_index == "t0-chunks-v2"
+    assert visible(store) == now
 
 
 def test_identity_version_survives_a_second_store_writing(
@@ -306,3 +335,215 @@ def test_a_reindex_killed_midway_is_completed_by_the_next_one(
     assert store.reindex().new_index == "t0-chunks-v2"
     index(store, embedder, make_doc("b.md", f"{KEYWORD} more", acl=Acl.single([EVERYONE])))
     assert {h.doc_id for h in store.lexical(KEYWORD, caller(), 10)} == {doc.doc_id, "kb:b.md"}
+
+
+# -- a lost index: never re-created implicitly, reported, rebuilt by the next sync -----------
+MISSING_CHUNKS = ("index t0-chunks is missing (cluster restarted empty or index deleted): "
+                  "the next sync rebuilds it")
+
+
+def visible(store: Any) -> dict[str, set[str]]:
+    """Who finds which document, through the same resolution and filter as `search`."""
+    from auth.identity import resolve
+    from retriever.filters import acl_filter
+
+    return {p: {h.doc_id.removeprefix("docs:") for h in store.lexical(
+        KEYWORD, acl_filter(resolve(store, p)), 50)} for p in PEOPLE}
+
+
+def reader(cluster: str) -> OpenSearchStore:
+    """What `search`, `ask`, `explain` and `status` open: the same indices, creating none."""
+    return OpenSearchStore.open(OpenSearch(hosts=[cluster], max_retries=0), "t0",
+                                HashingEmbedder().dim, create=False)
+
+
+def test_an_index_deleted_mid_sync_stops_it_with_one_line_and_the_next_sync_rebuilds(
+        store: OpenSearchStore, cluster: str, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder, tmp_path: Path) -> None:
+    from indexer.store.sqlite import SqliteStore
+    from indexer.sync import Pipeline, SyncReport
+
+    root = make_tree(ACME_TREE)
+    connector = files_connector(root, page_size=2)
+    client = store.client
+
+    def delete_after_first_page(report: SyncReport) -> None:
+        if client.indices.exists(index="t0-chunks-v1"):
+            client.indices.delete(index="t0-chunks-v1")
+
+    with pytest.raises(StoreError) as failure:
+        Pipeline(store, embedder, progress=delete_after_first_page).full_sync(connector)
+    assert str(failure.value) == MISSING_CHUNKS
+    # The writes after the deletion created nothing: no plain, dynamically mapped index named
+    # like the alias (require_alias), so nothing shadows the alias the next sync creates.
+    assert not client.indices.exists(index="t0-chunks")
+    # Readers fail closed with the same line (not invalid_alias_name_exception), create nothing.
+    read = reader(cluster)
+    assert read.get_state("sync:docs:full:last")["status"] == "failed"
+    assert read.get_state("sync:docs:full:checkpoint") is not None  # page one's resume point
+    with pytest.raises(StoreError) as search:
+        read.lexical(KEYWORD, caller(), 10)
+    assert str(search.value) == MISSING_CHUNKS
+    with pytest.raises(StoreError, match=r"^index t0-chunks is missing"):
+        read.stats("docs")
+    assert MISSING_CHUNKS in read.problems()
+    assert not client.indices.exists(index="t0-chunks")
+
+    # The next sync (a write command) rebuilds a versioned index, discards the checkpoint that
+    # points past documents that are gone, and indexes everything again.
+    again = OpenSearchStore.open(OpenSearch(hosts=[cluster], max_retries=0), "t0", embedder.dim)
+    assert again.current_index() == "t0-chunks-v1"
+    props = client.indices.get_mapping(index="t0-chunks-v1")["t0-chunks-v1"]["mappings"]
+    assert props["properties"]["acl_deny"] == {"type": "keyword"}
+    assert again.get_state("sync:docs:full:checkpoint") is None
+    report = Pipeline(again, embedder).full_sync(connector)
+    assert (report.status, report.resumed, report.indexed) == ("ok", False, 5)
+    assert read.problems() == []
+
+    sqlite = SqliteStore(tmp_path / "index.sqlite3")
+    Pipeline(sqlite, embedder).full_sync(connector)
+    expected = visible(sqlite)
+    assert visible(read) == expected
+    assert expected["carl@acme.com"] == {"public.md"}  # the deny group still denies
+    sqlite.close()
+
+
+def test_writes_to_a_deleted_index_fail_without_creating_one(
+        store: OpenSearchStore, embedder: HashingEmbedder) -> None:
+    doc = make_doc("a.md", f"{KEYWORD} text", acl=Acl.single(["group:eng"]))
+    index(store, embedder, doc)
+    store.client.indices.delete(index="t0-chunks-v1")
+    for write in (lambda: index(store, embedder, doc),
+                  lambda: store.update_acl(doc.doc_id, Acl.single(["group:ops"]), None),
+                  lambda: store.mark_seen([doc.doc_id], "run-2"),
+                  lambda: store.delete([doc.doc_id])):
+        with pytest.raises(StoreError) as failure:
+            write()
+        assert str(failure.value) == MISSING_CHUNKS
+        assert not store.client.indices.exists(index="t0-chunks")
+
+
+DENIED = ("carl@acme.com", "handbook/holidays.md")  # carl is in group:contractors, denied
+
+
+def test_a_lost_identities_index_fails_every_read_closed_until_groups_are_synced(
+        store: OpenSearchStore, cluster: str, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    from auth.identity import CachedResolver, explain
+    from indexer.sync import Pipeline
+
+    root = make_tree(ACME_TREE)
+    connector = files_connector(root)
+    Pipeline(store, embedder).full_sync(connector)
+    person, denied_doc = DENIED
+    assert denied_doc not in visible(store)[person]
+    store.client.indices.delete(index="t0-identities")
+
+    read = reader(cluster)
+    message = ("identity store t0-identities is missing (cluster restarted empty or index "
+               "deleted): every search fails closed until `clearance sync --mode groups` (or a "
+               "full sync) rebuilds it")
+    with pytest.raises(StoreError) as failure:
+        CachedResolver(read)(person)  # what search, ask and explain resolve first
+    assert str(failure.value) == message
+    assert message in read.problems()
+    assert not read.client.indices.exists(index="t0-identities")  # reads create nothing
+
+    # A write command re-creates it, but marked pending for every connector with documents:
+    # until their snapshots are back, a deny group with no members would deny nobody.
+    other = make_tree({".access.json": {"read": ["everyone"]}, "x.md": f"{KEYWORD} x"}, "other")
+    writer = OpenSearchStore.open(OpenSearch(hosts=[cluster], max_retries=0), "t0", embedder.dim)
+    Pipeline(writer, embedder).group_sync(files_connector(other, name="other"))
+    pending = ("identity store t0-identities was rebuilt and has no group snapshot yet from "
+               "docs: every search fails closed until `clearance sync --mode groups` (or a full "
+               "sync) of that connector succeeds")
+    with pytest.raises(StoreError) as still:
+        CachedResolver(read)(person)
+    assert str(still.value) == pending
+    assert read.problems() == [pending]
+
+    assert Pipeline(writer, embedder).group_sync(connector).status == "ok"
+    assert read.problems() == []
+    identity = CachedResolver(read)(person)
+    assert denied_doc not in visible(read)[person]
+    decision = explain(read.document(f"docs:{denied_doc}").acl, identity)
+    assert "no deny applies" not in "\n".join(decision.lines())
+    assert decision.to_json()["allowed"] is False
+
+
+def test_a_permission_pass_on_an_emptied_cluster_fails_instead_of_reporting_ok(
+        store: OpenSearchStore, cluster: str, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    from indexer.sync import Pipeline
+
+    connector = files_connector(make_tree(ACME_TREE))
+    Pipeline(store, embedder).full_sync(connector)
+    for name in ("t0-chunks-v1", "t0-identities", "t0-state"):  # restarted empty
+        store.client.indices.delete(index=name)
+    writer = OpenSearchStore.open(OpenSearch(hosts=[cluster], max_retries=0), "t0", embedder.dim)
+    with pytest.raises(SyncError) as failure:
+        Pipeline(writer, embedder).permission_sync(connector)
+    assert str(failure.value) == ("index empty or missing: 5 documents at the source; a full "
+                                  "sync indexes them again")
+    assert writer.get_state("sync:docs:permissions:last")["status"] == "failed"
+    assert Pipeline(writer, embedder).full_sync(connector).indexed == 5
+    assert Pipeline(writer, embedder).permission_sync(connector).status == "ok"
+
+
+def test_a_plain_index_named_like_the_alias_is_named_not_used(cluster: str) -> None:
+    # What a write without require_alias left behind after the index was lost.
+    client = OpenSearch(hosts=[cluster], max_retries=0)
+    client.index(index="t0-chunks", id="x", body={"acl_deny": "user:mallory@acme.com"})
+    message = ("t0-chunks is a plain index, not the alias of t0-chunks-v<n> (created "
+               "implicitly, with a dynamic mapping, after the cluster lost its index): delete it "
+               "(DELETE /t0-chunks) and run `clearance sync`")
+    with pytest.raises(StoreError) as failure:
+        OpenSearchStore.open(client, "t0", HashingEmbedder().dim)
+    assert str(failure.value) == message
+    with pytest.raises(StoreError) as read:
+        reader(cluster)  # search, ask, explain, status: the deny there no longer matches
+    assert str(read.value) == message
+    assert client.indices.exists(index="t0-chunks")  # nothing deleted behind the operator
+
+
+def test_a_worker_that_lost_its_index_rebuilds_it_at_its_next_sync_not_during_the_failing_one(
+        store: OpenSearchStore, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    """A worker keeps one store for its whole life: its next task must rebuild what the cluster
+    lost, and must not resume from a checkpoint that points past documents that are gone."""
+    from indexer.sync import Pipeline, SyncReport
+
+    connector = files_connector(make_tree(ACME_TREE), page_size=2)
+    client = store.client
+
+    def restart_empty(report: SyncReport) -> None:
+        for name in ("t0-chunks-v1", "t0-identities", "t0-state"):
+            if client.indices.exists(index=name):
+                client.indices.delete(index=name)
+
+    with pytest.raises(StoreError) as failure:
+        Pipeline(store, embedder, progress=restart_empty).full_sync(connector)
+    assert str(failure.value) == MISSING_CHUNKS  # the sync's own error, not the report's
+    # The failing sync rebuilt nothing (its report could not be saved either).
+    assert not client.indices.exists(index="t0-chunks-v1")
+    assert not client.indices.exists(index="t0-state")
+
+    report = Pipeline(store, embedder).full_sync(connector)  # the worker's next task
+    assert (report.status, report.resumed, report.indexed) == ("ok", False, 5)
+    assert store.current_index() == "t0-chunks-v1"
+    assert visible(store)["carl@acme.com"] == {"public.md"}  # deny group back in force
+
+
+def test_a_worker_permission_pass_after_a_lost_index_rebuilds_and_reports_the_gap(
+        store: OpenSearchStore, make_tree: Any, files_connector: Any,
+        embedder: HashingEmbedder) -> None:
+    from indexer.sync import Pipeline
+
+    connector = files_connector(make_tree(ACME_TREE))
+    Pipeline(store, embedder).full_sync(connector)
+    store.client.indices.delete(index="t0-chunks-v1")
+    with pytest.raises(StoreError):
+        store.document_states(["docs:public.md"])  # what the worker's running pass met
+    with pytest.raises(SyncError, match=r"^index empty or missing: 5 documents at the source"):
+        Pipeline(store, embedder).permission_sync(connector)
+    assert store.current_index() == "t0-chunks-v1"

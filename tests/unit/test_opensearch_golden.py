@@ -66,6 +66,8 @@ class FakeCluster:
     errors: list[tuple[str, str, int, str]] = field(default_factory=list)
     # Per bulk request, {_id: (status, error type)} for items to fail.
     item_errors: list[dict[str, tuple[int, str]]] = field(default_factory=list)
+    write_blocked: set[str] = field(default_factory=set)  # index.blocks.write per index
+    on_reindex: Callable[[], None] = lambda: None  # what happens while _reindex copies
 
     def handle(self, method: str, path: str, params: dict[str, Any],
                body: Any) -> tuple[int, Any]:
@@ -100,12 +102,20 @@ class FakeCluster:
         if parts[0] == "_alias":
             return 200, {self.aliases[parts[1]]: {"aliases": {parts[1]: {}}}}
         if parts == ["_reindex"]:
+            self.on_reindex()
             return 200, {"total": 3, "created": 3, "failures": []}
         return self._index_api(method, parts, body)
 
     def _index_api(self, method: str, parts: list[str], body: Any) -> tuple[int, Any]:
         index, api = parts[0], parts[1]
         concrete = self.aliases.get(index, index)
+        if api == "_settings":
+            if method == "PUT":
+                blocked = body["index"]["blocks"]["write"]
+                (self.write_blocked.add if blocked else self.write_blocked.discard)(concrete)
+                return 200, {"acknowledged": True}
+            write = "true" if concrete in self.write_blocked else "false"
+            return 200, {concrete: {"settings": {"index": {"blocks": {"write": write}}}}}
         if api == "_mapping":
             return 200, {concrete: {"mappings": self.indices[concrete]["mappings"]}}
         if api == "_mget":
@@ -137,7 +147,8 @@ class FakeCluster:
             if meta["_id"] in failing:
                 status, kind = failing[meta["_id"]]
                 items.append({op: {"_id": meta["_id"], "status": status,
-                                   "error": {"type": kind, "reason": f"scripted {kind}"}}})
+                                   "error": {"type": kind, "reason": f"scripted {kind}",
+                                             "index": meta["_index"]}}})
             else:
                 items.append({op: {"_id": meta["_id"], "status": 200, "result": "updated"}})
         return {"errors": bool(failing), "items": items}
@@ -236,7 +247,8 @@ def test_index_creation_bodies(make_store: Callable[[], OpenSearchStore],
                                fake: FakeCluster) -> None:
     make_store()
     created = {r.path: r.body for r in fake.requests if r.method == "PUT"}
-    assert list(created) == ["/clearance-chunks-v1", "/clearance-identities", "/clearance-state"]
+    # State first: a rebuilt identities index is marked pending there before it exists.
+    assert list(created) == ["/clearance-chunks-v1", "/clearance-state", "/clearance-identities"]
     assert_golden("create_indices", created)
     # A second worker opening the same cluster creates nothing.
     fake.requests.clear()
@@ -369,6 +381,36 @@ def test_batches_are_capped_at_max_actions(store: OpenSearchStore, fake: FakeClu
     assert sizes == [4, 4, 2]
 
 
+def test_every_write_against_the_chunks_alias_requires_the_alias(store: OpenSearchStore,
+                                                                  fake: FakeCluster) -> None:
+    doc = leave_doc(Acl.single(["everyone"]))
+    seed_record(fake, doc.doc_id, [0, 1, 2])
+    store.upsert(doc, [Chunk(doc.doc_id, 0, "x")], np.ones((1, 4), dtype=np.float32),
+                 "hashing-4", "run-1")
+    store.update_acl(doc.doc_id, Acl.single(["group:kb:hr"]), None)
+    store.mark_seen([doc.doc_id], "run-1")
+    heads = [line for body in fake.bodies("POST", "/_bulk") for line in body
+             if set(line) <= {"index", "update", "delete"}]
+    ops = {op for line in heads for op in line}
+    assert ops == {"index", "update", "delete"}
+    for line in heads:
+        ((op, meta),) = line.items()
+        # A delete never creates an index (and takes no require_alias); every other write would.
+        assert meta.get("require_alias") is (None if op == "delete" else True), line
+
+
+def test_a_bulk_into_a_missing_index_fails_with_one_line_and_removes_nothing(
+        store: OpenSearchStore, fake: FakeCluster) -> None:
+    from core.errors import IndexMissing
+
+    fake.item_errors = [{record_doc_id("kb:a.md"): (404, "index_not_found_exception")}]
+    with pytest.raises(IndexMissing) as failure:
+        store.mark_seen(["kb:a.md"], "run-1")
+    assert str(failure.value) == ("index clearance-chunks is missing (cluster restarted empty or "
+                                  "index deleted): the next sync rebuilds it")
+    assert not [r for r in fake.requests if r.path.endswith("/_delete_by_query")]
+
+
 # -- retries and errors ----------------------------------------------------------------------
 def test_throttled_items_are_retried_alone_with_back_off(store: OpenSearchStore,
                                                          fake: FakeCluster,
@@ -435,6 +477,11 @@ def test_reindex_copies_blocks_writes_and_swaps_the_alias_in_one_call(
     calls = fake.calls()
     swap = calls.index("POST /_aliases")
     assert calls.index("POST /_reindex") < swap < calls.index("DELETE /clearance-chunks-v1")
+    # Block, then refresh: the last page sent before the block is in the copy and the count.
+    block = calls.index("PUT /clearance-chunks-v1/_settings")
+    refresh = calls.index("POST /clearance-chunks-v1/_refresh")
+    count = calls.index("POST /clearance-chunks-v1/_count")
+    assert block < refresh < calls.index("POST /_reindex") < count
     (aliases,) = fake.bodies("POST", "/_aliases")
     assert aliases == {"actions": [
         {"remove": {"index": "clearance-chunks-v1", "alias": "clearance-chunks"}},
@@ -451,6 +498,17 @@ def test_a_failed_copy_leaves_the_alias_and_unblocks_writes(store: OpenSearchSto
     assert fake.calls()[-2:] == ["PUT /clearance-chunks-v1/_settings",
                                  "DELETE /clearance-chunks-v2"]
     assert fake.requests[-2].body == {"index": {"blocks": {"write": False}}}
+
+
+def test_a_block_lifted_during_the_copy_keeps_the_alias_on_the_old_index(
+        store: OpenSearchStore, fake: FakeCluster) -> None:
+    # What a permission pass does when it meets the block of a killed reindex (see _send).
+    fake.on_reindex = lambda: fake.write_blocked.discard("clearance-chunks-v1")
+    with pytest.raises(StoreError, match="write block of clearance-chunks-v1 was lifted"):
+        store.reindex()
+    assert fake.aliases["clearance-chunks"] == "clearance-chunks-v1"
+    assert "POST /_aliases" not in fake.calls()
+    assert fake.calls()[-1] == "DELETE /clearance-chunks-v2"
 
 
 def test_reindex_is_refused_for_the_sqlite_store(tmp_path: Path) -> None:
