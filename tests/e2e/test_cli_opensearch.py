@@ -243,7 +243,8 @@ def test_a_sync_cut_off_midway_reports_its_own_error_and_status_the_resume_point
     assert resumed.returncode == 0, resumed.stderr
     (report,) = json.loads(resumed.stdout)["syncs"]
     assert (report["resumed"], report["documents"]) == (True, 5)
-    assert "interrupted: full sync started" not in run(home, "status", "--config", str(direct)).stdout
+    after = run(home, "status", "--config", str(direct)).stdout
+    assert "interrupted: full sync started" not in after
 
 
 def test_a_killed_reindex_is_reported_loudly_and_does_not_hold_back_a_revocation(
