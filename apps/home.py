@@ -31,10 +31,14 @@ def ensure_home(home: Path) -> None:
         os.umask(old)
 
 
+# What Clearance keeps in its home; nothing else there is touched (a home may be a shared place).
+OWN_NAMES = ("index.sqlite3", "audit.jsonl", "locks", "beat-schedule", "clearance.toml")
+
+
 def _entries(home: Path) -> Iterator[Path]:
-    """Everything in the home folder, one level into its sub-folders (locks/ and the like)."""
+    """Clearance's own files in the home folder, and what its own sub-folders (locks/) hold."""
     try:
-        children = sorted(home.iterdir())
+        children = sorted(p for p in home.iterdir() if p.name.startswith(OWN_NAMES))
     except OSError:
         return
     for child in children:
@@ -66,8 +70,8 @@ def _tighten(path: Path, label: str, private: int) -> str | None:
 def tighten_home(home: Path) -> str | None:
     """Make an existing home folder and what it holds private; one warning line, or None.
 
-    A shared folder (world-writable with the sticky bit, like /tmp) keeps its mode: it is not
-    ours to close, only our files in it are.
+    The folder itself is closed only when it holds an index (a folder of other things, or a
+    shared one like /tmp, is not ours to close; our files in it are).
     """
     try:
         st = home.stat()
@@ -76,8 +80,8 @@ def tighten_home(home: Path) -> str | None:
     if not stat.S_ISDIR(st.st_mode):
         return None
     notes: list[str] = []
-    shared = bool(st.st_mode & stat.S_ISVTX) and bool(st.st_mode & stat.S_IWOTH)
-    if not shared:
+    shared = bool(st.st_mode & stat.S_ISVTX) or home == Path(home.anchor)
+    if not shared and (home / "index.sqlite3").exists():
         note = _tighten(home, str(home), DIR_MODE)
         if note:
             notes.append(note)
