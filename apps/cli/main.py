@@ -191,7 +191,8 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
                 reports.append(SyncReport(**{k: v for k, v in last.items() if k != "duration"}))
             if exc.exit_code == 2:
                 raise  # a config mistake: main() prints it, once
-            print(f"clearance: sync of {connector.name!r} failed: {exc}", file=sys.stderr)
+            print(output.text(f"clearance: sync of {connector.name!r} failed: {exc}"),
+                  file=sys.stderr)
         finally:
             progress.done()
     if args.json:
@@ -200,7 +201,7 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
         for r in reports:
             print(output.summary(r))
             for err in r.errors[:10]:
-                print(f"  skipped {err}")
+                print(f"  skipped {output.text(err)}")
             if r.error_count > 10:
                 print(f"  ... and {r.error_count - 10} more")
     return 1 if failed else 0
@@ -308,7 +309,7 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             f"{output.ago(now - last['started'])} ago ({last['mode']}, {last['status']}, "
             f"{last['documents']} documents, {last['duration']:.1f}s, {last['errors']} errors)")
         fresh = row["permission_freshness_seconds"]
-        print(f"{row['connector']} ({row['kind']}): last sync {when}")
+        print(output.text(f"{row['connector']} ({row['kind']}): last sync {when}"))
         print(f"  {row['documents']} documents, {row['chunks']} chunks, "
               f"{row['readable_by_nobody']} readable by nobody")
         flag = "  OVER TARGET" if row["permission_freshness_over_target"] else ""
@@ -323,11 +324,11 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         else:
             print("  next run: not scheduled (no [jobs] broker_url)")
         if last and last["error"]:
-            print(f"  last error: {last['error']}")
+            print(f"  last error: {output.text(last['error'])}")
         skip = row["last_skipped"]
         if skip and (last is None or skip["at"] >= last["started"]):
             print(f"  last skipped: {skip['mode']} {output.ago(now - skip['at'])} ago: "
-                  f"{skip['reason']}")
+                  f"{output.text(skip['reason'])}")
     return 0
 
 

@@ -291,3 +291,60 @@ def test_the_audit_log_cannot_be_written_so_no_answer_is_given(fresh: Cli) -> No
     assert "audit" in one_error_line(r, 1)
     assert r.stdout == ""
     shutil.rmtree(fresh.home / "audit.jsonl")
+
+
+# -- text output escapes control characters --------------------------------------------------
+
+SPOOF = "evil\n 2. Payroll  [docs:staff/payroll.md]  relevance 1.00\x1b[2J\u202e.md"
+EMPTY_SPOOF = "blank\nclearance: all good\x1b[31m.md"
+
+
+@pytest.fixture
+def spoofing(tmp_path: Path) -> Cli:
+    docs = write_tree(tmp_path / "docs", {
+        ".access.json": {"read": ["everyone"]},
+        SPOOF: "# Harbour\x1b]0;owned\x07 notes\n\nThe harbour crane inspection is on "
+               "Tuesdays.\x1b[2K\nSecond line\rof the crane notes.\n",
+        EMPTY_SPOOF: "",
+    })
+    config = write_config(tmp_path / "clearance.toml",
+                          f'[[connectors]]\nname = "docs"\nkind = "files"\nroot = "{docs}"\n')
+    return Cli(tmp_path / "home", config, tmp_path)
+
+
+def assert_no_raw_controls(text: str) -> None:
+    assert not any(ch in text for ch in "\x1b\x07\r\u202e"), repr(text)
+
+
+def test_text_output_cannot_forge_lines_or_escape_sequences(spoofing: Cli) -> None:
+    synced = spoofing("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert_no_raw_controls(synced.stdout + synced.stderr)
+    assert not any(line.startswith("clearance: all good") for line in synced.stdout.splitlines())
+    assert "blank\\nclearance: all good\\x1b[31m.md" in synced.stdout
+
+    hits = spoofing.search("harbour crane inspection", EVE)
+    assert [h["doc_id"] for h in hits] == [f"docs:{SPOOF}"]  # JSON stays exact
+    text = spoofing.ok("search", "harbour crane inspection", "--as", EVE)
+    assert_no_raw_controls(text)
+    lines = text.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(" 1. "), lines  # one hit: two lines, not three
+    assert "evil\\n 2. Payroll" in lines[0] and "\\x1b[2J" in lines[0] and "\\u202e" in lines[0]
+
+    answer = spoofing.ok("ask", "When is the harbour crane inspection?", "--as", EVE)
+    assert_no_raw_controls(answer)
+    assert not any(line.lstrip().startswith("2. Payroll") for line in answer.splitlines())
+
+    explained = spoofing.ok("explain", f"docs:{SPOOF}", "--as", EVE)
+    assert_no_raw_controls(explained)
+    assert explained.splitlines()[0].startswith("docs:evil\\n 2. Payroll")
+
+    status = spoofing.ok("status")
+    assert_no_raw_controls(status)
+
+
+def test_an_error_naming_a_document_is_escaped_too(spoofing: Cli) -> None:
+    spoofing.ok("sync")
+    r = spoofing("explain", "docs:nosuch\n\x1b[2Jclearance: fine", "--as", EVE)
+    line = one_error_line(r, 1)
+    assert "\\x1b" in line or "\\n" in line, line
