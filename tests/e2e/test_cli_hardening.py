@@ -348,3 +348,40 @@ def test_an_error_naming_a_document_is_escaped_too(spoofing: Cli) -> None:
     r = spoofing("explain", "docs:nosuch\n\x1b[2Jclearance: fine", "--as", EVE)
     line = one_error_line(r, 1)
     assert "\\x1b" in line or "\\n" in line, line
+
+
+# -- sections that are parsed but not built yet ------------------------------------------------
+
+UNBUILT = {
+    "[guardrails]": ('[guardrails]\nblocked_words = ["secret"]\n',
+                     "[guardrails] is not supported yet"),
+    "[web]": ('[web]\nport = 8080\n', "[web] is not supported yet"),
+    "[web] empty": ('[web]\n', "[web] is not supported yet"),
+    "[slack]": ('[slack]\nbot_token_env = "SLACK_BOT_TOKEN"\n', "[slack] is not supported yet"),
+    "[teams]": ('[teams]\napp_id = "x"\n', "[teams] is not supported yet"),
+    "bedrock": ('[llm]\nprovider = "bedrock"\nmodel_id = "m"\n',
+                "[llm] provider 'bedrock' is not supported yet"),
+    "openai": ('[llm]\nprovider = "openai"\n', "[llm] provider 'openai' is not supported yet"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNBUILT))
+@pytest.mark.parametrize("command", [["status"], ["search", "payroll", "--as", ADA], ["sync"]])
+def test_unbuilt_sections_are_a_config_error_at_load(tmp_path: Path, case: str,
+                                                     command: list[str]) -> None:
+    docs = write_tree(tmp_path / "docs", TREE)
+    body, expected = UNBUILT[case]
+    config = write_config(tmp_path / "clearance.toml",
+                          f'{body}\n[[connectors]]\nname = "docs"\nkind = "files"\n'
+                          f'root = "{docs}"\n')
+    r = Cli(tmp_path / "home", config, tmp_path)(*command)
+    assert expected in one_error_line(r, 2)
+    assert not (tmp_path / "home" / "index.sqlite3").exists()  # refused before anything ran
+
+
+def test_the_extractive_provider_is_still_accepted(tmp_path: Path) -> None:
+    docs = write_tree(tmp_path / "docs", TREE)
+    config = write_config(tmp_path / "clearance.toml",
+                          f'[llm]\nprovider = "extractive"\n\n[[connectors]]\nname = "docs"\n'
+                          f'kind = "files"\nroot = "{docs}"\n')
+    Cli(tmp_path / "home", config, tmp_path).ok("status")
