@@ -21,7 +21,7 @@ from auth.identity import explain
 from core.errors import ClearanceError, UnknownDocument, UsageError
 from core.settings import load_settings
 from indexer.locks import connector_lock
-from indexer.sync import SyncReport, last_run_key
+from indexer.sync import Mode, SyncReport, last_run_key
 
 T = TypeVar("T")
 
@@ -252,7 +252,7 @@ def cmd_explain(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def _schedule_status(rt: Runtime, cfg: Any, runs: dict[str, Any],
+def _schedule_status(rt: Runtime, cfg: Any, runs: dict[Mode, Any],
                      now: float) -> dict[str, dict[str, Any]]:
     """Each scheduled mode's spec and next run; empty when no broker (nothing is scheduled)."""
     if not rt.settings.file.jobs.broker_url:
@@ -272,8 +272,8 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
 
     now = time.time()
     target = rt.settings.file.jobs.permission_freshness_target
-    modes = ("full", "incremental", "permissions", "groups", "prune")
-    rows = []
+    modes: tuple[Mode, ...] = ("full", "incremental", "permissions", "groups", "prune")
+    rows: list[dict[str, Any]] = []
     for cfg in rt.settings.file.connectors:
         stats = rt.store.stats(cfg.name)
         runs = {m: rt.store.get_state(last_run_key(cfg.name, m)) for m in modes}
