@@ -206,6 +206,7 @@ COMMANDS = {
     "explain": ["explain", "docs:staff/payroll.md", "--as", ADA],
     "status": ["status"],
     "sync": ["sync"],
+    "demo": ["demo"],
 }
 
 
@@ -214,11 +215,12 @@ COMMANDS = {
 def test_a_damaged_index_fails_closed_with_one_line_on_every_command(
         fresh: Cli, how: str, command: str) -> None:
     damage(fresh.home / "index.sqlite3", how)
-    r = fresh(*COMMANDS[command])
+    r = (fresh.raw("--home", str(fresh.home), "demo") if command == "demo"
+         else fresh(*COMMANDS[command]))
     line = one_error_line(r, 1)
     assert "index" in line and "damaged" in line, line
     assert "Salaries" not in r.stdout and "payroll.md" not in r.stdout  # nothing half-read
-    if command != "sync":
+    if command not in ("sync", "demo"):  # those print what they start before the index fails
         assert r.stdout == ""
 
 
@@ -286,7 +288,7 @@ def test_a_full_disk_during_sync_is_one_line_and_keeps_the_last_good_index(
 
 
 def test_the_audit_log_cannot_be_written_so_no_answer_is_given(fresh: Cli) -> None:
-    (fresh.home / "audit.jsonl").mkdir()
+    (fresh.home / "audit.jsonl").mkdir(mode=0o700)
     r = fresh("ask", "When are salaries paid?", "--as", ADA)
     assert "audit" in one_error_line(r, 1)
     assert r.stdout == ""
@@ -385,3 +387,45 @@ def test_the_extractive_provider_is_still_accepted(tmp_path: Path) -> None:
                           f'[llm]\nprovider = "extractive"\n\n[[connectors]]\nname = "docs"\n'
                           f'kind = "files"\nroot = "{docs}"\n')
     Cli(tmp_path / "home", config, tmp_path).ok("status")
+
+
+# -- search and explain are audited like ask ---------------------------------------------------
+
+def test_search_is_audited_with_who_principals_hits_and_latency(fresh: Cli) -> None:
+    hits = fresh.search("payroll salaries", ADA)
+    record = audit(fresh.home)[-1]
+    assert record["action"] == "search" and record["email"] == ADA
+    assert record["question"] == "payroll salaries"
+    assert "group:team" in " ".join(record["principals"]) and "everyone" in record["principals"]
+    assert record["hits"] == [h["doc_id"] for h in hits]
+    assert isinstance(record["latency_ms"], float) and record["latency_ms"] >= 0
+
+
+def test_a_search_that_finds_nothing_readable_is_audited_too(fresh: Cli) -> None:
+    hits = fresh.search("team ships release June", EVE)
+    assert "docs:team/plan.md" not in {h["doc_id"] for h in hits}
+    record = audit(fresh.home)[-1]
+    assert record["action"] == "search" and record["email"] == EVE
+    assert "docs:team/plan.md" not in record["hits"]  # the audit records only what was shown
+
+
+def test_batch_search_audits_every_question(fresh: Cli) -> None:
+    before = len(audit(fresh.home))
+    fresh.ok("search", "--as", ADA, "--json", stdin="payroll\nlighthouse\ncafeteria\n")
+    records = audit(fresh.home)[before:]
+    assert [r["question"] for r in records] == ["payroll", "lighthouse", "cafeteria"]
+    assert {r["action"] for r in records} == {"search"}
+
+
+@pytest.mark.parametrize(("email", "doc", "allowed"), [
+    (ADA, "docs:team/plan.md", True),
+    (EVE, "docs:team/plan.md", False),
+    (EVE, "docs:no/such.md", None),
+])
+def test_explain_is_audited_with_the_decision(fresh: Cli, email: str, doc: str,
+                                              allowed: bool | None) -> None:
+    fresh("explain", doc, "--as", email)
+    record = audit(fresh.home)[-1]
+    assert record["action"] == "explain" and record["email"] == email
+    assert record["doc_id"] == doc and record["allowed"] is allowed
+    assert f"user:{email}" in record["principals"]
