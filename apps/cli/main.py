@@ -240,10 +240,10 @@ def cmd_explain(rt: Runtime, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     doc = rt.store.document(args.doc_id)
     if doc is None:
-        rt.assistant.audit_explain(identity, args.doc_id, None, started)
+        rt.audit.explain(identity, args.doc_id, None, started)
         raise UnknownDocument(f"no document {args.doc_id!r} in the index")
     decision = explain(doc.acl, identity)
-    rt.assistant.audit_explain(identity, doc.doc_id, decision.allowed, started)
+    rt.audit.explain(identity, doc.doc_id, decision.allowed, started)
     if args.json:
         output.print_json({"doc_id": doc.doc_id, "email": identity.email, **decision.to_json()})
     else:

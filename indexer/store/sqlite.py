@@ -158,7 +158,10 @@ def _check_size(path: Path) -> None:
     pages = int.from_bytes(header[28:32], "big")
     # The header's page count is valid only when it was written with the change counter.
     valid = header[24:28] == header[92:96]
-    if valid and size < pages * page_size:
+    # A non-empty WAL may hold a checkpoint cut short by a crash: SQLite replays it on open.
+    wal = Path(f"{path}-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    if valid and not pending and size < pages * page_size:
         raise StoreError(f"the index {path} is damaged (truncated: {size} of "
                          f"{pages * page_size} bytes); move it away and run `clearance sync` "
                          "to rebuild it")
