@@ -392,7 +392,16 @@ COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    make_private_by_default()
+    import os
+
+    umask = make_private_by_default()
+    try:
+        return _main(argv)
+    finally:
+        os.umask(umask)  # an in-process caller (tests, an embedding app) gets its own back
+
+
+def _main(argv: Sequence[str] | None) -> int:
     verbose = False
     try:
         args = build_parser().parse_args(argv)

@@ -190,3 +190,13 @@ def test_nasty_argv_through_the_console_script(workspace: tuple[Path, Path],
     err = r.stderr.decode(errors="replace")
     assert_user_facing(r.returncode, err)
     assert b"\x1b" not in r.stderr and b"\x1b" not in r.stdout
+
+
+def test_in_process_main_gives_the_callers_umask_back(workspace: tuple[Path, Path]) -> None:
+    home, config = workspace
+    old = os.umask(0o022)
+    try:
+        main(["--home", str(home), "status", "--config", str(config)])
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(old)
