@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assistant.answer import Assistant
+from assistant.audit import AuditLog
 from assistant.llm.base import LlmProvider
 from assistant.llm.extractive import ExtractiveAnswerer
 from auth.identity import CachedResolver, Identity
@@ -138,6 +139,9 @@ class Runtime:
         return create_app(self.settings)
 
     @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.settings.home / "audit.jsonl")
+
+    @cached_property
     def assistant(self) -> Assistant:
-        return Assistant(self.retriever, self.provider,
-                         audit_path=self.settings.home / "audit.jsonl")
+        return Assistant(self.retriever, self.provider, audit=self.audit)

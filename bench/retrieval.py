@@ -2,7 +2,8 @@
 
 Builds stores of 10k and 100k chunks (synthetic Zipf text, clustered unit vectors, a mix of
 ACL shapes), then times the same hybrid query (BM25 + dense, fused, grouped per document)
-with the caller's ACL filter inside both queries and without any filter. Prints p50/p95 and
+with the caller's ACL filter inside both queries and without any filter (bench/unfiltered.py:
+the store itself has no unfiltered query). Prints p50/p95 and
 the filtered/unfiltered ratio. Query embedding is timed separately (MiniLM, if installed).
 
     python -m bench.retrieval [--sizes 10000 100000] [--queries 300]
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.synthetic import TextGenerator, caller_principals, random_acl
+from bench.unfiltered import UnfilteredBaseline
 from core.acl import AclFilter
 from core.models import Chunk, Section, make_document
 from indexer.store.sqlite import SqliteStore
@@ -65,15 +67,16 @@ def timed(fn: Callable[[], object], runs: list[float]) -> None:
 def measure(store: SqliteStore, queries: list[tuple[str, np.ndarray]], acl: AclFilter,
             params: RetrievalParams) -> dict[str, float]:
     depth = params.candidates
+    # The store cannot search without an ACL; the baseline is bench's own copy of its queries.
+    baseline = UnfilteredBaseline(store.path, select=store._selective)
 
     def filtered(q: str, v: np.ndarray) -> object:
         return group_by_document(fuse(store.lexical(q, acl, depth), store.dense(v, acl, depth),
                                       params), params.k, 3, q)
 
     def unfiltered(q: str, v: np.ndarray) -> object:
-        return group_by_document(fuse(store._lexical(q, None, depth),
-                                      store._dense_search(v, None, depth), params),
-                                 params.k, 3, q)
+        return group_by_document(fuse(baseline.lexical(q, depth), baseline.dense(v, depth),
+                                      params), params.k, 3, q)
 
     for q, v in queries[:20]:  # warm caches (vector matrix load, page cache)
         filtered(q, v)
@@ -85,6 +88,7 @@ def measure(store: SqliteStore, queries: list[tuple[str, np.ndarray]], acl: AclF
         pair = [(filtered, f_runs), (unfiltered, u_runs)]
         for fn, runs in pair if i % 2 == 0 else pair[::-1]:
             timed(lambda fn=fn, q=q, v=v: fn(q, v), runs)  # type: ignore[misc]
+    baseline.close()
     return {
         "filtered_p50": percentile(f_runs, 50), "filtered_p95": percentile(f_runs, 95),
         "unfiltered_p50": percentile(u_runs, 50), "unfiltered_p95": percentile(u_runs, 95),

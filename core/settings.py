@@ -188,6 +188,24 @@ def _describe(err: ValidationError, path: Path) -> str:
     return f"{path}: {where}: {msg}"
 
 
+# Sections that parse but whose features are not built yet: a setting that silently does
+# nothing would mislead an administrator, so each is refused until its feature exists.
+UNSUPPORTED_SECTIONS = ("guardrails", "web", "slack", "teams")
+SUPPORTED_PROVIDERS = ("extractive",)
+
+
+def _refuse_unbuilt(raw: dict[str, Any], path: Path) -> None:
+    for name in UNSUPPORTED_SECTIONS:
+        if name in raw:
+            raise ConfigError(f"{path}: [{name}] is not supported yet (this build has no "
+                              f"{name} feature to apply it to); remove the section")
+    llm = raw.get("llm")
+    provider = llm.get("provider", "extractive") if isinstance(llm, dict) else "extractive"
+    if provider not in SUPPORTED_PROVIDERS:
+        raise ConfigError(f"{path}: [llm] provider {provider!r} is not supported yet "
+                          f"(available: {', '.join(SUPPORTED_PROVIDERS)})")
+
+
 def read_config_file(path: Path) -> FileConfig:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -197,6 +215,9 @@ def read_config_file(path: Path) -> FileConfig:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
+    _refuse_unbuilt(raw, path)
     try:
         return FileConfig.model_validate(raw)
     except ValidationError as exc:

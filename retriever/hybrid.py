@@ -66,10 +66,12 @@ def _convex(ranked: Sequence[tuple[list[ChunkHit], float]]) -> list[Passage]:
 
 
 def fuse(lexical: list[ChunkHit], dense: list[ChunkHit], params: RetrievalParams) -> list[Passage]:
+    # Single-retriever modes are min-max normalised too: a raw BM25 score carries the index's
+    # statistics, hidden documents included (bench/bm25_side_channel.py), and is never shown.
     if params.fusion == "bm25":
-        passages = [Passage(h, h.score) for h in lexical]
+        passages = _convex([(lexical, 1.0)])
     elif params.fusion == "dense":
-        passages = [Passage(h, h.score) for h in dense]
+        passages = _convex([(dense, 1.0)])
     elif params.fusion == "convex":
         passages = _convex([(lexical, 1 - params.dense_weight), (dense, params.dense_weight)])
     else:

@@ -15,14 +15,49 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from apps.cli import output
+from apps.home import make_private_by_default, tighten_home
 from apps.runtime import Runtime
 from auth.identity import Decision, explain
 from core.errors import ClearanceError, SyncLocked, UnknownDocument, UsageError
 from core.settings import load_settings
 from indexer.locks import connector_lock
-from indexer.sync import SyncReport, last_run_key, orphaned_connectors, prune_orphans
+from indexer.sync import Mode, SyncReport, last_run_key, orphaned_connectors, prune_orphans
 
 T = TypeVar("T")
+
+
+# Far above any useful page of results, far below SQLite's 64-bit LIMIT.
+MAX_K = 1000
+
+
+def _k(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise argparse.ArgumentTypeError(
+            f"must be at least 1 and at most {MAX_K}" if k > 0 else "must be at least 1")
+    return k
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Arguments with undecodable bytes (surrogate escapes from argv) are a usage error, before
+    any of them reaches the index, the identity store or the terminal."""
+    for name, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str | Path) and not _utf8(str(item)):
+                flag = {"query": "the question", "doc_id": "the document id",
+                        "as_email": "--as"}.get(name, f"--{name.replace('_', '-')}")
+                raise UsageError(f"{flag} is not valid UTF-8 (undecodable bytes)")
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(name, help)
         p.add_argument("query", nargs="?", help="omit to read one question per line from stdin")
         p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL")
-        p.add_argument("--k", type=int, default=None, help="documents to return")
+        p.add_argument("--k", type=_k, default=None,
+                       help=f"documents to return (ask: to answer from), 1 to {MAX_K}")
     p = command("explain", "say whether a person may read a document, and why")
     p.add_argument("doc_id")
     p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL")
@@ -110,7 +146,13 @@ def _questions(args: argparse.Namespace) -> list[str] | None:
         if not args.query.strip():
             raise UsageError("the question is empty")
         return None
-    return [line.strip() for line in sys.stdin if line.strip()]
+    try:
+        questions = [line.strip() for line in sys.stdin if line.strip()]
+    except UnicodeDecodeError:
+        questions = ["\udcff"]  # a strict stream: same verdict as a surrogate-escaped one
+    if not all(_utf8(q) for q in questions):
+        raise UsageError("standard input is not valid UTF-8 (undecodable bytes)")
+    return questions
 
 
 def cmd_sync_queue(rt: Runtime, args: argparse.Namespace) -> int:
@@ -161,7 +203,8 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
                 reports.append(SyncReport(**{k: v for k, v in last.items() if k != "duration"}))
             if exc.exit_code == 2:
                 raise  # a config mistake: main() prints it, once
-            print(f"clearance: sync of {connector.name!r} failed: {exc}", file=sys.stderr)
+            print(output.text(f"clearance: sync of {connector.name!r} failed: {exc}"),
+                  file=sys.stderr)
         finally:
             progress.done()
     # After a failure the store may be the problem: orphans wait for the next clean sync.
@@ -176,7 +219,7 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
                 print("  PARTIAL: part of the source could not be read; what could not be "
                       "confirmed is readable by nobody (see below)")
             for err in r.errors[:10]:
-                print(f"  skipped {err}")
+                print(f"  skipped {output.text(err)}")
             if r.error_count > 10:
                 print(f"  ... and {r.error_count - 10} more")
             for warning in r.warnings[:10]:
@@ -207,17 +250,13 @@ def _prune_orphans(rt: Runtime, mode: str) -> list[dict[str, Any]]:
 def cmd_search(rt: Runtime, args: argparse.Namespace) -> int:
     identity = rt.identity(args.as_email)
     k = args.k if args.k is not None else rt.settings.file.retrieval.k
-    if k < 1:
-        raise UsageError("--k must be at least 1")
-    from retriever.filters import acl_filter
-
-    return _each_question(args, lambda q: rt.retriever.search(q, acl_filter(identity), k),
+    return _each_question(args, lambda q: rt.assistant.search(q, identity, k),
                           output.hits_json, output.print_hits)
 
 
 def cmd_ask(rt: Runtime, args: argparse.Namespace) -> int:
     identity = rt.identity(args.as_email)
-    return _each_question(args, lambda q: rt.assistant.ask(q, identity),
+    return _each_question(args, lambda q: rt.assistant.ask(q, identity, k=args.k),
                           lambda answer: answer.to_json(), output.print_answer)
 
 
@@ -231,30 +270,33 @@ def _each_question(args: argparse.Namespace, run: Callable[[str], T],
             output.print_json(as_json(result))
         else:
             if batch is not None:
-                print(f"# {q}")
+                print(f"# {output.text(q)}")
             show(result)
     return 0
 
 
 def cmd_explain(rt: Runtime, args: argparse.Namespace) -> int:
     identity = rt.identity(args.as_email)
+    started = time.perf_counter()
     doc = rt.store.document(args.doc_id)
     if doc is None:
+        rt.audit.explain(identity, args.doc_id, None, started)
         raise UnknownDocument(f"no document {args.doc_id!r} in the index")
     if doc.connector not in rt.connector_names:
         decision = Decision(False, f"connector {doc.connector!r} is no longer configured: its "
                                    "documents are searched by nobody until a sync deletes them")
     else:
         decision = explain(doc.acl, identity.at(doc.connector))
+    rt.audit.explain(identity, doc.doc_id, decision.allowed, started)
     if args.json:
         output.print_json({"doc_id": doc.doc_id, "email": identity.email, **decision.to_json()})
     else:
-        print(f"{doc.doc_id} ({doc.title}) for {identity.email}:")
-        print("\n".join(decision.lines()))
+        print(output.text(f"{doc.doc_id} ({doc.title}) for {identity.email}:"))
+        print("\n".join(output.text(line) for line in decision.lines()))
     return 0
 
 
-def _schedule_status(rt: Runtime, cfg: Any, runs: dict[str, Any],
+def _schedule_status(rt: Runtime, cfg: Any, runs: dict[Mode, Any],
                      now: float) -> dict[str, dict[str, Any]]:
     """Each scheduled mode's spec and next run; empty when no broker (nothing is scheduled)."""
     if not rt.settings.file.jobs.broker_url:
@@ -310,7 +352,7 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
 
     now = time.time()
     target = rt.settings.file.jobs.permission_freshness_target
-    modes = ("full", "incremental", "permissions", "groups", "prune")
+    modes: tuple[Mode, ...] = ("full", "incremental", "permissions", "groups", "prune")
     store_problems: list[str] = getattr(rt.store, "problems", list)()
     rows: list[dict[str, Any]] = []
     for cfg in rt.settings.file.connectors:
@@ -361,7 +403,7 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             f"{last['documents']} documents, {last['duration']:.1f}s, {last['errors']} errors)"
             + (", interrupted and resumed" if last["resumed"] else ""))
         fresh = row["permission_freshness_seconds"]
-        print(f"{row['connector']} ({row['kind']}): last sync {when}")
+        print(output.text(f"{row['connector']} ({row['kind']}): last sync {when}"))
         print(f"  {row['documents']} documents, {row['chunks']} chunks, "
               f"{row['readable_by_nobody']} readable by nobody")
         flag = "  OVER TARGET" if row["permission_freshness_over_target"] else ""
@@ -383,11 +425,11 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
                   f"{output.ago(now - resume['started'])} ago stopped after "
                   f"{resume['documents']} documents; the next sync resumes from its checkpoint")
         if last and last["error"]:
-            print(f"  last error: {last['error']}")
+            print(f"  last error: {output.text(last['error'])}")
         skip = row["last_skipped"]
         if skip and (last is None or skip["at"] >= last["started"]):
             print(f"  last skipped: {skip['mode']} {output.ago(now - skip['at'])} ago: "
-                  f"{skip['reason']}")
+                  f"{output.text(skip['reason'])}")
     return 1 if failing else 0
 
 
@@ -452,23 +494,63 @@ COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": c
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    umask = make_private_by_default()
+    try:
+        return _main(argv)
+    finally:
+        os.umask(umask)  # an in-process caller (tests, an embedding app) gets its own back
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    verbose = False
     try:
         args = build_parser().parse_args(argv)
+        verbose = args.verbose
+        _check_text(args)
         _configure_logging(args.verbose)
         if args.command == "demo":
             settings = load_settings(args.home, None)
         else:
             settings = load_settings(args.home, args.config)
+        _private_home(settings.home)
         runtime = Runtime(settings, read_only=args.command in READ_ONLY)
         return COMMANDS[args.command](runtime, args)
     except ClearanceError as exc:
-        print(f"clearance: {exc}", file=sys.stderr)
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        print("clearance: interrupted", file=sys.stderr)
+        _error("interrupted")
         return 130
     except BrokenPipeError:
+        _quiet_stdout()
         return 1
+    except Exception as exc:  # a bug, not a user mistake: still one line, details with --verbose
+        if verbose:
+            logging.getLogger("clearance").exception("unexpected error")
+        _error(f"unexpected error ({type(exc).__name__}: {exc}); rerun with --verbose")
+        return 1
+
+
+def _private_home(home: Path) -> None:
+    """The state folder is its owner's only; what others could read is tightened, once, aloud."""
+    warning = tighten_home(home)
+    if warning:
+        _error(f"warning: {warning}")
+
+
+def _error(message: str) -> None:
+    print(f"clearance: {output.text(message)}", file=sys.stderr, flush=True)
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (`| head`): drop what is still buffered instead of a second error."""
+    import os
+    from contextlib import suppress
+
+    with suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from apps.runtime import Runtime
+from assistant.citations import Answer
+from auth.identity import Decision, explain
 from core.errors import UsageError
 from core.settings import CONFIG_NAME, load_settings
 
@@ -28,9 +33,67 @@ def write_demo_config(home: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Access:
+    """Whether one person may read one cited document, in the product's own explain words."""
+
+    email: str
+    decision: Decision
+
+    def line(self) -> str:
+        lines = self.decision.lines()
+        return f"{self.email}: " + "; ".join(x.strip() for x in lines)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A document cited to some of the people, with each person's access to it."""
+
+    question: str
+    doc_id: str
+    title: str
+    cited_to: tuple[str, ...]
+    access: tuple[Access, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"question": self.question, "doc_id": self.doc_id, "title": self.title,
+                "cited_to": list(self.cited_to),
+                "access": {a.email: a.decision.to_json() for a in self.access}}
+
+
+def explain_differences(rt: Runtime, question: str,
+                        answers: dict[str, Answer]) -> list[Difference]:
+    """For every document cited to anyone, who of the people may read it and by which gate,
+    from the stored ACL and each person's resolved identity (what `clearance explain` says)."""
+    cited: dict[str, list[str]] = {}
+    for email, answer in answers.items():
+        for c in answer.citations:
+            cited.setdefault(c.doc_id, [])
+            if email not in cited[c.doc_id]:
+                cited[c.doc_id].append(email)
+    out = []
+    for doc_id, emails in cited.items():
+        doc = rt.store.document(doc_id)
+        if doc is None:
+            continue
+        access = tuple(Access(email, explain(doc.acl, rt.identity(email).at(doc.connector)))
+                       for email in answers)
+        out.append(Difference(question, doc_id, doc.title, tuple(emails), access))
+    return out
+
+
+def _show(differences: list[Difference]) -> None:
+    from apps.cli import output
+
+    print("\nWhy the answers differ (clearance explain, for each cited document):")
+    for d in differences:
+        print(output.text(f"  {d.doc_id} ({d.title}), cited to {', '.join(d.cited_to)}:"))
+        for a in d.access:
+            print("    " + output.text(a.line()))
+
+
 def run_demo(home: Path, json_output: bool = False) -> int:
     from apps.cli import output
-    from apps.runtime import Runtime
     from indexer.locks import connector_lock
 
     config = write_demo_config(home)
@@ -46,18 +109,23 @@ def run_demo(home: Path, json_output: bool = False) -> int:
         progress.done()
     for report in reports:
         say(output.summary(report))
-    transcript = []
+    transcript: list[dict[str, Any]] = []
+    explanations: list[dict[str, Any]] = []
     for item in script["demo"]:
+        answers: dict[str, Answer] = {}
         for email in item["people"]:
-            answer = rt.assistant.ask(item["question"], rt.identity(email))
+            answer = answers[email] = rt.assistant.ask(item["question"], rt.identity(email))
             transcript.append({"question": item["question"], "as": email, **answer.to_json()})
             say(f"\n=== {item['question']}\n--- asked by {email}")
             if not json_output:
                 output.print_answer(answer)
-        if item.get("why"):
-            say(f"\n(why they differ: {item['why']})")
+        differences = explain_differences(rt, item["question"], answers)
+        explanations.extend(d.to_json() for d in differences)
+        if not json_output:
+            _show(differences)
     if json_output:
-        output.print_json({"syncs": [r.to_json() for r in reports], "answers": transcript})
+        output.print_json({"syncs": [r.to_json() for r in reports], "answers": transcript,
+                           "explanations": explanations})
     else:
         say(f"\nTry it yourself:\n  clearance --home {home} search \"expense approval limits\" "
             f"--as alice.chen@acme.example\n  clearance --home {home} explain "

@@ -10,12 +10,13 @@ changes the store's generation counters.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -118,21 +119,168 @@ class _DenseCache:
         self.matrix = np.zeros((0, 0), dtype=np.float32)
 
 
+PRIVATE = 0o600  # the index holds every chunk's text: its owner's only
+
+
+def _describe_error(path: Path, exc: BaseException) -> str:
+    """One line for a failed SQLite call, saying what the operator can do about it."""
+    msg = str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and any(
+            m in msg for m in ("malformed", "not a database", "corrupt")):
+        return (f"the index {path} is damaged ({msg}); move it away and run `clearance sync` "
+                "to rebuild it")
+    if "readonly" in msg or "read-only" in msg:
+        return f"the index {path} cannot be written ({msg})"
+    if "full" in msg:
+        return f"the index {path} is full ({msg}); free disk space and retry"
+    if "unable to open" in msg:
+        return f"cannot open the index {path} ({msg})"
+    if isinstance(exc, OverflowError):
+        return f"a number is out of the index's range ({msg})"
+    if isinstance(exc, UnicodeError):
+        return "a text value is not valid UTF-8 (undecodable bytes)"
+    return f"index {path}: {msg}"
+
+
+# Library errors a store call may raise; every one leaves the store as a StoreError.
+_SQLITE_ERRORS = (sqlite3.Error, OverflowError, UnicodeError)
+
+
+def _check_size(path: Path) -> None:
+    """A file shorter than its header says was truncated: refuse it before any query reads
+    part of it (SQLite would answer from the pages that are left)."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot open the index {path} ({exc.strerror})") from exc
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        if size:
+            raise StoreError(f"the index {path} is damaged (file is not a database); move it "
+                             "away and run `clearance sync` to rebuild it")
+        return
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is valid only when it was written with the change counter.
+    valid = header[24:28] == header[92:96]
+    # A non-empty WAL may hold a checkpoint cut short by a crash: SQLite replays it on open.
+    wal = Path(f"{path}-wal")
+    pending = wal.exists() and wal.stat().st_size > 0
+    if valid and not pending and size < pages * page_size:
+        raise StoreError(f"the index {path} is damaged (truncated: {size} of "
+                         f"{pages * page_size} bytes); move it away and run `clearance sync` "
+                         "to rebuild it")
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (or create) the index file private to its owner, with the schema in place."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the index folder {path.parent} "
+                         f"({exc.strerror})") from exc
+    _check_size(path)
+    old = os.umask(0o077)  # the file and its -wal/-shm are created 0600
+    try:
+        db = sqlite3.connect(os.fsencode(path), timeout=60.0, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            db.executescript(SCHEMA)
+            db.execute("SELECT COUNT(*) FROM meta").fetchone()
+        except BaseException:
+            db.close()
+            raise
+    except _SQLITE_ERRORS as exc:
+        raise StoreError(_describe_error(path, exc)) from exc
+    finally:
+        os.umask(old)
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        _make_private(name)
+    return db
+
+
+def _make_private(path: Path) -> None:
+    try:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, PRIVATE)
+    except OSError:
+        pass  # not there (no WAL yet), or not ours: the home folder's check reports it
+
+
+def _require_filter(acl: object) -> None:
+    """There is no query without the caller's ACL filter: anything else fails closed."""
+    if not isinstance(acl, AclFilter):
+        raise StoreError(f"a search needs the caller's ACL filter, got {type(acl).__name__}")
+
+
+class _Cursor:
+    """A cursor whose fetches translate library errors (rows are read lazily)."""
+
+    def __init__(self, cursor: sqlite3.Cursor, path: Path) -> None:
+        self._cursor = cursor
+        self._path = path
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    def fetchone(self) -> Any:
+        try:
+            return self._cursor.fetchone()
+        except _SQLITE_ERRORS as exc:
+            raise StoreError(_describe_error(self._path, exc)) from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return self._cursor.fetchall()
+        except _SQLITE_ERRORS as exc:
+            raise StoreError(_describe_error(self._path, exc)) from exc
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class _Connection:
+    """The store's boundary: every sqlite3 error leaves it as a StoreError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    def execute(self, sql: str, params: Any = ()) -> _Cursor:
+        try:
+            return _Cursor(self._db.execute(sql, params), self._path)
+        except _SQLITE_ERRORS as exc:
+            raise StoreError(_describe_error(self._path, exc)) from exc
+
+    def executemany(self, sql: str, rows: Iterable[Any]) -> _Cursor:
+        try:
+            return _Cursor(self._db.executemany(sql, rows), self._path)
+        except _SQLITE_ERRORS as exc:
+            raise StoreError(_describe_error(self._path, exc)) from exc
+
+    def close(self) -> None:
+        with suppress(sqlite3.Error):  # closing a damaged file: nothing left to protect
+            self._db.close()
+
+
 class SqliteStore:
     """Chunk, identity and state store in one SQLite file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(str(path), timeout=60.0, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open index {path}: {exc}") from exc
+        self._db = _Connection(_open(path), path)
         self._lock = threading.RLock()
         self._depth = 0
         self._dense = _DenseCache()
@@ -308,9 +456,6 @@ class SqliteStore:
                          (ids,))
 
     # -- queries ---------------------------------------------------------------------------
-    def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
-        return self._lexical(query, acl, limit)
-
     def _selective(self, terms: list[str]) -> list[str]:
         """The terms worth scoring (see COMMON_FRACTION); never empties a query."""
         gen = self._meta("vector_gen")
@@ -328,43 +473,36 @@ class SqliteStore:
         selective = [t for t in terms if self._df[t] < cap]
         return selective or terms
 
-    def _lexical(self, query: str, acl: AclFilter | None, limit: int) -> list[ChunkHit]:
+    def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
+        _require_filter(acl)
         with self._lock:
             match = fts_query(self._selective(query_terms(query)))
         if match is None or limit <= 0:
             return []
-        acl_clause = ("AND c.acl_id IN (SELECT value FROM json_each(:admitted))"
-                      if acl is not None else "")
         sql = (
             "SELECT c.chunk_id, -bm25(chunks_fts, 3.0, 2.0, 1.0) AS score "
             "FROM chunks_fts JOIN chunks c ON c.chunk_id = chunks_fts.rowid "
-            f"WHERE chunks_fts MATCH :match {acl_clause} ORDER BY score DESC LIMIT :limit"
+            "WHERE chunks_fts MATCH :match "
+            "AND c.acl_id IN (SELECT value FROM json_each(:admitted)) "
+            "ORDER BY score DESC LIMIT :limit"
         )
         with self._lock:
-            admitted = json.dumps(self.admitted_acl_ids(acl) if acl is not None else [])
-            try:
-                rows = self._db.execute(
-                    sql, {"admitted": admitted, "match": match, "limit": limit}).fetchall()
-            except sqlite3.OperationalError as exc:
-                raise StoreError(f"lexical query failed: {exc}") from exc
+            admitted = json.dumps(self.admitted_acl_ids(acl))
+            rows = self._db.execute(
+                sql, {"admitted": admitted, "match": match, "limit": limit}).fetchall()
             return self._hits([(int(r[0]), float(r[1])) for r in rows])
 
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter, limit: int) -> list[ChunkHit]:
-        return self._dense_search(vector, acl, limit)
-
-    def _dense_search(self, vector: npt.NDArray[np.float32], acl: AclFilter | None,
-                      limit: int) -> list[ChunkHit]:
+        _require_filter(acl)
         with self._lock:
             vector = np.asarray(vector, dtype=np.float32)
             cache = self._dense_matrix(len(vector))
             if len(cache.chunk_ids) == 0 or limit <= 0:
                 return []
-            scores = cache.matrix @ vector
-            if acl is not None:
-                admitted = np.zeros(int(cache.acl_ids.max()) + 1, dtype=bool)
-                ids = [i for i in self.admitted_acl_ids(acl) if i < len(admitted)]
-                admitted[ids] = True
-                scores = np.where(admitted[cache.acl_ids], scores, -np.inf)
+            admitted = np.zeros(int(cache.acl_ids.max()) + 1, dtype=bool)
+            ids = [i for i in self.admitted_acl_ids(acl) if i < len(admitted)]
+            admitted[ids] = True
+            scores = np.where(admitted[cache.acl_ids], cache.matrix @ vector, -np.inf)
             allowed = int(np.isfinite(scores).sum())
             take = min(limit, allowed)
             if take == 0:

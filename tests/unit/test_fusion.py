@@ -39,3 +39,14 @@ def test_bm25_and_dense_alone_keep_their_own_order() -> None:
 
     assert order("bm25") == [1, 2]
     assert order("dense") == [3, 1]
+
+
+@pytest.mark.parametrize("fusion", ["convex", "bm25", "dense"])
+def test_the_score_shown_is_normalised_never_a_raw_bm25_value(fusion: str) -> None:
+    # Raw BM25 carries the index's statistics, unreadable documents included.
+    lexical = [hit(1, 17.25), hit(2, 11.5), hit(3, 4.0)]
+    dense = [hit(2, 0.7), hit(3, 0.2)]
+    fused = fuse(lexical, dense, RetrievalParams(fusion=fusion))  # type: ignore[arg-type]
+    scores = [p.score for p in fused]
+    assert all(0.0 <= s <= 1.0 for s in scores), scores
+    assert not {17.25, 11.5, 4.0} & set(scores)
