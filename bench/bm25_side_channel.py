@@ -30,7 +30,7 @@ from retriever.hybrid import RetrievalParams, Retriever
 
 TERM = "zeppelin"  # the probed term: rare in the readable corpus
 OTHER = "budget"  # a second query term, common in the readable corpus
-READER = AclFilter(frozenset({"everyone", "user:reader@example.org"}))
+READER = AclFilter({"bench": {"everyone", "user:reader@example.org"}})
 PUBLIC = Acl.single(["everyone"])
 HIDDEN = Acl.single(["group:board"])
 

@@ -114,7 +114,7 @@ class Tenant:
     def may_read(self, email: str, doc_id: str) -> bool:
         doc = self.store.document(doc_id)
         assert doc is not None, doc_id
-        return doc.acl.allows(resolve(self.store, email).principals)
+        return doc.acl.allows(resolve(self.store, email).at(doc.connector).principals)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from indexer.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.integration
 
-EVERYONE = AclFilter(frozenset({"everyone"}))
+EVERYONE = AclFilter({"d": {"everyone"}})
 
 
 def add(store: SqliteStore, doc_id: str, text: str, acl: Acl | None = None) -> None:
