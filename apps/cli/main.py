@@ -12,15 +12,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from apps.cli import output
 from apps.runtime import Runtime
 from auth.identity import explain
 from core.errors import ClearanceError, UnknownDocument, UsageError
 from core.settings import load_settings
-from indexer.locks import connector_lock
 from indexer.sync import SyncReport, last_run_key
+
+if TYPE_CHECKING:
+    from indexer.locks import SyncLock, Trigger
 
 T = TypeVar("T")
 
@@ -115,43 +117,83 @@ def _questions(args: argparse.Namespace) -> list[str] | None:
 
 def cmd_sync_queue(rt: Runtime, args: argparse.Namespace) -> int:
     from indexer.jobs.app import enqueue
+    from indexer.locks import cli_holder
 
     names = [c.name for c in rt.connectors(args.connector)]
-    queued = enqueue(rt.jobs, rt.settings, names, args.mode)
+    queued = enqueue(rt.jobs, rt.settings, names, args.mode, cli_holder("sync --queue"))
     if args.json:
         output.print_json({"queued": queued})
     else:
         for q in queued:
-            print(f"queued {q['mode']} sync of {q['connector']!r}: task {q['task_id']}")
+            if q["merged_into"]:
+                print(f"{q['mode']} sync of {q['connector']!r} "
+                      f"{q['merged_into']['message']}")
+            else:
+                print(f"queued {q['mode']} sync of {q['connector']!r}: task {q['task_id']}")
     return 0
 
 
+def _run_in_process(rt: Runtime, lock: SyncLock, connector: Any, mode: str,
+                    reports: list[SyncReport]) -> None:
+    """One sync here under the connector's SyncLock, then what was merged into it meanwhile."""
+    from indexer.jobs.records import record_merged
+    from indexer.locks import cli_holder, exclusive, mode_name
+
+    holder = cli_holder("sync")
+    modes = {"full": "full_sync", "incremental": "incremental_sync",
+             "permissions": "permission_sync", "groups": "group_sync", "prune": "prune"}
+
+    def run(m: str, progress: output.TerminalProgress) -> SyncReport:
+        try:
+            report: SyncReport = getattr(rt.pipeline(progress), modes[m])(connector)
+            return report
+        finally:
+            progress.done()
+
+    def run_merged(trigger: Trigger) -> None:
+        if trigger.mode not in modes:
+            return
+        print(f"running the {mode_name(trigger.mode)} of {connector.name!r} merged into this "
+              f"one (requested by {trigger.requested_by})", file=sys.stderr)
+        report = None
+        try:
+            report = run(trigger.mode, output.TerminalProgress())
+            reports.append(report)
+        finally:
+            record_merged(rt.store, connector.name, trigger, mode, holder, report)
+
+    with exclusive(lock, connector.name, mode, holder, run_merged):
+        reports.append(run(mode, output.TerminalProgress()))
+
+
 def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
+    from indexer.locks import SyncBusy, sync_lock
+
     if args.queue:
         return cmd_sync_queue(rt, args)
     reports: list[SyncReport] = []
     failed = False
+    lock = sync_lock(rt.settings)
     for connector in rt.connectors(args.connector):
-        progress = output.TerminalProgress()
-        pipeline = rt.pipeline(progress)
-        run = {"full": pipeline.full_sync, "incremental": pipeline.incremental_sync,
-               "permissions": pipeline.permission_sync, "groups": pipeline.group_sync,
-               "prune": pipeline.prune}[args.mode]
         started = time.time()
         try:
-            with connector_lock(rt.settings.home, connector.name):
-                reports.append(run(connector))
+            _run_in_process(rt, lock, connector, args.mode, reports)
+        except SyncBusy as busy:
+            if not busy.merged:
+                failed = True
+                print(f"clearance: sync of {connector.name!r} failed: {busy}", file=sys.stderr)
+            else:
+                print(f"{args.mode} sync of {connector.name!r} {busy}")
         except ClearanceError as exc:
             failed = True
             last = rt.store.get_state(last_run_key(connector.name, args.mode))
             # Only this invocation's run: a sync locked out ran nothing of its own.
-            if last and last.get("status") == "failed" and (last.get("finished") or 0) >= started:
+            if (last and last.get("status") == "failed" and (last.get("finished") or 0) >= started
+                    and all(r.run_id != last.get("run_id") for r in reports)):
                 reports.append(SyncReport(**{k: v for k, v in last.items() if k != "duration"}))
             if exc.exit_code == 2:
                 raise  # a config mistake: main() prints it, once
             print(f"clearance: sync of {connector.name!r} failed: {exc}", file=sys.stderr)
-        finally:
-            progress.done()
     if args.json:
         output.print_json({"syncs": [r.to_json() for r in reports]})
     else:
@@ -225,9 +267,58 @@ def _schedule_status(rt: Runtime, cfg: Any, runs: dict[str, Any],
                                              started).items()}
 
 
+def _jobs_status(rt: Runtime, connector: str, modes: Sequence[str],
+                 problems: list[str]) -> dict[str, Any]:
+    """The connector's running sync and merged triggers (from the SyncLock), and the last
+    trigger that was merged into a running sync and ran after it. A lock that cannot be read
+    adds one line to `problems` (status then exits 1)."""
+    from indexer.jobs.records import merged_key
+    from indexer.locks import LockUnavailable, sync_lock
+
+    merged = [r for r in (rt.store.get_state(merged_key(connector, m)) for m in modes) if r]
+    out: dict[str, Any] = {
+        "running": None, "pending": [],
+        "last_merged": max(merged, key=lambda r: r["requested_at"], default=None)}
+    lock = sync_lock(rt.settings)
+    try:
+        running, pending = lock.running(connector)
+    except LockUnavailable as exc:
+        if str(exc) not in problems:
+            problems.append(str(exc))
+        return out
+    finally:
+        close = getattr(lock, "close", None)
+        if callable(close):
+            close()
+    if running is not None:
+        out["running"] = {"mode": running.mode, "holder": running.holder}
+    out["pending"] = [t.to_json() for t in pending]
+    return out
+
+
+def _print_jobs_status(row: dict[str, Any], now: float) -> None:
+    from indexer.locks import mode_name
+
+    if row.get("running"):
+        print(f"  running now: {mode_name(row['running']['mode'])} ({row['running']['holder']})")
+    for t in row.get("pending") or []:
+        print(f"  merged, runs right after it: {mode_name(t['mode'])} "
+              f"(requested {output.ago(max(0.0, now - t['requested_at']))} ago "
+              f"by {t['requested_by']})")
+    merged = row.get("last_merged")
+    if merged:
+        ran, into = merged["ran"], merged["merged_into"]
+        print(f"  last merged: {mode_name(merged['mode'])} requested "
+              f"{output.ago(max(0.0, now - merged['requested_at']))} ago by "
+              f"{merged['requested_by']}, merged into the {mode_name(into['mode'])}"
+              f" ({into['holder']}), ran right after it: "
+              f"{'failed' if ran is None else ran['status']}")
+
+
 def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     from indexer.jobs.records import skipped_key
 
+    problems: list[str] = []
     now = time.time()
     target = rt.settings.file.jobs.permission_freshness_target
     modes = ("full", "incremental", "permissions", "groups", "prune")
@@ -255,10 +346,11 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "permission_freshness_over_target": freshness is not None and freshness > target,
             "next_run": min((s["next_run"] for s in schedules.values()), default=None),
             "schedules": schedules, "schedule": cfg.schedule,
+            **_jobs_status(rt, cfg.name, modes, problems),
         })
     if args.json:
         output.print_json({"connectors": rows})
-        return 0
+        return _status_problems(problems)
     if not rows:
         print("No connectors configured.")
     for row in rows:
@@ -287,7 +379,14 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         if skip and (last is None or skip["at"] >= last["started"]):
             print(f"  last skipped: {skip['mode']} {output.ago(now - skip['at'])} ago: "
                   f"{skip['reason']}")
-    return 0
+        _print_jobs_status(row, now)
+    return _status_problems(problems)
+
+
+def _status_problems(problems: list[str]) -> int:
+    for line in problems:
+        print(f"clearance: {line}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
@@ -295,6 +394,8 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     import socket
 
     from indexer.jobs import tasks
+    from indexer.jobs.app import install_log_redaction
+    from indexer.jobs.lock import deployment_queue
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
@@ -303,32 +404,52 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     settings = rt.settings
     tasks.serve(lambda: Runtime(settings))
     _configure_logging(True)
+    install_log_redaction(settings)
     logging.getLogger("clearance").propagate = False  # Celery's root handler would repeat it
     name = args.name or f"clearance-{os.getpid()}@{socket.gethostname()}"
     concurrency = 1 if args.pool == "solo" else args.concurrency
     app.worker_main(["worker", f"--pool={args.pool}", f"--concurrency={concurrency}",
-                     f"--queues={settings.file.jobs.queue}", f"--hostname={name}",
+                     f"--queues={deployment_queue(settings)}", f"--hostname={name}",
                      f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle"])
     return 0
 
 
 def cmd_beat(rt: Runtime, args: argparse.Namespace) -> int:
+    from indexer.jobs.app import install_log_redaction
+
     rt.connectors()
     app = rt.jobs
+    install_log_redaction(rt.settings)
     rt.settings.home.mkdir(parents=True, exist_ok=True)
     app.Beat(schedule=str(rt.settings.home / "beat-schedule"), loglevel=args.loglevel).run()
     return 0
 
 
 def cmd_reindex(rt: Runtime, args: argparse.Namespace) -> int:
-    from contextlib import ExitStack
-
+    from indexer.jobs.records import record_merged
+    from indexer.locks import cli_holder, holding_all, mode_name, sync_lock
     from indexer.store.opensearch import reindex
 
-    # No sync may write while the index is copied: hold every connector's lock.
-    with ExitStack() as locks:
-        for cfg in rt.settings.file.connectors:
-            locks.enter_context(connector_lock(rt.settings.home, cfg.name))
+    holder = cli_holder("reindex")
+    connectors = {c.name: c for c in rt.connectors()} if rt.settings.file.connectors else {}
+    runs = {"full": "full_sync", "incremental": "incremental_sync",
+            "permissions": "permission_sync", "groups": "group_sync", "prune": "prune"}
+
+    def run_merged(name: str, trigger: Trigger) -> None:
+        # A trigger that met the reindex runs here, on the new index, before the lock is let go.
+        if trigger.mode not in runs or name not in connectors:
+            return
+        print(f"running the {mode_name(trigger.mode)} of {name!r} merged into the reindex "
+              f"(requested by {trigger.requested_by})", file=sys.stderr)
+        report = None
+        try:
+            report = getattr(rt.pipeline(), runs[trigger.mode])(connectors[name])
+        finally:
+            record_merged(rt.store, name, trigger, "reindex", holder, report)
+
+    # No sync may write while the index is copied: hold every connector's SyncLock (the Redis
+    # lease with a broker, so a worker's sync on another host waits too).
+    with holding_all(sync_lock(rt.settings), list(connectors), "reindex", holder, run_merged):
         result = reindex(rt.store, args.dimension)
     if args.json:
         output.print_json(result.to_json())

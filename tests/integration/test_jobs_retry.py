@@ -23,7 +23,8 @@ from core.settings import FileConfig, Settings
 from indexer.embedding.hashing import HashingEmbedder
 from indexer.jobs import tasks
 from indexer.jobs.app import create_app
-from indexer.jobs.lock import ConnectorLease, LeaseLost, lock_key
+from indexer.jobs.lock import LeaseLost, RedisSyncLock, deployment_queue, lock_key
+from indexer.locks import SyncBusy
 from indexer.jobs.testing import RedisServer, wait_for
 from indexer.store.sqlite import SqliteStore
 from indexer.sync import Pipeline, Progress
@@ -109,7 +110,7 @@ def test_transient_errors_are_retried_with_doubling_delays(
     first, second = retry_delays(caplog)
     assert 8 <= first <= 12 and 16 <= second <= 24  # 10 s, then 20 s, each ±20%
     client = redis.Redis.from_url(server.url)
-    assert client.exists(lock_key("clearance", "docs")) == 0
+    assert client.exists(lock_key(deployment_queue(dep.settings), "docs")) == 0
     client.close()
 
 
@@ -134,19 +135,21 @@ def test_a_lease_taken_over_by_someone_else_is_lost_and_never_released_by_us(
         deployment: tuple[FakeDeployment, RedisServer]) -> None:
     _, server = deployment
     client = redis.Redis.from_url(server.url)
-    key = lock_key("clearance", "other")
-    lease = ConnectorLease(client, key, 1.0, "task-a")
+    lock = RedisSyncLock(client, "q", 1.0)
+    key = lock_key("q", "other")
     try:
-        assert lease.acquire()
-        assert not ConnectorLease(client, key, 1.0, "task-b").acquire()
+        lease = lock.acquire("other", "full", "task a")
+        with pytest.raises(SyncBusy, match=r"already running: full sync \(task a\)"):
+            lock.acquire("other", "full", "task b", merge=False)
         time.sleep(0.5)
         lease.ensure_held()  # renewed: still ours
         client.set(key, "task-b/1234")  # e.g. our lease lapsed and another worker took it
-        wait_for(lambda: lease._lost, 5, "the renewal thread to notice")
+        wait_for(lambda: getattr(lease, "_lost", None), 5, "the renewal thread to notice")
         with pytest.raises(LeaseLost):
             lease.ensure_held()
         lease.release()
+        with pytest.raises(LeaseLost):
+            lease.finish()
         assert client.get(key) == b"task-b/1234"
     finally:
-        lease.release()
         client.close()
