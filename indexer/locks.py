@@ -66,7 +66,9 @@ class SyncBusy(SyncLocked):
         self.running, self.mode, self.merged = running, mode, merged
         what = f"the running {mode_name(running.mode)} of {running.connector!r} ({running.holder})"
         if merged:
-            super().__init__(f"merged into {what}: a {mode_name(mode)} runs right after it")
+            article = "an" if mode_name(mode)[0] in "aeiou" else "a"
+            super().__init__(f"merged into {what}: {article} {mode_name(mode)} runs right "
+                             "after it")
         else:
             super().__init__(f"a sync of connector {running.connector!r} is already running: "
                              f"{mode_name(running.mode)} ({running.holder})")

@@ -126,8 +126,7 @@ def cmd_sync_queue(rt: Runtime, args: argparse.Namespace) -> int:
     else:
         for q in queued:
             if q["merged_into"]:
-                print(f"{q['mode']} sync of {q['connector']!r} "
-                      f"{q['merged_into']['message']}")
+                print(q["merged_into"]["message"])
             else:
                 print(f"queued {q['mode']} sync of {q['connector']!r}: task {q['task_id']}")
     return 0
@@ -183,7 +182,7 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
                 failed = True
                 print(f"clearance: sync of {connector.name!r} failed: {busy}", file=sys.stderr)
             else:
-                print(f"{args.mode} sync of {connector.name!r} {busy}")
+                print(busy)
         except ClearanceError as exc:
             failed = True
             last = rt.store.get_state(last_run_key(connector.name, args.mode))

@@ -24,8 +24,8 @@ from indexer.embedding.hashing import HashingEmbedder
 from indexer.jobs import tasks
 from indexer.jobs.app import create_app
 from indexer.jobs.lock import LeaseLost, RedisSyncLock, deployment_queue, lock_key
-from indexer.locks import SyncBusy
 from indexer.jobs.testing import RedisServer, wait_for
+from indexer.locks import SyncBusy
 from indexer.store.sqlite import SqliteStore
 from indexer.sync import Pipeline, Progress
 from tests.conftest import write_tree
