@@ -22,6 +22,7 @@ import pytest
 from core.errors import ConfigError, StoreError
 from core.settings import StoreSettings
 from indexer.store.opensearch_client import Backoff, Cluster, make_client
+from tests.support import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +118,7 @@ def test_a_wrong_store_section_is_a_config_error(keys: dict[str, str], environ: 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> dict[str, Path]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a test CA")
+        unavailable("openssl is not installed: cannot make a test CA")
     files = {n: tmp_path / f"{n}.pem" for n in ("ca", "ca-key", "server", "server-key", "csr")}
     ext = tmp_path / "san.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1\n")
