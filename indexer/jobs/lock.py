@@ -93,7 +93,8 @@ def deployment_queue(settings: Settings) -> str:
         return jobs.queue
     store = settings.file.store
     if store.kind == "opensearch":
-        where, name = f"{store.url}\0{store.index_prefix}", store.index_prefix
+        url = (store.url or "").strip().rstrip("/").lower()  # one cluster, however it is spelled
+        where, name = f"{url}\0{store.index_prefix}", store.index_prefix
     else:
         where, name = str(settings.home), "clearance"
     return f"{name}.{hashlib.sha256(where.encode()).hexdigest()[:10]}"

@@ -82,7 +82,11 @@ def test_a_permission_trigger_during_a_worker_full_sync_runs_right_after_it(
         revoke_bob(root)
         trigger = dep.clearance("sync", "--queue", "--mode", "permissions")
         assert trigger.returncode == 0, trigger.stderr
+        during = dep.clearance("status")
         assert dep.state("sync:docs:full:last") is None, "the full sync ended before the trigger"
+        assert during.returncode == 0, during.stderr
+        assert f"running now: full sync (task {full_task})" in during.stdout, during.stdout
+        assert "merged, runs right after it: permission sync (requested " in during.stdout
         assert trigger.stdout.strip() == (
             f"merged into the running full sync of 'docs' "
             f"(task {full_task}): a permission sync runs right after it"), trigger.stdout

@@ -172,7 +172,8 @@ def test_each_deployment_has_its_own_queue_unless_one_is_set(tmp_path: Path) -> 
     assert deployment_queue(a) == deployment_queue(settings(tmp_path / "a"))
     os = {"kind": "opensearch", "url": "https://search:9200"}
     one = settings(tmp_path / "host1", store={**os, "index_prefix": "acme"})
-    two = settings(tmp_path / "host2", store={**os, "index_prefix": "acme"})
+    two = settings(tmp_path / "host2", store={**os, "url": "https://Search:9200/",
+                                              "index_prefix": "acme"})
     other = settings(tmp_path / "host1", store={**os, "index_prefix": "globex"})
     assert deployment_queue(one) == deployment_queue(two)  # one deployment on two hosts
     assert deployment_queue(one).startswith("acme.") and deployment_queue(one) != deployment_queue(
