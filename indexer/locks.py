@@ -215,7 +215,7 @@ def _give_back(held: Held, todo: list[Trigger]) -> None:
     try:
         held.restore(todo)
     except LockUnavailable as exc:
-        log.error("lock.triggers_lost", extra={"connector": held.connector, "reason": str(exc),
+        log.warning("lock.triggers_lost", extra={"connector": held.connector, "reason": str(exc),
                                                "modes": [t.mode for t in todo]})
     _quiet_release(held)
 
@@ -245,7 +245,7 @@ def exclusive_held(held: Held, run_merged: Callable[[Trigger], None]) -> Iterato
 
 @contextmanager
 def holding_all(lock: SyncLock, connectors: list[str], mode: str, holder: str,
-                run_merged: Callable[[str, Trigger], None]) -> Iterator[list[Held]]:
+                run_merged: Callable[[Held, Trigger], None]) -> Iterator[list[Held]]:
     """Every connector's lock at once (reindex), never merging this caller's own trigger; on the
     way out each connector's merged triggers run, then its lock is released."""
     held: list[Held] = []
@@ -259,7 +259,7 @@ def holding_all(lock: SyncLock, connectors: list[str], mode: str, holder: str,
         raise
     for i, h in enumerate(held):
         try:
-            drain(h, functools.partial(run_merged, h.connector))
+            drain(h, functools.partial(run_merged, h))
         except BaseException:
             for rest in held[i + 1:]:
                 _quiet_release(rest)
@@ -270,7 +270,7 @@ def _quiet_release(held: Held) -> None:
     try:
         held.release()
     except LockUnavailable as exc:
-        log.error("lock.release_failed", extra={"connector": held.connector, "reason": str(exc)})
+        log.warning("lock.release_failed", extra={"connector": held.connector, "reason": str(exc)})
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from core.settings import load_settings
 from indexer.sync import SyncReport, last_run_key
 
 if TYPE_CHECKING:
-    from indexer.locks import SyncLock, Trigger
+    from indexer.locks import Held, SyncLock, Trigger
 
 T = TypeVar("T")
 
@@ -136,15 +136,23 @@ def _run_in_process(rt: Runtime, lock: SyncLock, connector: Any, mode: str,
                     reports: list[SyncReport]) -> None:
     """One sync here under the connector's SyncLock, then what was merged into it meanwhile."""
     from indexer.jobs.records import record_merged
-    from indexer.locks import cli_holder, exclusive, mode_name
+    from indexer.locks import cli_holder, exclusive_held, mode_name
 
     holder = cli_holder("sync")
     modes = {"full": "full_sync", "incremental": "incremental_sync",
              "permissions": "permission_sync", "groups": "group_sync", "prune": "prune"}
 
-    def run(m: str, progress: output.TerminalProgress) -> SyncReport:
+    held = lock.acquire(connector.name, mode, holder)
+
+    def run(m: str) -> SyncReport:
+        progress = output.TerminalProgress()
+
+        def step(report: SyncReport) -> None:
+            progress(report)
+            held.ensure_held()  # a sync that lost its lock stops at its last checkpoint
+
         try:
-            report: SyncReport = getattr(rt.pipeline(progress), modes[m])(connector)
+            report: SyncReport = getattr(rt.pipeline(step), modes[m])(connector)
             return report
         finally:
             progress.done()
@@ -156,13 +164,13 @@ def _run_in_process(rt: Runtime, lock: SyncLock, connector: Any, mode: str,
               f"one (requested by {trigger.requested_by})", file=sys.stderr)
         report = None
         try:
-            report = run(trigger.mode, output.TerminalProgress())
+            report = run(trigger.mode)
             reports.append(report)
         finally:
             record_merged(rt.store, connector.name, trigger, mode, holder, report)
 
-    with exclusive(lock, connector.name, mode, holder, run_merged):
-        reports.append(run(mode, output.TerminalProgress()))
+    with exclusive_held(held, run_merged):
+        reports.append(run(mode))
 
 
 def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
@@ -434,15 +442,17 @@ def cmd_reindex(rt: Runtime, args: argparse.Namespace) -> int:
     runs = {"full": "full_sync", "incremental": "incremental_sync",
             "permissions": "permission_sync", "groups": "group_sync", "prune": "prune"}
 
-    def run_merged(name: str, trigger: Trigger) -> None:
+    def run_merged(held: Held, trigger: Trigger) -> None:
         # A trigger that met the reindex runs here, on the new index, before the lock is let go.
+        name = held.connector
         if trigger.mode not in runs or name not in connectors:
             return
         print(f"running the {mode_name(trigger.mode)} of {name!r} merged into the reindex "
               f"(requested by {trigger.requested_by})", file=sys.stderr)
         report = None
         try:
-            report = getattr(rt.pipeline(), runs[trigger.mode])(connectors[name])
+            pipeline = rt.pipeline(lambda report: held.ensure_held())
+            report = getattr(pipeline, runs[trigger.mode])(connectors[name])
         finally:
             record_merged(rt.store, name, trigger, "reindex", holder, report)
 

@@ -188,3 +188,29 @@ def test_reindex_refuses_while_a_worker_sync_holds_the_lease(
         assert report["status"] == "ok"
     finally:
         dep.close()
+
+
+def test_redis_lost_during_an_in_process_sync_stops_it_with_one_line(
+        tmp_path: Path, server: RedisServer) -> None:
+    root = company(tmp_path / "docs")
+    dep = JobsDeployment(tmp_path / "deploy", server.url, root, page_size=2,
+                         jobs={"lock_lease_seconds": 1})
+    here = subprocess.Popen([*clearance_command(), "sync"], env=dep.env_all(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: dep.state(CHECKPOINT), 120, "the in-process sync to start", 0.01)
+        server.stop()  # the lease can no longer be renewed: the sync must not go on without it
+        _out, err = here.communicate(timeout=300)
+    finally:
+        if here.poll() is None:
+            here.kill()
+            here.wait()
+        dep.close()
+    assert here.returncode == 1
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("clearance: sync of 'docs' failed: "), err
+    assert "sync lock" in lines[0]
+    report = dep.state("sync:docs:full:last")
+    assert report["status"] == "failed" and report["documents"] < 300
+    assert dep.state(CHECKPOINT) is not None  # the next run resumes from where it stopped

@@ -131,7 +131,7 @@ def test_reindex_holds_every_connector_and_refuses_while_one_runs(client: redis.
     running.release()
     ran: list[tuple[str, str]] = []
     with holding_all(lock, ["a", "b"], "reindex", "cli reindex",
-                     lambda n, t: ran.append((n, t.mode))):
+                     lambda h, t: ran.append((h.connector, t.mode))):
         with pytest.raises(SyncBusy) as busy:
             lock.acquire("b", "permissions", "task x")
         assert busy.value.merged and "the running reindex of" in str(busy.value)
