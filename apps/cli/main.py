@@ -22,6 +22,7 @@ from core.settings import load_settings
 from indexer.sync import SyncReport, last_run_key
 
 if TYPE_CHECKING:
+    from indexer.jobs.runner import LockedRuns
     from indexer.locks import Held, SyncLock, Trigger
 
 T = TypeVar("T")
@@ -132,59 +133,40 @@ def cmd_sync_queue(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_in_process(rt: Runtime, lock: SyncLock, connector: Any, mode: str,
-                    reports: list[SyncReport]) -> None:
+def _run_in_process(rt: Runtime, lock: SyncLock, connector: Any, mode: Any,
+                    runs: LockedRuns) -> None:
     """One sync here under the connector's SyncLock, then what was merged into it meanwhile."""
-    from indexer.jobs.records import record_merged
-    from indexer.locks import cli_holder, exclusive_held, mode_name
+    from indexer.jobs.runner import run_exclusive
+    from indexer.locks import cli_holder, mode_name
 
-    holder = cli_holder("sync")
-    modes = {"full": "full_sync", "incremental": "incremental_sync",
-             "permissions": "permission_sync", "groups": "group_sync", "prune": "prune"}
+    progress = output.TerminalProgress()
 
-    held = lock.acquire(connector.name, mode, holder)
-
-    def run(m: str) -> SyncReport:
-        progress = output.TerminalProgress()
-
-        def step(report: SyncReport) -> None:
-            progress(report)
-            held.ensure_held()  # a sync that lost its lock stops at its last checkpoint
-
-        try:
-            report: SyncReport = getattr(rt.pipeline(step), modes[m])(connector)
-            return report
-        finally:
-            progress.done()
-
-    def run_merged(trigger: Trigger) -> None:
-        if trigger.mode not in modes:
-            return
+    def announce(trigger: Trigger) -> None:
+        progress.done()
         print(f"running the {mode_name(trigger.mode)} of {connector.name!r} merged into this "
               f"one (requested by {trigger.requested_by})", file=sys.stderr)
-        report = None
-        try:
-            report = run(trigger.mode)
-            reports.append(report)
-        finally:
-            record_merged(rt.store, connector.name, trigger, mode, holder, report)
 
-    with exclusive_held(held, run_merged):
-        reports.append(run(mode))
+    try:
+        run_exclusive(lock, rt.store, rt.pipeline, connector, mode, cli_holder("sync"),
+                      progress=progress, announce=announce, into=runs)
+    finally:
+        progress.done()
 
 
 def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
-    from indexer.locks import SyncBusy, sync_lock
+    from indexer.jobs.runner import LockedRuns
+    from indexer.locks import SyncBusy, mode_name, sync_lock
 
     if args.queue:
         return cmd_sync_queue(rt, args)
-    reports: list[SyncReport] = []
+    runs = LockedRuns()
+    reports = runs.reports
     failed = False
     lock = sync_lock(rt.settings)
     for connector in rt.connectors(args.connector):
         started = time.time()
         try:
-            _run_in_process(rt, lock, connector, args.mode, reports)
+            _run_in_process(rt, lock, connector, args.mode, runs)
         except SyncBusy as busy:
             if not busy.merged:
                 failed = True
@@ -201,6 +183,10 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
             if exc.exit_code == 2:
                 raise  # a config mistake: main() prints it, once
             print(f"clearance: sync of {connector.name!r} failed: {exc}", file=sys.stderr)
+    for trigger, error in runs.failed:
+        failed = True
+        print(f"clearance: the {mode_name(trigger.mode)} merged into this one failed: {error}",
+              file=sys.stderr)
     if args.json:
         output.print_json({"syncs": [r.to_json() for r in reports]})
     else:

@@ -13,7 +13,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from celery import Celery, Task
 from celery.signals import task_revoked
@@ -21,9 +21,9 @@ from celery.signals import task_revoked
 from connectors.base import Connector
 from core.errors import ClearanceError, ConfigError, SourceUnavailable
 from core.settings import JobsSettings, Settings
-from indexer.jobs.lock import LeaseLost
-from indexer.jobs.records import note_gave_up, record_merged, record_skipped
-from indexer.locks import Held, SyncBusy, SyncLock, Trigger, exclusive_held, sync_lock
+from indexer.jobs.records import note_gave_up, record_skipped
+from indexer.jobs.runner import run_exclusive
+from indexer.locks import SyncBusy, SyncLock, sync_lock
 from indexer.sync import Mode, Pipeline, Progress, Store, SyncReport, last_run_key
 
 log = logging.getLogger("clearance.jobs")
@@ -37,15 +37,6 @@ TASK_MODES: dict[str, Mode] = {
     "clearance.prune": "prune",
 }
 MODE_TASKS: dict[Mode, str] = {mode: name for name, mode in TASK_MODES.items()}
-RUNS: dict[Mode, Callable[[Pipeline, Connector], SyncReport]] = {
-    "full": Pipeline.full_sync,
-    "incremental": Pipeline.incremental_sync,
-    "permissions": Pipeline.permission_sync,
-    "groups": Pipeline.group_sync,
-    "prune": Pipeline.prune,
-}
-
-
 class Deployment(Protocol):
     """What a worker needs of one deployment (apps.runtime.Runtime is one)."""
 
@@ -108,7 +99,7 @@ def _run_locked(task: Task, lock: SyncLock, dep: Deployment, connector: Connecto
                 holder: str, waited: bool) -> dict[str, Any]:
     jobs, name = dep.settings.file.jobs, connector.name
     try:
-        held = lock.acquire(name, mode, holder)
+        runs = run_exclusive(lock, dep.store, dep.pipeline, connector, mode, holder)
     except SyncBusy as busy:
         if busy.running.holder == holder and not waited:
             # Redelivered while the lease of this same task's earlier delivery (a worker that
@@ -120,10 +111,6 @@ def _run_locked(task: Task, lock: SyncLock, dep: Deployment, connector: Connecto
                                            "into": busy.running.holder})
             return {"connector": name, "mode": mode, "status": "merged", "error": str(busy)}
         return _summary(record_skipped(dep.store, name, mode, str(busy)))
-    try:
-        with exclusive_held(held, merged_runner(dep, connector, mode, holder, held)):
-            pipeline = dep.pipeline(lambda report: held.ensure_held())
-            return _summary(RUNS[mode](pipeline, connector))
     except SourceUnavailable as exc:
         retries = task.request.retries
         if retries >= jobs.max_retries:
@@ -133,28 +120,7 @@ def _run_locked(task: Task, lock: SyncLock, dep: Deployment, connector: Connecto
         log.warning("sync.retry", extra={"connector": name, "mode": mode,
                                          "in_seconds": delay, "reason": str(exc)})
         raise task.retry(exc=exc, countdown=delay, max_retries=jobs.max_retries) from exc
-
-
-def merged_runner(dep: Deployment, connector: Connector, into_mode: Mode, holder: str,
-                  held: Held) -> Callable[[Trigger], None]:
-    """Runs a trigger merged into this task's sync, under the same lease, and records it."""
-    def run(trigger: Trigger) -> None:
-        mode = cast(Mode, trigger.mode)
-        if mode not in RUNS:
-            log.error("sync.merged_unknown_mode", extra={"mode": mode})
-            return
-        pipeline = dep.pipeline(lambda report: held.ensure_held())
-        try:
-            report = RUNS[mode](pipeline, connector)
-        except LeaseLost:
-            raise
-        except ClearanceError as exc:  # the pipeline recorded the failed run
-            log.error("sync.merged_failed", extra={"connector": connector.name, "mode": mode,
-                                                   "reason": str(exc)})
-            report = None
-        record_merged(dep.store, connector.name, trigger, into_mode, holder, report)
-
-    return run
+    return _summary(runs.reports[0])
 
 
 def _close(lock: SyncLock) -> None:
