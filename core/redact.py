@@ -92,7 +92,11 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_handlers(logger: logging.Logger, known: Iterable[str | None] = ()) -> None:
-    """Put one RedactingFilter on each of `logger`'s handlers (once)."""
+    """One RedactingFilter on each of `logger`'s handlers, knowing the secrets of `known`."""
+    secrets = [k for k in known if k]
     for handler in logger.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter(known))
+        present = [f for f in handler.filters if isinstance(f, RedactingFilter)]
+        if present:
+            present[0].known.extend(k for k in secrets if k not in present[0].known)
+        else:
+            handler.addFilter(RedactingFilter(secrets))

@@ -18,6 +18,7 @@ from apps.cli import output
 from apps.runtime import Runtime
 from auth.identity import explain
 from core.errors import ClearanceError, UnknownDocument, UsageError
+from core.redact import RedactingFilter
 from core.settings import load_settings
 from indexer.sync import SyncReport, last_run_key
 
@@ -101,6 +102,7 @@ def _configure_logging(verbose: bool) -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Json())
+    handler.addFilter(RedactingFilter())  # no URL credentials in any log line
     root = logging.getLogger("clearance")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.ERROR)

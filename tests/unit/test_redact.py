@@ -78,3 +78,21 @@ def test_the_log_filter_redacts_message_arguments_extras_and_tracebacks() -> Non
     assert len(records) == 2
     assert all("hidden99" not in r for r in records), records
     assert "redis://:***@h:1/0" in records[0] and "rediss://u:***@h:2/0" in records[1]
+
+
+def test_redacting_handlers_twice_adds_the_known_secrets_to_the_one_filter() -> None:
+    from core.redact import redact_handlers
+
+    logger = logging.getLogger("clearance.test.redact2")
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+    try:
+        redact_handlers(logger, ["redis://:pw12345@h/0", None])
+        redact_handlers(logger, ["redis://:pw12345@h/0"])
+        filters = [f for f in handler.filters if isinstance(f, RedactingFilter)]
+        assert len(filters) == 1 and filters[0].known == ["redis://:pw12345@h/0"]
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "AUTH pw12345", None, None)
+        assert filters[0].filter(record) and record.getMessage() == "AUTH ***"
+    finally:
+        logger.removeHandler(handler)
