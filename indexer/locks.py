@@ -169,7 +169,13 @@ class FileSyncLock:
                            str(data.get("holder", "another process on this home")))
 
     def running(self, connector: str) -> tuple[RunningSync | None, list[Trigger]]:
-        fd = self._open(connector)
+        try:  # read-only: `status` creates nothing in the home
+            fd = os.open(self.lock_dir / f"{connector}.lock", os.O_RDONLY)
+        except FileNotFoundError:
+            return None, []
+        except OSError as exc:
+            raise LockUnavailable(f"cannot read the sync lock of {connector!r} in "
+                                  f"{self.lock_dir}: {exc.strerror}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

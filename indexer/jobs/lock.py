@@ -30,7 +30,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
-from core.errors import SyncError
+from core.errors import ConfigError, SyncError
 from core.redact import redact_text, redact_url
 from core.settings import Settings
 from indexer.locks import Held, LockUnavailable, RunningSync, SyncBusy, Trigger
@@ -126,12 +126,12 @@ def _running(connector: str, value: Any) -> RunningSync:
 def _triggers(flat: list[Any]) -> list[Trigger]:
     out = []
     for mode, raw in zip(flat[::2], flat[1::2], strict=True):
-        try:
+        try:  # a damaged entry still runs its mode: a trigger is never dropped
             data = json.loads(_text(raw))
-        except ValueError:
-            data = {}
-        out.append(Trigger(_text(mode), str(data.get("requested_by", "?")),
-                           float(data.get("requested_at", 0.0))))
+            at = float(data.get("requested_at", 0.0))
+        except (ValueError, TypeError, AttributeError):
+            data, at = {}, 0.0
+        out.append(Trigger(_text(mode), str(data.get("requested_by", "?")), at))
     return sorted(out, key=lambda t: t.requested_at)
 
 
@@ -217,10 +217,9 @@ class RedisSyncLock:
         try:
             client = redis.Redis.from_url(jobs.broker_url, socket_connect_timeout=5,
                                           socket_timeout=10)
-        except ValueError as exc:
-            raise LockUnavailable(f"cannot use the broker URL {redact_url(jobs.broker_url)} "
-                                  f"for the sync lock: {redact_text(str(exc), [jobs.broker_url])}"
-                                  ) from None
+        except ValueError as exc:  # not a Redis URL: the config is wrong (exit 2)
+            raise ConfigError(f"[jobs] broker_url {redact_url(jobs.broker_url)}: "
+                              f"{redact_text(str(exc), [jobs.broker_url])}") from None
         return cls(client, deployment_queue(settings), jobs.lock_lease_seconds, jobs.broker_url)
 
     def clean(self, exc: BaseException) -> str:

@@ -81,3 +81,13 @@ def test_worker_and_beat_logs_never_carry_the_password(
     text = log.read_text(errors="replace")
     assert PASSWORD not in text, text[-3000:]
     assert "Traceback" not in text
+
+
+def test_a_broker_url_that_is_not_redis_is_a_config_error_without_its_password(
+        tmp_path: Path) -> None:
+    root = write_tree(tmp_path / "docs", {"a.md": "# A\n"})
+    dep = JobsDeployment(tmp_path / "deploy", f"http://admin:{PASSWORD}@127.0.0.1:1/0", root)
+    for args in (("sync",), ("sync", "--queue"), ("status",)):
+        run = dep.clearance(*args, timeout=60)
+        assert run.returncode == 2, (args, run.stderr)
+        assert "broker_url http://admin:***@127.0.0.1:1/0" in one_line_error(run)

@@ -179,3 +179,19 @@ def test_each_deployment_has_its_own_queue_unless_one_is_set(tmp_path: Path) -> 
     assert deployment_queue(one).startswith("acme.") and deployment_queue(one) != deployment_queue(
         other)
     assert deployment_queue(settings(tmp_path / "a", {"queue": "clearance"})) == "clearance"
+
+
+def test_reading_the_file_lock_creates_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert FileSyncLock(home).running("docs") == (None, [])
+    assert not home.exists()
+
+
+def test_a_damaged_trigger_entry_still_runs_its_mode(client: redis.Redis) -> None:
+    lock = RedisSyncLock(client, "q", 5.0)
+    held = lock.acquire("docs", "full", "task one")
+    client.hset(pending_key("q", "docs"), mapping={"permissions": "not json",
+                                                   "prune": '["a list"]',
+                                                   "groups": '{"requested_at": "soon"}'})
+    assert sorted(t.mode for t in held.finish()) == ["groups", "permissions", "prune"]
+    assert held.finish() == []
