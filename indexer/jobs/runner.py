@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from connectors.base import Connector
-from core.errors import ClearanceError
+from core.errors import ClearanceError, SourceUnavailable
 from indexer.jobs.lock import LeaseLost
 from indexer.jobs.records import record_merged
-from indexer.locks import Held, SyncLock, Trigger, exclusive_held
+from indexer.locks import Held, LockUnavailable, SyncLock, Trigger, exclusive_held
 from indexer.store.base import StateStore
 from indexer.sync import Mode, Pipeline, Progress, SyncReport
 
@@ -46,6 +46,7 @@ def run_exclusive(lock: SyncLock, store: StateStore,
     each merged trigger under the same lock. `into` collects the runs even when one raises."""
     runs = into if into is not None else LockedRuns()
     held = lock.acquire(connector.name, mode, holder)
+    transient: list[Trigger] = []
 
     def step(report: SyncReport) -> None:
         if progress is not None:
@@ -69,14 +70,26 @@ def run_exclusive(lock: SyncLock, store: StateStore,
             log.error("sync.merged_failed", extra={"connector": connector.name,
                                                    "mode": trigger.mode, "reason": str(exc)})
             runs.failed.append((trigger, exc))
+            if isinstance(exc, SourceUnavailable):
+                transient.append(trigger)
         finally:
             record_merged(store, connector.name, trigger, mode, holder, report)
 
-    with exclusive_held(held, run_merged):
-        runs.reports.append(RUNS[mode](make_pipeline(step), connector))
+    try:
+        with exclusive_held(held, run_merged):
+            runs.reports.append(RUNS[mode](make_pipeline(step), connector))
+    finally:
+        _keep_for_next_holder(held, transient)
     return runs
 
 
-def ensure_held_step(held: Held) -> Progress:
-    """A pipeline progress callback that stops a sync whose lock was lost."""
-    return lambda report: held.ensure_held()
+def _keep_for_next_holder(held: Held, transient: list[Trigger]) -> None:
+    """A merged run that met a transient source error waits beside the lock again, for the next
+    holder (a worker's retry of this task, say): a revocation is retried, not dropped."""
+    if not transient:
+        return
+    try:
+        held.restore(transient)
+    except LockUnavailable as exc:
+        log.error("lock.triggers_lost", extra={"connector": held.connector, "reason": str(exc),
+                                               "modes": [t.mode for t in transient]})

@@ -23,7 +23,13 @@ from core.settings import FileConfig, Settings
 from indexer.embedding.hashing import HashingEmbedder
 from indexer.jobs import tasks
 from indexer.jobs.app import create_app
-from indexer.jobs.lock import LeaseLost, RedisSyncLock, deployment_queue, lock_key
+from indexer.jobs.lock import (
+    LeaseLost,
+    RedisSyncLock,
+    deployment_queue,
+    lock_key,
+    pending_key,
+)
 from indexer.jobs.testing import RedisServer, wait_for
 from indexer.locks import SyncBusy
 from indexer.store.sqlite import SqliteStore
@@ -40,6 +46,7 @@ class FlakySource:
         self.inner = inner
         self.name, self.kind = inner.name, inner.kind
         self.outages = 0
+        self.permission_outages = 0
 
     def documents(self, checkpoint: str | None = None) -> Iterator[DocumentPage]:
         if self.outages > 0:
@@ -48,6 +55,9 @@ class FlakySource:
         return self.inner.documents(checkpoint)
 
     def permissions(self, checkpoint: str | None = None) -> Iterator[PermissionPage]:
+        if self.permission_outages > 0:
+            self.permission_outages -= 1
+            raise SourceUnavailable("429 Too Many Requests (Retry-After exhausted)")
         return self.inner.permissions(checkpoint)
 
     def identities(self) -> IdentitySnapshot:
@@ -151,5 +161,34 @@ def test_a_lease_taken_over_by_someone_else_is_lost_and_never_released_by_us(
         with pytest.raises(LeaseLost):
             lease.finish()
         assert client.get(key) == b"task-b/1234"
+    finally:
+        client.close()
+
+
+def test_a_merged_revocation_that_meets_a_source_outage_waits_for_the_next_holder(
+        deployment: tuple[FakeDeployment, RedisServer]) -> None:
+    dep, server = deployment
+    client = redis.Redis.from_url(server.url)
+    queue = deployment_queue(dep.settings)
+    lock = RedisSyncLock(client, queue, 5.0)
+    try:
+        # A permission trigger merged into a sync whose holder then died waits beside the lease.
+        lock.acquire("docs", "full", "task dead").release()
+        client.hset(pending_key(queue, "docs"), "permissions",
+                    '{"requested_by": "cli revoke", "requested_at": 1.0}')
+        dep.source.permission_outages = 1
+        first = run_full_sync(dep)
+        assert first.successful() and first.result["status"] == "ok", first.traceback
+        assert dep.store.get_state("sync:docs:permissions:last")["status"] == "failed"
+        merged = dep.store.get_state("sync:docs:permissions:merged")
+        assert merged["ran"] is None and merged["requested_by"] == "cli revoke"
+        _, pending = lock.running("docs")
+        assert [t.requested_by for t in pending] == ["cli revoke"]  # not dropped
+
+        second = run_full_sync(dep)  # the next holder runs it, the source is back
+        assert second.successful(), second.traceback
+        assert dep.store.get_state("sync:docs:permissions:last")["status"] == "ok"
+        assert dep.store.get_state("sync:docs:permissions:merged")["ran"]["status"] == "ok"
+        assert client.exists(pending_key(queue, "docs"), lock_key(queue, "docs")) == 0
     finally:
         client.close()
