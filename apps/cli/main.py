@@ -163,6 +163,7 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
         return cmd_sync_queue(rt, args)
     runs = LockedRuns()
     reports = runs.reports
+    merged: list[dict[str, Any]] = []  # triggers handed to a sync already running elsewhere
     failed = False
     lock = sync_lock(rt.settings)
     for connector in rt.connectors(args.connector):
@@ -174,7 +175,12 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
                 failed = True
                 print(f"clearance: sync of {connector.name!r} failed: {busy}", file=sys.stderr)
             else:
-                print(busy)
+                merged.append({"connector": connector.name, "mode": args.mode,
+                               "merged_into": {"mode": busy.running.mode,
+                                               "holder": busy.running.holder,
+                                               "message": str(busy)}})
+                if not args.json:
+                    print(busy)
         except ClearanceError as exc:
             failed = True
             last = rt.store.get_state(last_run_key(connector.name, args.mode))
@@ -190,7 +196,7 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
         print(f"clearance: the {mode_name(trigger.mode)} merged into this one failed: {error}",
               file=sys.stderr)
     if args.json:
-        output.print_json({"syncs": [r.to_json() for r in reports]})
+        output.print_json({"syncs": [r.to_json() for r in reports], "merged": merged})
     else:
         for r in reports:
             print(output.summary(r))

@@ -141,6 +141,10 @@ def test_an_in_process_sync_and_a_worker_sync_never_run_at_once(
                      60, "the worker to merge its trigger")
             second = dep.clearance("sync", "--mode", "incremental")
             assert second.returncode == 0, second.stderr
+            as_json = dep.clearance("sync", "--mode", "incremental", "--json")
+            assert as_json.returncode == 0, as_json.stderr
+            body = json.loads(as_json.stdout)  # JSON only, even when merged
+            assert body["syncs"] == [] and body["merged"][0]["merged_into"]["mode"] == "full"
             assert "merged into the running full sync of 'docs' (`clearance sync` pid " \
                 in second.stdout and "an incremental sync runs right after it" in second.stdout
             _out, err = here.communicate(timeout=300)
