@@ -176,9 +176,9 @@ class ConnectorLease:
 
     def finish(self) -> list[Trigger]:
         self.ensure_held()
-        reply = self._lock.call(_FINISH, [self.key, pending_key(self._lock.queue,
-                                                                self.connector)],
-                                [self.token, self._lock.lease_ms], f"release {self.connector!r}")
+        pending = pending_key(self._lock.queue, self.connector)
+        reply = self._lock.call(_FINISH, [self.key, pending], [self.token, self._lock.lease_ms],
+                                f"release the {self.connector!r}")
         if int(reply[0]) == 2:
             self._renewed_at = time.monotonic()
             return _triggers(list(reply[1:]))
@@ -194,7 +194,7 @@ class ConnectorLease:
 
     def release(self) -> None:
         self._stop_renewing()
-        self._lock.call(_RELEASE, [self.key], [self.token], f"release {self.connector!r}")
+        self._lock.call(_RELEASE, [self.key], [self.token], f"release the {self.connector!r}")
 
     def _stop_renewing(self) -> None:
         self._stop.set()

@@ -195,3 +195,21 @@ def test_a_damaged_trigger_entry_still_runs_its_mode(client: redis.Redis) -> Non
                                                    "groups": '{"requested_at": "soon"}'})
     assert sorted(t.mode for t in held.finish()) == ["groups", "permissions", "prune"]
     assert held.finish() == []
+
+
+def test_redis_gone_at_release_is_one_line_and_the_lease_simply_expires(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis-2").start()
+    url = server.url.replace("redis://", "redis://:Hunter2pw@")  # no auth on it: ignored
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=2)
+    lock = RedisSyncLock(client, "q", 30.0, url=url)
+    held = lock.acquire("docs", "full", "cli")
+    server.stop()
+    try:
+        for step in (held.finish, held.release):
+            with pytest.raises(LockUnavailable) as err:
+                step()
+            message = str(err.value)
+            assert message.startswith("cannot release the 'docs' sync lock at redis://:***@")
+            assert "Hunter2pw" not in message and "\n" not in message
+    finally:
+        client.close()
