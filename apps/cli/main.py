@@ -196,7 +196,9 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
         print(f"clearance: the {mode_name(trigger.mode)} merged into this one failed: {error}",
               file=sys.stderr)
     if args.json:
-        output.print_json({"syncs": [r.to_json() for r in reports], "merged": merged})
+        # "merged" only when a trigger went to a running sync: otherwise the shape is unchanged
+        output.print_json({"syncs": [r.to_json() for r in reports],
+                           **({"merged": merged} if merged else {})})
     else:
         for r in reports:
             print(output.summary(r))
