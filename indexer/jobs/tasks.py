@@ -1,7 +1,8 @@
 """The Celery tasks: each runs the same Pipeline function as `clearance sync` does in-process.
 
-A task takes the connector's Redis lease (and the embedded file lock of its home, which keeps it
-apart from an in-process sync); a trigger that finds either held is recorded as skipped. A
+A task takes the connector's SyncLock (the Redis lease, which an in-process `clearance sync` of
+the same deployment takes too); a trigger that finds it held is merged and runs right after the
+holder's sync, under the same lease (indexer.locks.drain). A
 source that is down (SourceUnavailable) is retried with doubling delays; a sync that fails
 otherwise is already recorded as failed by the pipeline, with the previous index untouched.
 """
@@ -14,16 +15,15 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import redis
 from celery import Celery, Task
 from celery.signals import task_revoked
 
 from connectors.base import Connector
-from core.errors import ClearanceError, ConfigError, SourceUnavailable, SyncLocked
+from core.errors import ClearanceError, ConfigError, SourceUnavailable
 from core.settings import JobsSettings, Settings
-from indexer.jobs.lock import ConnectorLease, lock_key
 from indexer.jobs.records import note_gave_up, record_skipped
-from indexer.locks import connector_lock
+from indexer.jobs.runner import run_exclusive
+from indexer.locks import SyncBusy, SyncLock, sync_lock
 from indexer.sync import Mode, Pipeline, Progress, Store, SyncReport, last_run_key
 
 log = logging.getLogger("clearance.jobs")
@@ -37,15 +37,6 @@ TASK_MODES: dict[str, Mode] = {
     "clearance.prune": "prune",
 }
 MODE_TASKS: dict[Mode, str] = {mode: name for name, mode in TASK_MODES.items()}
-RUNS: dict[Mode, Callable[[Pipeline, Connector], SyncReport]] = {
-    "full": Pipeline.full_sync,
-    "incremental": Pipeline.incremental_sync,
-    "permissions": Pipeline.permission_sync,
-    "groups": Pipeline.group_sync,
-    "prune": Pipeline.prune,
-}
-
-
 class Deployment(Protocol):
     """What a worker needs of one deployment (apps.runtime.Runtime is one)."""
 
@@ -94,43 +85,48 @@ def _summary(report: SyncReport) -> dict[str, Any]:
 
 def run_sync(task: Task, mode: Mode, connector_name: str, waited: bool) -> dict[str, Any]:
     dep = deployment()
-    jobs = dep.settings.file.jobs
-    assert jobs.broker_url is not None  # a worker exists only with a broker
     connector = dep.connectors([connector_name])[0]
     task_id = str(task.request.id or "eager")
-    client = redis.Redis.from_url(jobs.broker_url)
-    lease = ConnectorLease(client, lock_key(jobs.queue, connector_name), jobs.lock_lease_seconds,
-                           task_id)
+    holder = f"task {task_id}"
+    lock = sync_lock(dep.settings)
     try:
-        if not lease.acquire():
-            holder = lease.holder_task()
-            if holder == task_id and not waited:
-                # Redelivered while the lease of this same task's earlier delivery (a worker that
-                # died) may still be live: wait it out once, then resume from the checkpoint.
-                raise task.retry(countdown=jobs.lock_lease_seconds + 1, max_retries=None,
-                                 kwargs={**(task.request.kwargs or {}), "waited": True})
-            return _summary(record_skipped(
-                dep.store, connector_name, mode,
-                f"a sync of {connector_name!r} is already running (task {holder})"))
-        try:
-            with connector_lock(dep.settings.home, connector_name):
-                pipeline = dep.pipeline(lambda report: lease.ensure_held())
-                return _summary(RUNS[mode](pipeline, connector))
-        except SyncLocked as exc:
-            return _summary(record_skipped(dep.store, connector_name, mode,
-                                           f"{exc} in-process on this home"))
-        except SourceUnavailable as exc:
-            retries = task.request.retries
-            if retries >= jobs.max_retries:
-                note_gave_up(dep.store, last_run_key(connector_name, mode), retries)
-                raise
-            delay = backoff(jobs, retries)
-            log.warning("sync.retry", extra={"connector": connector_name, "mode": mode,
-                                             "in_seconds": delay, "reason": str(exc)})
-            raise task.retry(exc=exc, countdown=delay, max_retries=jobs.max_retries) from exc
+        return _run_locked(task, lock, dep, connector, mode, holder, waited)
     finally:
-        lease.release()
-        client.close()
+        _close(lock)
+
+
+def _run_locked(task: Task, lock: SyncLock, dep: Deployment, connector: Connector, mode: Mode,
+                holder: str, waited: bool) -> dict[str, Any]:
+    jobs, name = dep.settings.file.jobs, connector.name
+    try:
+        runs = run_exclusive(lock, dep.store, dep.pipeline, connector, mode, holder)
+    except SyncBusy as busy:
+        if busy.running.holder == holder and not waited:
+            # Redelivered while the lease of this same task's earlier delivery (a worker that
+            # died) may still be live: wait it out once, then resume from the checkpoint.
+            raise task.retry(countdown=jobs.lock_lease_seconds + 1, max_retries=None,
+                             kwargs={**(task.request.kwargs or {}), "waited": True}) from None
+        if busy.merged:
+            log.info("sync.merged", extra={"connector": name, "mode": mode,
+                                           "into": busy.running.holder})
+            return {"connector": name, "mode": mode, "status": "merged", "error": str(busy)}
+        return _summary(record_skipped(dep.store, name, mode, str(busy)))
+    except SourceUnavailable as exc:
+        retries = task.request.retries
+        if retries >= jobs.max_retries:
+            note_gave_up(dep.store, last_run_key(name, mode), retries)
+            raise
+        delay = backoff(jobs, retries)
+        log.warning("sync.retry", extra={"connector": name, "mode": mode,
+                                         "in_seconds": delay, "reason": str(exc)})
+        raise task.retry(exc=exc, countdown=delay, max_retries=jobs.max_retries) from exc
+    return _summary(runs.reports[0])
+
+
+def _close(lock: SyncLock) -> None:
+    close = getattr(lock, "close", None)
+    if callable(close):
+        close()
 
 
 def _on_revoked(sender: Any = None, request: Any = None, expired: bool = False,

@@ -155,6 +155,10 @@ class JobsDeployment:
         return {"CLEARANCE_HOME": str(self.home), "CLEARANCE_CONFIG": str(self.config),
                 "CLEARANCE_EMBEDDER": self.embedder}
 
+    def env_all(self) -> dict[str, str]:
+        """The environment of a process of this deployment: this one's, plus `env`."""
+        return {**os.environ, **self.env}
+
     def start(self, *args: str, log: str) -> subprocess.Popen[bytes]:
         proc = start_clearance(args, self.env, self.work / log)
         self.procs.append(proc)

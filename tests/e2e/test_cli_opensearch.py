@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from osmem_server import OsmemError, OsmemServer
 
-from tests.support import clearance_exe
+from tests.support import clearance_exe, unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ def cluster() -> Iterator[str]:
     try:
         server = OsmemServer.start(japanese=False, addr="127.0.0.1:0")
     except OsmemError as exc:
-        pytest.skip(f"osmem-server could not start here: {exc}")
+        unavailable(f"osmem-server could not start here: {exc}")
     try:
         yield server.url
     finally:

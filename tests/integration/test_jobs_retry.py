@@ -23,8 +23,15 @@ from core.settings import FileConfig, Settings
 from indexer.embedding.hashing import HashingEmbedder
 from indexer.jobs import tasks
 from indexer.jobs.app import create_app
-from indexer.jobs.lock import ConnectorLease, LeaseLost, lock_key
+from indexer.jobs.lock import (
+    LeaseLost,
+    RedisSyncLock,
+    deployment_queue,
+    lock_key,
+    pending_key,
+)
 from indexer.jobs.testing import RedisServer, wait_for
+from indexer.locks import SyncBusy
 from indexer.store.sqlite import SqliteStore
 from indexer.sync import Pipeline, Progress
 from tests.conftest import write_tree
@@ -39,6 +46,7 @@ class FlakySource:
         self.inner = inner
         self.name, self.kind = inner.name, inner.kind
         self.outages = 0
+        self.permission_outages = 0
 
     def documents(self, checkpoint: str | None = None) -> Iterator[DocumentPage]:
         if self.outages > 0:
@@ -47,6 +55,9 @@ class FlakySource:
         return self.inner.documents(checkpoint)
 
     def permissions(self, checkpoint: str | None = None) -> Iterator[PermissionPage]:
+        if self.permission_outages > 0:
+            self.permission_outages -= 1
+            raise SourceUnavailable("429 Too Many Requests (Retry-After exhausted)")
         return self.inner.permissions(checkpoint)
 
     def identities(self) -> IdentitySnapshot:
@@ -109,7 +120,7 @@ def test_transient_errors_are_retried_with_doubling_delays(
     first, second = retry_delays(caplog)
     assert 8 <= first <= 12 and 16 <= second <= 24  # 10 s, then 20 s, each ±20%
     client = redis.Redis.from_url(server.url)
-    assert client.exists(lock_key("clearance", "docs")) == 0
+    assert client.exists(lock_key(deployment_queue(dep.settings), "docs")) == 0
     client.close()
 
 
@@ -134,19 +145,50 @@ def test_a_lease_taken_over_by_someone_else_is_lost_and_never_released_by_us(
         deployment: tuple[FakeDeployment, RedisServer]) -> None:
     _, server = deployment
     client = redis.Redis.from_url(server.url)
-    key = lock_key("clearance", "other")
-    lease = ConnectorLease(client, key, 1.0, "task-a")
+    lock = RedisSyncLock(client, "q", 1.0)
+    key = lock_key("q", "other")
     try:
-        assert lease.acquire()
-        assert not ConnectorLease(client, key, 1.0, "task-b").acquire()
+        lease = lock.acquire("other", "full", "task a")
+        with pytest.raises(SyncBusy, match=r"already running: full sync \(task a\)"):
+            lock.acquire("other", "full", "task b", merge=False)
         time.sleep(0.5)
         lease.ensure_held()  # renewed: still ours
         client.set(key, "task-b/1234")  # e.g. our lease lapsed and another worker took it
-        wait_for(lambda: lease._lost, 5, "the renewal thread to notice")
+        wait_for(lambda: getattr(lease, "_lost", None), 5, "the renewal thread to notice")
         with pytest.raises(LeaseLost):
             lease.ensure_held()
         lease.release()
+        with pytest.raises(LeaseLost):
+            lease.finish()
         assert client.get(key) == b"task-b/1234"
     finally:
-        lease.release()
+        client.close()
+
+
+def test_a_merged_revocation_that_meets_a_source_outage_waits_for_the_next_holder(
+        deployment: tuple[FakeDeployment, RedisServer]) -> None:
+    dep, server = deployment
+    client = redis.Redis.from_url(server.url)
+    queue = deployment_queue(dep.settings)
+    lock = RedisSyncLock(client, queue, 5.0)
+    try:
+        # A permission trigger merged into a sync whose holder then died waits beside the lease.
+        lock.acquire("docs", "full", "task dead").release()
+        client.hset(pending_key(queue, "docs"), "permissions",
+                    '{"requested_by": "cli revoke", "requested_at": 1.0}')
+        dep.source.permission_outages = 1
+        first = run_full_sync(dep)
+        assert first.successful() and first.result["status"] == "ok", first.traceback
+        assert dep.store.get_state("sync:docs:permissions:last")["status"] == "failed"
+        merged = dep.store.get_state("sync:docs:permissions:merged")
+        assert merged["ran"] is None and merged["requested_by"] == "cli revoke"
+        _, pending = lock.running("docs")
+        assert [t.requested_by for t in pending] == ["cli revoke"]  # not dropped
+
+        second = run_full_sync(dep)  # the next holder runs it, the source is back
+        assert second.successful(), second.traceback
+        assert dep.store.get_state("sync:docs:permissions:last")["status"] == "ok"
+        assert dep.store.get_state("sync:docs:permissions:merged")["ran"]["status"] == "ok"
+        assert client.exists(pending_key(queue, "docs"), lock_key(queue, "docs")) == 0
+    finally:
         client.close()

@@ -21,7 +21,8 @@ import pytest
 
 from core.errors import ConfigError, StoreError
 from core.settings import StoreSettings
-from indexer.store.opensearch_client import Cluster, make_client
+from indexer.store.opensearch_client import Backoff, Cluster, make_client
+from tests.support import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +118,7 @@ def test_a_wrong_store_section_is_a_config_error(keys: dict[str, str], environ: 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> dict[str, Path]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make a test CA")
+        unavailable("openssl is not installed: cannot make a test CA")
     files = {n: tmp_path / f"{n}.pem" for n in ("ca", "ca-key", "server", "server-key", "csr")}
     ext = tmp_path / "san.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1\n")
@@ -260,7 +261,6 @@ def test_timeouts_and_dropped_connections_are_retried_with_back_off() -> None:
     from opensearchpy.exceptions import ConnectionError as OsConnectionError
     from opensearchpy.exceptions import ConnectionTimeout
 
-    from indexer.store.opensearch_client import Backoff
 
     port = free_port()
     for error in (ConnectionTimeout("TIMEOUT", "read timed out", TimeoutError("timed out")),

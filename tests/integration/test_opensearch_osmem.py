@@ -37,6 +37,7 @@ from tests.contract.store_contract import (
     index,
     make_doc,
 )
+from tests.support import unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def osmem() -> Iterator[OsmemServer]:
     try:
         server = OsmemServer.start(japanese=False, addr="127.0.0.1:0")
     except OsmemError as exc:
-        pytest.skip(f"osmem-server could not start here: {exc}")
+        unavailable(f"osmem-server could not start here: {exc}")
     yield server
     server.close()
 
