@@ -35,6 +35,7 @@ from opensearchpy.exceptions import (
 )
 
 from core.errors import ConfigError, IndexMissing, StoreError
+from core.redact import redact_text
 from core.settings import StoreSettings
 
 log = logging.getLogger("clearance.store.opensearch")
@@ -86,7 +87,8 @@ def make_client(settings: StoreSettings, environ: Mapping[str, str]) -> OpenSear
     try:
         return OpenSearch(**options)
     except (ImproperlyConfigured, ValueError) as exc:
-        raise ConfigError(f"[store] cannot configure the OpenSearch client: {exc}") from None
+        raise ConfigError("[store] cannot configure the OpenSearch client: "
+                          f"{redact_text(str(exc), [settings.url])}") from None
 
 
 class _PinnedCaSession(requests.Session):
@@ -303,10 +305,10 @@ class Cluster:
                 if gone is not None:
                     raise self.missing(gone) from exc
                 if attempt + 1 < attempts and _transient(exc):
-                    self._wait(what, attempt, describe(exc, self.where))
+                    self._wait(what, attempt, redact_text(describe(exc, self.where)))
                     continue
-                raise StoreError(f"OpenSearch {what} failed: {describe(exc, self.where)}"
-                                 ) from exc
+                message = f"OpenSearch {what} failed: {describe(exc, self.where)}"
+                raise StoreError(redact_text(message)) from exc
         raise AssertionError("unreachable")
 
     def missing(self, index: str) -> IndexMissing:
