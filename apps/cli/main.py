@@ -490,7 +490,7 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     if args.json:
         output.print_json({"connectors": rows, "orphaned": orphaned,
                            "problems": [*store_problems, *problems]})
-        return 1 if failing or problems else 0
+        return 1 if _status_problems(problems) or failing else 0
     for problem in store_problems:
         print(f"PROBLEM: {output.text(problem)}")
     for o in orphaned:

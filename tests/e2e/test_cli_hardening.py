@@ -386,7 +386,7 @@ def test_the_extractive_provider_is_still_accepted(tmp_path: Path) -> None:
     config = write_config(tmp_path / "clearance.toml",
                           f'[llm]\nprovider = "extractive"\n\n[[connectors]]\nname = "docs"\n'
                           f'kind = "files"\nroot = "{docs}"\n')
-    Cli(tmp_path / "home", config, tmp_path).ok("status")
+    Cli(tmp_path / "home", config, tmp_path).ok("sync")
 
 
 # -- search and explain are audited like ask ---------------------------------------------------
@@ -396,7 +396,7 @@ def test_search_is_audited_with_who_principals_hits_and_latency(fresh: Cli) -> N
     record = audit(fresh.home)[-1]
     assert record["action"] == "search" and record["email"] == ADA
     assert record["question"] == "payroll salaries"
-    assert "group:team" in " ".join(record["principals"]) and "everyone" in record["principals"]
+    assert "group:docs:team" in record["principals"] and "everyone" in record["principals"]
     assert record["hits"] == [h["doc_id"] for h in hits]
     assert isinstance(record["latency_ms"], float) and record["latency_ms"] >= 0
 
