@@ -34,6 +34,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.base import (
+    PASSES,
     AclUpdate,
     Connector,
     ContentPage,
@@ -246,6 +247,19 @@ def pass_cursor(store: StateStore, connector: str, kind: PassKind) -> PassCursor
     return PassCursor.model_validate(saved) if saved else None
 
 
+def pass_status(store: StateStore, connector: str, now: float) -> dict[str, Any]:
+    """`clearance status` per connector: each pass's durable cursor record and the age of the
+    source's last good identity snapshot."""
+    cursors = {kind: (None if (record := pass_cursor(store, connector, kind)) is None
+                      else record.to_status()) for kind in PASSES}
+    saved = store.get_state(identity_snapshot_key(connector))
+    good = IdentitySnapshotRecord.model_validate(saved) if saved else None
+    identities = None if good is None else {
+        "replaced_at": good.replaced_at, "age_seconds": round(max(0.0, now - good.replaced_at), 1),
+        "memberships": good.memberships, "aliases": good.aliases}
+    return {"cursors": cursors, "identities": identities}
+
+
 PASS_OF_MODE: dict[Mode, PassKind] = {
     "full": "content", "incremental": "content", "permissions": "permissions",
     "prune": "permissions", "groups": "identities"}
@@ -426,6 +440,8 @@ class Pipeline:
                 state = states.get(doc_id)
                 if state is not None and state.acl_key != closed.key():
                     self.store.update_acl(doc_id, closed, None)
+        # Marks made under the rejected cursor must not count as re-listed: a new run id.
+        report.run_id = uuid.uuid4().hex
         # From here on the run is an enumeration that deletes what it does not list; a kill
         # resumes it as one (without closing again what was re-listed).
         self._save_checkpoint(key, None, report, enumerating=True, reconciles=True)

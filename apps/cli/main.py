@@ -20,7 +20,13 @@ from auth.identity import Decision, explain
 from core.errors import ClearanceError, SyncLocked, UnknownDocument, UsageError
 from core.settings import load_settings
 from indexer.locks import connector_lock
-from indexer.sync import SyncReport, last_run_key, orphaned_connectors, prune_orphans
+from indexer.sync import (
+    SyncReport,
+    last_run_key,
+    orphaned_connectors,
+    pass_status,
+    prune_orphans,
+)
 
 T = TypeVar("T")
 
@@ -287,6 +293,7 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "permission_freshness_over_target": freshness is not None and freshness > target,
             "next_run": min((s["next_run"] for s in schedules.values()), default=None),
             "schedules": schedules, "schedule": cfg.schedule,
+            **pass_status(rt.store, cfg.name, now),
         })
     orphaned = [{"connector": name, "documents": count} for name, count in
                 orphaned_connectors(rt.store, [c.name for c in rt.settings.file.connectors])
@@ -320,6 +327,8 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
                                              for m, s in row["schedules"].items()) + ")")
         else:
             print("  next run: not scheduled (no [jobs] broker_url)")
+        for line in _pass_lines(row, now):
+            print(f"  {line}")
         if last and last["error"]:
             print(f"  last error: {last['error']}")
         skip = row["last_skipped"]
@@ -327,6 +336,28 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             print(f"  last skipped: {skip['mode']} {output.ago(now - skip['at'])} ago: "
                   f"{skip['reason']}")
     return 0
+
+
+def _pass_lines(row: dict[str, Any], now: float) -> list[str]:
+    """Identity age and each pass's durable cursor (status text)."""
+    ident = row["identities"]
+    lines = ["identities: " + ("no good snapshot yet" if ident is None else
+                               f"replaced {output.ago(ident['age_seconds'])} ago "
+                               f"({ident['memberships']} memberships, {ident['aliases']} "
+                               "aliases)")]
+    for kind, cur in row["cursors"].items():
+        if cur is None:
+            continue
+        state = "in progress" if cur["in_progress"] else "complete"
+        at = cur["committed_at"]
+        when = "" if at is None else f", committed {output.ago(max(0.0, now - at))} ago"
+        resume = cur["cursor"] if cur["in_progress"] else cur["next"]
+        shown = "" if resume is None else f", cursor {resume[:60]!a}"
+        lines.append(f"{kind} pass: {state} ({cur['pages']} pages{when}{shown})")
+        if cur["expired_at"] is not None:
+            lines.append(f"{kind} pass: cursor rejected {output.ago(now - cur['expired_at'])} "
+                         "ago, re-enumerated")
+    return lines
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
