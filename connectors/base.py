@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -202,7 +202,8 @@ class HttpConnectorOptions(ConnectorOptions):
 class ConnectorFactory(Protocol):
     """What the `clearance.connectors` entry point of a kind names (usually the class)."""
 
-    options_model: ClassVar[type[ConnectorOptions]]
+    @property
+    def options_model(self) -> type[ConnectorOptions]: ...
 
     def from_options(self, name: str, options: ConnectorOptions, base_dir: Path) -> Connector:
         ...

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from connectors.base import (
     Capabilities,
+    ConnectorFactory,
     ConnectorOptions,
     ContentPage,
     DocumentPage,
@@ -243,3 +244,6 @@ class FilesConnector:
             updated=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
             metadata={"format": entry.path.suffix.lower().lstrip(".")},
         )
+
+
+_FACTORY: ConnectorFactory = FilesConnector  # mypy checks the entry point's class is a factory
