@@ -15,9 +15,11 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.synthetic import write_tree
+from connectors.base import Connector
 from connectors.files.connector import FilesConnector
 from indexer.embedding.hashing import HashingEmbedder
 from indexer.store.sqlite import SqliteStore
@@ -39,9 +41,10 @@ def reshare(root: Path) -> None:
         access.write_text(json.dumps(acl))
 
 
-def timed(run: object, *args: object) -> tuple[SyncReport, float]:
+def timed(run: Callable[[Connector], SyncReport],
+          connector: Connector) -> tuple[SyncReport, float]:
     t = time.perf_counter()
-    report = run(*args)  # type: ignore[operator]
+    report = run(connector)
     return report, time.perf_counter() - t
 
 
