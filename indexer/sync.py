@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -168,12 +169,21 @@ class PassCursor(BaseModel):
         return out
 
 
+_CREDENTIAL_PARAMS = ("sig", "signature", "key", "secret", "password", "access_token",
+                      "code", "auth", "credential")
+
+
 def _without_userinfo(cursor: str | None) -> str | None:
+    """A URL cursor without user:password@ and without the values of query parameters that
+    carry credentials (a SAS `sig`, an `access_token`); position tokens stay."""
     if cursor is None or "://" not in cursor:
         return cursor
-    scheme, _, rest = cursor.partition("://")
-    host, slash, path = rest.partition("/")
-    return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+    parts = urlsplit(cursor)
+    host = parts.netloc.rpartition("@")[2]
+    query = [(k, "REDACTED" if any(w in k.lower() for w in _CREDENTIAL_PARAMS) else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit((parts.scheme, host, parts.path, urlencode(query, safe="$"),
+                       parts.fragment))
 
 
 class IdentityStaging(BaseModel):
@@ -277,6 +287,17 @@ class _Pass:
     transient_dirty: bool = False
 
 
+def _own(doc_id: str, run: _Pass, *, report: bool = True) -> bool:
+    """A connector writes only its own documents (`<connector>:...`): an operation naming
+    another connector's document is refused and reported, never applied."""
+    if doc_id.startswith(f"{run.connector}:"):
+        return True
+    if report:
+        run.report.fail(Failure(doc_id, f"not a document of connector {run.connector!r}: "
+                                        "ignored", scope="acl"))
+    return False
+
+
 def deny_guard(acl: Acl, identities_known: bool) -> Acl:
     """A deny naming a group whose members are unknown (the source never had a good group
     snapshot) cannot be enforced: nobody reads the document until the members are known."""
@@ -312,12 +333,29 @@ class Pipeline:
         """The durable cursor record of one pass of one connector."""
         return pass_cursor(self.store, connector, kind)
 
+    def _unsupported(self, connector: Connector, mode: Mode) -> SyncReport | None:
+        """A pass the connector does not declare runs nothing: recorded as skipped."""
+        kind = PASS_OF_MODE[mode]
+        if kind in connector.capabilities.passes:
+            return None
+        report = SyncReport(connector.name, mode, uuid.uuid4().hex, status="skipped",
+                            error=f"connector kind {connector.kind!r} has no {kind} pass",
+                            finished=time.time())
+        self.store.set_state(last_run_key(connector.name, mode), report.to_json())
+        return report
+
     def _content_sync(self, connector: Connector, mode: Mode) -> SyncReport:
+        skipped = self._unsupported(connector, mode)
+        if skipped is not None:
+            return skipped
         key = _checkpoint_key(connector.name, mode)
         saved = self._checkpoint(key)
         if saved is not None:
             report = saved.report.model_copy(update={"resumed": True})
-            cursor, enumerating, reconciles = saved.cursor, saved.enumerating, saved.reconciles
+            cursor, enumerating = saved.cursor, saved.enumerating
+            # A checkpoint written before `reconciles` existed still deletes after a full walk.
+            reconciles = saved.reconciles or (enumerating and (
+                mode == "full" or connector.capabilities.complete_listing))
         else:
             report = SyncReport(connector.name, mode, uuid.uuid4().hex)
             feed = self.cursor(connector.name, "content")
@@ -455,14 +493,16 @@ class Pipeline:
             if failure.scope == "listing":
                 report.fail(failure)
                 self._keep_unlisted(failure, run)
-            elif failure.doc_id:
+            elif failure.doc_id and _own(failure.doc_id, run):
                 self._document_failure(failure, failure.doc_id, run)
-            else:
+            elif not failure.doc_id:
                 report.fail(failure)
         docs: list[Document] = []
         acl_ops: list[tuple[str, Acl]] = []
         deletes: list[str] = []
         for op in page.operations:
+            if not _own(op.document.doc_id if isinstance(op, Upsert) else op.doc_id, run):
+                continue
             if isinstance(op, Upsert):
                 docs.append(dataclasses.replace(
                     op.document, acl=deny_guard(op.document.acl, run.identities_known)))
@@ -589,6 +629,9 @@ class Pipeline:
     def _permission_run(self, connector: Connector, mode: Mode) -> SyncReport:
         """The permission pass, resumable page by page; prune also deletes what it did not
         list."""
+        skipped = self._unsupported(connector, mode)
+        if skipped is not None:
+            return skipped
         key = _checkpoint_key(connector.name, mode)
         saved = self._checkpoint(key)
         if saved is not None:
@@ -648,7 +691,8 @@ class Pipeline:
             if count:
                 for warning in page.warnings:
                     report.warn(warning)
-            acls = [(d, deny_guard(acl, run.identities_known)) for d, acl in page.acls]
+            acls = [(d, deny_guard(acl, run.identities_known)) for d, acl in page.acls
+                    if _own(d, run, report=count)]
             page_listed.update(doc_id for doc_id, _ in acls)
             states = self.store.document_states([doc_id for doc_id, _ in acls])
             confirmed = []
@@ -693,8 +737,11 @@ class Pipeline:
 
     # -- identities ------------------------------------------------------------------------
     def group_sync(self, connector: Connector) -> SyncReport:
-        report = SyncReport(connector.name, "groups", uuid.uuid4().hex)
         source = as_connector(connector)
+        skipped = self._unsupported(source, "groups")
+        if skipped is not None:
+            return skipped
+        report = SyncReport(connector.name, "groups", uuid.uuid4().hex)
 
         def body() -> None:
             self._identities(source, report)
@@ -704,7 +751,8 @@ class Pipeline:
     def _identities_first(self, connector: Connector, report: SyncReport) -> bool:
         """Before a content or permission pass: refresh the source's identities when that is
         cheap (`identities_each_pass`); True when a good snapshot of the source is stored."""
-        if connector.capabilities.identities_each_pass:
+        caps = connector.capabilities
+        if caps.identities_each_pass and "identities" in caps.passes:
             return self._identities(connector, report)
         return self.store.get_state(identity_snapshot_key(connector.name)) is not None
 

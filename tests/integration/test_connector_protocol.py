@@ -305,3 +305,79 @@ def test_a_permission_pass_during_an_interrupted_re_enumeration_reopens_what_it_
     resumed = pipeline.incremental_sync(source)
     assert resumed.resumed and resumed.status == "ok"
     assert store.snapshot() == fresh(source, tmp_path / "fresh.sqlite3")
+
+
+class Trespasser(FeedSource):
+    """A buggy source that names documents, ACLs and failures of another connector."""
+
+    def content(self, cursor: str | None = None) -> Iterator[ContentPage]:
+        for page in super().content(cursor):
+            foreign = make_document(doc_id="other:planted", title="x", url="feed://x",
+                                    sections=[Section("planted quokka")],
+                                    acl=Acl.single(["everyone"]))
+            yield ContentPage((*page.operations, Upsert(foreign), Delete("other:kept"),
+                               AclUpdate("other:kept", Acl.single(["everyone"]))),
+                              (Failure("x", "gone", doc_id="other:kept"),), page.cursor)
+
+    def permissions(self, cursor: str | None = None) -> Iterator[PermissionPage]:
+        for page in super().permissions(cursor):
+            yield PermissionPage((*page.acls, ("other:kept", Acl.single(["everyone"]))))
+
+
+def test_a_source_cannot_write_another_connectors_documents(
+        source: FeedSource, store: SqliteStore, tmp_path: Path) -> None:
+    other = FeedSource(name="other")
+    other.put("kept", "the other connector's", f"user:{BOB}")
+    pipeline = Pipeline(store, HashingEmbedder())
+    pipeline.full_sync(other)
+    before = store.document("other:kept")
+    rogue = Trespasser(items=source.items, log=source.log, groups=source.groups)
+    for run in (pipeline.full_sync, pipeline.incremental_sync, pipeline.permission_sync,
+                pipeline.prune):
+        report = run(rogue)
+        assert report.status == "partial"
+        assert any("not a document of connector 'feed'" in e for e in report.errors)
+    assert store.document("other:planted") is None
+    after = store.document("other:kept")
+    assert after is not None and before is not None and after.acl == before.acl
+    assert set(store.doc_ids("feed")) == {f"feed:{s}" for s in source.items}
+
+
+def test_a_pass_the_connector_does_not_declare_is_skipped_and_recorded(
+        source: FeedSource, store: SqliteStore) -> None:
+    source.capabilities = Capabilities(passes=frozenset({"content"}), change_feed=True)
+    pipeline = Pipeline(store, HashingEmbedder())
+    assert pipeline.full_sync(source).status == "ok"
+    for run in (pipeline.permission_sync, pipeline.prune, pipeline.group_sync):
+        report = run(source)
+        assert report.status == "skipped" and report.error is not None
+        assert "has no" in report.error
+    assert [c[0] for c in source.calls] == ["content"]
+    last = store.get_state("sync:feed:groups:last")
+    assert last is not None and last["status"] == "skipped"
+
+
+def test_a_checkpoint_written_before_v2_still_deletes_after_a_full_walk(
+        source: FeedSource, store: SqliteStore) -> None:
+    pipeline = Pipeline(store, HashingEmbedder())
+    pipeline.full_sync(source)
+    source.remove("d4")
+    with pytest.raises(Killed):
+        pipeline.full_sync(DiesAfter(source, pages=1))
+    key = "sync:feed:full:checkpoint"
+    saved = store.get_state(key)
+    assert saved is not None
+    store.set_state(key, {"cursor": saved["cursor"], "report": saved["report"]})  # v1 shape
+    report = pipeline.full_sync(source)
+    assert report.resumed and report.deleted == 1 and store.document("feed:d4") is None
+
+
+def test_status_never_shows_url_credentials_of_a_cursor() -> None:
+    from indexer.sync import PassCursor
+
+    shown = PassCursor(cursor="https://svc:pw@graph.example/delta?$deltatoken=abc&sig=S3CR3T",
+                       next="https://graph.example/delta?access_token=T0K3N&pageToken=42"
+                       ).to_status()
+    text = json.dumps(shown)
+    assert "pw" not in text and "S3CR3T" not in text and "T0K3N" not in text
+    assert "$deltatoken=abc" in shown["cursor"] and "pageToken=42" in shown["next"]
