@@ -10,7 +10,7 @@ log's retention is rejected (CursorExpired).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,3 +381,31 @@ def test_status_never_shows_url_credentials_of_a_cursor() -> None:
     text = json.dumps(shown)
     assert "pw" not in text and "S3CR3T" not in text and "T0K3N" not in text
     assert "$deltatoken=abc" in shown["cursor"] and "pageToken=42" in shown["next"]
+
+
+class DiesInPage(HashingEmbedder):
+    """A worker that dies while embedding the `page`-th page (before its writes)."""
+
+    def __init__(self, page: int) -> None:
+        super().__init__()
+        self.page, self.calls = page, 0
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.calls += 1
+        if self.calls == self.page:
+            raise Killed("died while embedding")
+        return super().embed(texts)
+
+
+def test_the_cursor_is_committed_only_after_the_pages_writes(
+        source: FeedSource, store: SqliteStore) -> None:
+    with pytest.raises(Killed):
+        Pipeline(store, DiesInPage(page=2)).full_sync(source)
+    record = Pipeline(store, HashingEmbedder()).cursor("feed", "content")
+    assert record is not None and record.in_progress and record.pages == 1
+    assert record.cursor == json.dumps({"after": "d1", "at": 6})  # after page 1, not page 2
+    assert set(store.doc_ids("feed")) == {"feed:d0", "feed:d1"}
+    source.calls.clear()
+    resumed = Pipeline(store, HashingEmbedder()).full_sync(source)
+    assert resumed.resumed and source.calls[0] == ("content", record.cursor)
+    assert len(store.doc_ids("feed")) == 6
