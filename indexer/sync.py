@@ -352,7 +352,7 @@ class Pipeline:
         saved = self._checkpoint(key)
         if saved is not None:
             report = saved.report.model_copy(update={"resumed": True})
-            cursor, enumerating = saved.cursor, saved.enumerating
+            cursor, enumerating, pages = saved.cursor, saved.enumerating, saved.pages
             # A checkpoint written before `reconciles` existed still deletes after a full walk.
             reconciles = saved.reconciles or (enumerating and (
                 mode == "full" or connector.capabilities.complete_listing))
@@ -361,14 +361,14 @@ class Pipeline:
             feed = self.cursor(connector.name, "content")
             cursor = (feed.next if mode == "incremental" and connector.capabilities.change_feed
                       and feed is not None else None)
-            enumerating = cursor is None
+            enumerating, pages = cursor is None, 0
             reconciles = enumerating and (mode == "full"
                                           or connector.capabilities.complete_listing)
 
         def body() -> None:
             try:
                 self._content(connector, report, key, cursor, enumerating=enumerating,
-                              reconciles=reconciles)
+                              reconciles=reconciles, pages=pages)
             except CursorExpired as exc:
                 self._expired(connector, report, key, exc)
 
@@ -408,14 +408,14 @@ class Pipeline:
         return saved.report.run_id if saved else None
 
     def _content(self, connector: Connector, report: SyncReport, key: str,
-                 cursor: str | None, *, enumerating: bool, reconciles: bool) -> None:
+                 cursor: str | None, *, enumerating: bool, reconciles: bool,
+                 pages: int = 0) -> None:
         seen_run = (report.run_id if report.mode == "full"
                     else self._pending_full_run(connector.name) or report.run_id)
         run = _Pass(connector.name, report, seen_run, self._identities_first(connector, report),
                     self._transient(connector.name))
         self._save_checkpoint(key, cursor, report, enumerating=enumerating,
-                              reconciles=reconciles)
-        pages = 0
+                              reconciles=reconciles, pages=pages)
         last = cursor
         for page in connector.content(cursor):
             self._page(page, run)
@@ -427,7 +427,7 @@ class Pipeline:
             last = page.cursor
             if page.cursor is not None:
                 self._save_checkpoint(key, page.cursor, report, enumerating=enumerating,
-                                      reconciles=reconciles)
+                                      reconciles=reconciles, pages=pages)
                 self._commit_cursor(connector.name, "content", report, page.cursor, pages)
             self.progress(report)
         self._reconcile(connector, run, reconciles)

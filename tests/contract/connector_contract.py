@@ -300,6 +300,7 @@ class ConnectorContract:
         assert embedder.texts == total, "the resumed run re-embedded pages done before the kill"
         after = pipeline.cursor(harness.name, "content")
         assert after is not None and not after.in_progress and after.completed_at is not None
+        assert after.pages > record.pages  # the resumed run counts on from the kill
         self.assert_matches_truth(store, harness)
 
     def test_a_permission_pass_killed_midway_resumes(
