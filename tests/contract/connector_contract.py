@@ -220,10 +220,12 @@ class ConnectorContract:
         harness.tenant.edit_content()
         harness.tenant.change_permission()
         harness.tenant.delete_document()
+        harness.tenant.move_out_of_scope()
+        harness.tenant.change_group()
         report = pipeline.incremental_sync(harness.connector())
         pipeline.group_sync(harness.connector())
         assert report.status == "ok", report.errors
-        assert report.indexed >= 1 and report.acl_updated >= 1 and report.deleted >= 1
+        assert report.indexed >= 1 and report.acl_updated >= 1 and report.deleted >= 2
         after = store.snapshot()
         assert after != before
         assert after == self.fresh_full_snapshot(harness, tmp_path / "fresh.sqlite3")
