@@ -8,14 +8,14 @@ from __future__ import annotations
 from functools import cached_property
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from assistant.answer import Assistant
 from assistant.audit import AuditLog
 from assistant.llm.base import LlmProvider
 from assistant.llm.extractive import ExtractiveAnswerer
 from auth.identity import CachedResolver, Identity
-from connectors.base import Connector
+from connectors.base import Connector, ConnectorFactory, parse_options
 from core.errors import ConfigError
 from core.settings import ConnectorSettings, Settings
 from indexer.embedding import Embedder, load_embedder
@@ -31,22 +31,25 @@ if TYPE_CHECKING:
 CONNECTOR_GROUP = "clearance.connectors"
 
 
-def connector_class(kind: str) -> Any:
+def connector_class(kind: str) -> ConnectorFactory:
+    """The factory a `clearance.connectors` entry point names: a new kind is one folder plus
+    one entry point (pip install -e . writes them; nothing here names a kind)."""
     for ep in entry_points(group=CONNECTOR_GROUP):
         if ep.name == kind:
-            return ep.load()
-    if kind == "files":  # running from a source tree without installed metadata
-        from connectors.files.connector import FilesConnector
-
-        return FilesConnector
-    known = sorted({ep.name for ep in entry_points(group=CONNECTOR_GROUP)} | {"files"})
-    raise ConfigError(f"unknown connector kind {kind!r} (known: {', '.join(known)})")
+            factory = ep.load()
+            if not (hasattr(factory, "options_model") and hasattr(factory, "from_options")):
+                raise ConfigError(f"connector kind {kind!r}: entry point {ep.value} is not a "
+                                  "connector factory (no options_model/from_options)")
+            typed: ConnectorFactory = factory
+            return typed
+    known = sorted({ep.name for ep in entry_points(group=CONNECTOR_GROUP)})
+    raise ConfigError(f"unknown connector kind {kind!r} (known: {', '.join(known) or 'none'})")
 
 
 def build_connector(cfg: ConnectorSettings, base_dir: Path) -> Connector:
-    cls = connector_class(cfg.kind)
-    connector: Connector = cls.from_options(cfg.name, cfg.options, base_dir)
-    return connector
+    factory = connector_class(cfg.kind)
+    options = parse_options(factory, cfg.name, cfg.kind, cfg.options)
+    return factory.from_options(cfg.name, options, base_dir)
 
 
 class Runtime:

@@ -29,6 +29,11 @@ class SourceUnavailable(SourceError):
     """The source is down or throttling past the retry budget (transient)."""
 
 
+class CursorExpired(SourceError):
+    """A change-feed or resume cursor the source no longer accepts (Graph 410 resyncRequired,
+    an invalid Drive page token, a cursor of an older format): the pipeline re-enumerates."""
+
+
 class MalformedDocument(SourceError):
     """One document (or one ACL file) could not be read; the sync skips and reports it."""
 

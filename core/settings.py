@@ -116,6 +116,7 @@ class ConnectorSettings(BaseModel):
     permission_schedule: str | None = None  # permission sync (ACLs + group memberships)
     incremental_schedule: str | None = None  # incremental sync (no deletion pass)
     prune_schedule: str | None = None  # permission pass that also deletes vanished documents
+    group_schedule: str | None = None  # identity pass (groups, members, aliases of the source)
 
     @property
     def options(self) -> dict[str, Any]:

@@ -1,15 +1,22 @@
 """The sync pipeline: the same functions run in-process (embedded) and inside Celery tasks.
 
-full_sync        documents page by page; unchanged content is skipped, ACL-only changes take the
-                 fast path, changed content is chunked and embedded; a checkpoint after every
-                 page lets a killed sync resume (and a resumed run re-checks every ACL at the
-                 end); documents not seen are deleted at the end.
-incremental_sync full_sync without the deletion pass, except for a source whose listing is
-                 complete (`complete_listing`): then what it no longer lists is deleted too.
-permission_sync  ACLs only (no content, no embedding), plus group memberships.
+full_sync        the content pass as an enumeration: operations page by page; unchanged content
+                 is skipped, ACL-only changes take the fast path, changed content is chunked and
+                 embedded; a checkpoint after every page lets a killed sync resume (and a
+                 resumed run re-checks every ACL at the end); documents not seen are deleted.
+incremental_sync the content pass from the change-feed cursor the last content pass committed
+                 (`capabilities.change_feed`); without one, an enumeration (which deletes what
+                 vanished when the listing is complete). A cursor the source rejects
+                 (CursorExpired) falls back to an enumeration that reconciles, see `_expired`.
+permission_sync  ACLs only (no content, no embedding), resumable page by page.
 prune            the permission pass, then deletes indexed documents the source no longer lists.
-group_sync       group memberships and aliases only.
+group_sync       the identity pass: memberships and aliases, paged and staged; the source's
+                 snapshot is swapped only when every page arrived without a failure.
 prune_orphans    deletes documents of connectors that are no longer configured.
+
+Every pass of every connector has a durable cursor record (`cursors:<connector>:<pass>`,
+PassCursor): committed after each page's writes are durable, kept after the run (the next
+incremental content pass starts from it), shown by `clearance status`.
 """
 
 from __future__ import annotations
@@ -21,15 +28,27 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.base import Connector, DocumentPage, Failure
+from connectors.base import (
+    PASSES,
+    AclUpdate,
+    Connector,
+    ContentPage,
+    Delete,
+    Failure,
+    IdentityPage,
+    PassKind,
+    Upsert,
+    as_connector,
+)
 from core.acl import Acl
-from core.errors import SyncError
-from core.models import Chunk, Document, ambiguous_aliases
+from core.errors import CursorExpired, SyncError
+from core.models import Alias, Chunk, Document, Membership, ambiguous_aliases
 from indexer.chunking import ChunkingPolicy, chunk_document, embedding_text
 from indexer.embedding import Embedder
 from indexer.store.base import ChunkStore, IdentityStoreProtocol, StateStore
@@ -110,10 +129,69 @@ class SyncReport(BaseModel):
 
 
 class Checkpoint(BaseModel):
-    """Where a killed content sync resumes: the connector's cursor and the report so far."""
+    """Where a killed run resumes: the connector's cursor and the report so far. Deleted when
+    the run ends (the durable position of the pass is its PassCursor)."""
 
     cursor: str | None = None
     report: SyncReport
+    # The content run started from no cursor (it lists everything, so it may delete what it
+    # did not list); False for a run following the change feed.
+    enumerating: bool = True
+    # Delete what the run did not list at its end: an enumeration of a full sync, of a
+    # complete listing, or one that replaces a rejected cursor.
+    reconciles: bool = False
+    pages: int = 0  # pages committed (permission runs stage each page's listed ids)
+
+
+class PassCursor(BaseModel):
+    """The durable position of one pass of one connector: survives restarts and the end of
+    the run."""
+
+    cursor: str | None = None  # committed after the last durable page of the latest run
+    # Where the next incremental content pass starts: the last page's cursor of the latest
+    # *completed* content run (a delta link); None without a change feed.
+    next: str | None = None
+    run_id: str | None = None
+    mode: Mode | None = None
+    in_progress: bool = False
+    pages: int = 0  # pages committed by the latest run
+    committed_at: float | None = None
+    completed_at: float | None = None
+    expired_at: float | None = None  # when the source last rejected a cursor
+    expired_reason: str | None = None
+
+    def to_status(self) -> dict[str, Any]:
+        """The `clearance status` shape (a cursor is a position, never a credential; userinfo
+        of a URL is dropped all the same)."""
+        out = self.model_dump(mode="json")
+        for name in ("cursor", "next"):
+            out[name] = _without_userinfo(out[name])
+        return out
+
+
+_CREDENTIAL_PARAMS = ("sig", "signature", "key", "secret", "password", "access_token",
+                      "code", "auth", "credential")
+
+
+def _without_userinfo(cursor: str | None) -> str | None:
+    """A URL cursor without user:password@ and without the values of query parameters that
+    carry credentials (a SAS `sig`, an `access_token`); position tokens stay."""
+    if cursor is None or "://" not in cursor:
+        return cursor
+    parts = urlsplit(cursor)
+    host = parts.netloc.rpartition("@")[2]
+    query = [(k, "REDACTED" if any(w in k.lower() for w in _CREDENTIAL_PARAMS) else v)
+             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit((parts.scheme, host, parts.path, urlencode(query, safe="$"),
+                       parts.fragment))
+
+
+class IdentityStaging(BaseModel):
+    """An identity pass in progress: pages are staged under `identities:<c>:staging:<n>`."""
+
+    run_id: str
+    cursor: str | None = None
+    pages: int = 0
 
 
 class TransientFailures(BaseModel):
@@ -162,6 +240,41 @@ def identity_snapshot_key(connector: str) -> str:
     return f"identities:{connector}:good"
 
 
+def cursor_key(connector: str, kind: PassKind) -> str:
+    return f"cursors:{connector}:{kind}"
+
+
+def _staging_key(connector: str) -> str:
+    return f"identities:{connector}:staging"
+
+
+def _listed_key(connector: str, mode: Mode, page: int) -> str:
+    return f"sync:{connector}:{mode}:listed:{page}"
+
+
+def pass_cursor(store: StateStore, connector: str, kind: PassKind) -> PassCursor | None:
+    saved = store.get_state(cursor_key(connector, kind))
+    return PassCursor.model_validate(saved) if saved else None
+
+
+def pass_status(store: StateStore, connector: str, now: float) -> dict[str, Any]:
+    """`clearance status` per connector: each pass's durable cursor record and the age of the
+    source's last good identity snapshot."""
+    cursors = {kind: (None if (record := pass_cursor(store, connector, kind)) is None
+                      else record.to_status()) for kind in PASSES}
+    saved = store.get_state(identity_snapshot_key(connector))
+    good = IdentitySnapshotRecord.model_validate(saved) if saved else None
+    identities = None if good is None else {
+        "replaced_at": good.replaced_at, "age_seconds": round(max(0.0, now - good.replaced_at), 1),
+        "memberships": good.memberships, "aliases": good.aliases}
+    return {"cursors": cursors, "identities": identities}
+
+
+PASS_OF_MODE: dict[Mode, PassKind] = {
+    "full": "content", "incremental": "content", "permissions": "permissions",
+    "prune": "permissions", "groups": "identities"}
+
+
 @dataclass
 class _Pass:
     """What one run carries from page to page."""
@@ -172,6 +285,17 @@ class _Pass:
     identities_known: bool
     transient: dict[str, int] = field(default_factory=dict)
     transient_dirty: bool = False
+
+
+def _own(doc_id: str, run: _Pass, *, report: bool = True) -> bool:
+    """A connector writes only its own documents (`<connector>:...`): an operation naming
+    another connector's document is refused and reported, never applied."""
+    if doc_id.startswith(f"{run.connector}:"):
+        return True
+    if report:
+        run.report.fail(Failure(doc_id, f"not a document of connector {run.connector!r}: "
+                                        "ignored", scope="acl"))
+    return False
 
 
 def deny_guard(acl: Acl, identities_known: bool) -> Acl:
@@ -206,30 +330,84 @@ class Pipeline:
         self.budget = budget or ErrorBudget()
         self.progress: Progress = progress or (lambda report: None)
 
-    # -- full sync -------------------------------------------------------------------------
+    # -- content ---------------------------------------------------------------------------
     def full_sync(self, connector: Connector) -> SyncReport:
-        return self._content_sync(connector, "full")
+        return self._content_sync(as_connector(connector), "full")
 
     def incremental_sync(self, connector: Connector) -> SyncReport:
-        return self._content_sync(connector, "incremental")
+        return self._content_sync(as_connector(connector), "incremental")
+
+    def cursor(self, connector: str, kind: PassKind) -> PassCursor | None:
+        """The durable cursor record of one pass of one connector."""
+        return pass_cursor(self.store, connector, kind)
+
+    def _unsupported(self, connector: Connector, mode: Mode) -> SyncReport | None:
+        """A pass the connector does not declare runs nothing: recorded as skipped."""
+        kind = PASS_OF_MODE[mode]
+        if kind in connector.capabilities.passes:
+            return None
+        report = SyncReport(connector.name, mode, uuid.uuid4().hex, status="skipped",
+                            error=f"connector kind {connector.kind!r} has no {kind} pass",
+                            finished=time.time())
+        self.store.set_state(last_run_key(connector.name, mode), report.to_json())
+        return report
 
     def _content_sync(self, connector: Connector, mode: Mode) -> SyncReport:
+        skipped = self._unsupported(connector, mode)
+        if skipped is not None:
+            return skipped
         key = _checkpoint_key(connector.name, mode)
         saved = self._checkpoint(key)
         if saved is not None:
             report = saved.report.model_copy(update={"resumed": True})
-            cursor = saved.cursor
+            cursor, enumerating, pages = saved.cursor, saved.enumerating, saved.pages
+            # A checkpoint written before `reconciles` existed still deletes after a full walk.
+            reconciles = saved.reconciles or (enumerating and (
+                mode == "full" or connector.capabilities.complete_listing))
         else:
             report = SyncReport(connector.name, mode, uuid.uuid4().hex)
-            cursor = None
-        return self._run(report, lambda: self._content(connector, report, key, cursor))
+            feed = self.cursor(connector.name, "content")
+            cursor = (feed.next if mode == "incremental" and connector.capabilities.change_feed
+                      and feed is not None else None)
+            enumerating, pages = cursor is None, 0
+            reconciles = enumerating and (mode == "full"
+                                          or connector.capabilities.complete_listing)
+
+        def body() -> None:
+            try:
+                self._content(connector, report, key, cursor, enumerating=enumerating,
+                              reconciles=reconciles, pages=pages)
+            except CursorExpired as exc:
+                self._expired(connector, report, key, exc)
+
+        return self._run(report, body)
 
     def _checkpoint(self, key: str) -> Checkpoint | None:
         saved = self.store.get_state(key)
         return Checkpoint.model_validate(saved) if saved else None
 
-    def _save_checkpoint(self, key: str, cursor: str | None, report: SyncReport) -> None:
-        self.store.set_state(key, Checkpoint(cursor=cursor, report=report).model_dump(mode="json"))
+    def _save_checkpoint(self, key: str, cursor: str | None, report: SyncReport, *,
+                         enumerating: bool = True, reconciles: bool = False,
+                         pages: int = 0) -> None:
+        self.store.set_state(key, Checkpoint(cursor=cursor, report=report,
+                                             enumerating=enumerating, reconciles=reconciles,
+                                             pages=pages).model_dump(mode="json"))
+
+    def _commit_cursor(self, connector: str, kind: PassKind, report: SyncReport,
+                       cursor: str | None, pages: int, *, done: bool = False,
+                       feed: bool = False) -> None:
+        """The durable record of a pass, written after the page's writes are durable."""
+        record = self.cursor(connector, kind) or PassCursor()
+        now = time.time()
+        update: dict[str, Any] = {"cursor": cursor, "run_id": report.run_id,
+                                  "mode": report.mode, "in_progress": not done,
+                                  "pages": pages, "committed_at": now}
+        if done:
+            update["completed_at"] = now
+            if kind == "content":
+                update["next"] = cursor if feed else None
+        self.store.set_state(cursor_key(connector, kind),
+                             record.model_copy(update=update).model_dump(mode="json"))
 
     def _pending_full_run(self, connector: str) -> str | None:
         """The run id of an interrupted full sync. Other passes mark what they see under it, so
@@ -238,30 +416,45 @@ class Pipeline:
         return saved.report.run_id if saved else None
 
     def _content(self, connector: Connector, report: SyncReport, key: str,
-                 cursor: str | None) -> None:
+                 cursor: str | None, *, enumerating: bool, reconciles: bool,
+                 pages: int = 0) -> None:
         seen_run = (report.run_id if report.mode == "full"
                     else self._pending_full_run(connector.name) or report.run_id)
-        run = _Pass(connector.name, report, seen_run, self._identities(connector, report),
+        run = _Pass(connector.name, report, seen_run, self._identities_first(connector, report),
                     self._transient(connector.name))
-        self._save_checkpoint(key, cursor, report)
-        for page in connector.documents(cursor):
+        self._save_checkpoint(key, cursor, report, enumerating=enumerating,
+                              reconciles=reconciles, pages=pages)
+        last = cursor
+        for page in connector.content(cursor):
             self._page(page, run)
             if self.budget.spent(report):
                 raise SyncError(f"error budget spent: {report.error_count} documents failed "
                                 f"(last: {report.errors[-1] if report.errors else '?'})")
             self._save_transient(run)
-            if page.checkpoint is not None:
-                self._save_checkpoint(key, page.checkpoint, report)
+            pages += 1
+            last = page.cursor
+            if page.cursor is not None:
+                self._save_checkpoint(key, page.cursor, report, enumerating=enumerating,
+                                      reconciles=reconciles, pages=pages)
+                self._commit_cursor(connector.name, "content", report, page.cursor, pages)
             self.progress(report)
-        prunes = report.mode == "incremental" and getattr(connector, "complete_listing", False)
+        self._reconcile(connector, run, reconciles)
+        self._commit_cursor(connector.name, "content", report, last, pages, done=True,
+                            feed=connector.capabilities.change_feed)
+        self.store.delete_state(key)
+
+    def _reconcile(self, connector: Connector, run: _Pass, deletes: bool) -> None:
+        """After the pages: re-check ACLs of a resumed run, delete what an enumeration did not
+        list, forget transient counts of documents that left the index."""
+        report = run.report
         listed: set[str] | None = None
-        if report.resumed or prunes:
-            # Pages done before the kill carry the ACLs of then; a complete listing also tells
-            # an incremental run what vanished (moved, deleted).
+        if report.resumed or (deletes and run.seen_run != report.run_id):
+            # Pages done before the kill carry the ACLs of then; with a full sync pending, the
+            # seen marks are its own, so a listing tells this run what vanished.
             listed = self._acl_pass(connector, run, count=False)
-        if report.mode == "full":
+        if deletes and run.seen_run == report.run_id:
             report.deleted += len(self.store.delete_unseen(connector.name, report.run_id))
-        elif prunes and listed is not None:
+        elif deletes and listed is not None:
             gone = [d for d in self.store.doc_ids(connector.name) if d not in listed]
             self.store.delete(gone)
             report.deleted += len(gone)
@@ -271,9 +464,36 @@ class Pipeline:
             run.transient = {d: n for d, n in run.transient.items() if d in indexed}
             run.transient_dirty = True
             self._save_transient(run)
-        self.store.delete_state(key)
 
-    def _page(self, page: DocumentPage, run: _Pass) -> None:
+    def _expired(self, connector: Connector, report: SyncReport, key: str,
+                 exc: CursorExpired) -> None:
+        """The source rejected the cursor: whatever changed since it was issued (ACLs
+        included) is unknown. Every indexed document of the connector becomes readable by
+        nobody, then an enumeration re-lists them: a document is readable again once the source
+        re-confirms its ACL, and what it does not re-list is deleted at the end. A permission
+        pass run meanwhile re-confirms (and reopens) what it lists: it reads the source now."""
+        report.warn(f"the source rejected the sync cursor ({exc}): re-enumerating everything; "
+                    "documents are readable by nobody until re-listed")
+        record = self.cursor(connector.name, "content") or PassCursor()
+        self.store.set_state(cursor_key(connector.name, "content"), record.model_copy(update={
+            "next": None, "cursor": None, "expired_at": time.time(),
+            "expired_reason": str(exc)}).model_dump(mode="json"))
+        closed = Acl.nobody("awaiting re-enumeration: the source rejected the sync cursor")
+        ids = self.store.doc_ids(connector.name)
+        states = self.store.document_states(ids)
+        with self.store.batch():
+            for doc_id in ids:
+                state = states.get(doc_id)
+                if state is not None and state.acl_key != closed.key():
+                    self.store.update_acl(doc_id, closed, None)
+        # Marks made under the rejected cursor must not count as re-listed: a new run id.
+        report.run_id = uuid.uuid4().hex
+        # From here on the run is an enumeration that deletes what it does not list; a kill
+        # resumes it as one (without closing again what was re-listed).
+        self._save_checkpoint(key, None, report, enumerating=True, reconciles=True)
+        self._content(connector, report, key, None, enumerating=True, reconciles=True)
+
+    def _page(self, page: ContentPage, run: _Pass) -> None:
         report = run.report
         for warning in page.warnings:
             report.warn(warning)
@@ -281,14 +501,25 @@ class Pipeline:
             if failure.scope == "listing":
                 report.fail(failure)
                 self._keep_unlisted(failure, run)
-            elif failure.doc_id:
+            elif failure.doc_id and _own(failure.doc_id, run):
                 self._document_failure(failure, failure.doc_id, run)
-            else:
+            elif not failure.doc_id:
                 report.fail(failure)
-        docs = [dataclasses.replace(d, acl=deny_guard(d.acl, run.identities_known))
-                for d in page.documents]
-        for doc in docs:
-            if run.transient.pop(doc.doc_id, None) is not None:
+        docs: list[Document] = []
+        acl_ops: list[tuple[str, Acl]] = []
+        deletes: list[str] = []
+        for op in page.operations:
+            if not _own(op.document.doc_id if isinstance(op, Upsert) else op.doc_id, run):
+                continue
+            if isinstance(op, Upsert):
+                docs.append(dataclasses.replace(
+                    op.document, acl=deny_guard(op.document.acl, run.identities_known)))
+            elif isinstance(op, AclUpdate):
+                acl_ops.append((op.doc_id, deny_guard(op.acl, run.identities_known)))
+            elif isinstance(op, Delete):
+                deletes.append(op.doc_id)
+        for doc_id in [d.doc_id for d in docs] + deletes:
+            if run.transient.pop(doc_id, None) is not None:
                 run.transient_dirty = True
         states = self.store.document_states([d.doc_id for d in docs])
         unchanged: list[str] = []
@@ -308,17 +539,24 @@ class Pipeline:
             else:
                 changed.append(doc)
         embedded = self._embed(changed)  # outside the write transaction: it is the slow part
+        gone = list(self.store.document_states(deletes))
         with self.store.batch():
             for doc in acl_only:
                 self.store.update_acl(doc.doc_id, doc.acl, run.seen_run)
+            for doc_id, acl in acl_ops:
+                # Not indexed yet: nothing to update (its content arrives as an upsert).
+                if self.store.update_acl(doc_id, acl, run.seen_run):
+                    report.acl_updated += 1
             self.store.mark_seen(unchanged, run.seen_run)
             for doc, chunks, vectors in embedded:
                 self.store.upsert(doc, chunks, vectors, self.embedder.name, run.seen_run
                                   or run.report.run_id)
                 report.chunks_embedded += len(chunks)
+            self.store.delete(gone)
         report.acl_updated += len(acl_only)
         report.unchanged += len(unchanged)
         report.indexed += len(embedded)
+        report.deleted += len(gone)
 
     def _document_failure(self, failure: Failure, doc_id: str, run: _Pass) -> None:
         """Keep the last good content (under the ACL the source has now) only while the failure
@@ -389,41 +627,81 @@ class Pipeline:
             offset += len(chunks)
         return out
 
-    # -- permissions and groups ------------------------------------------------------------
+    # -- permissions -----------------------------------------------------------------------
     def permission_sync(self, connector: Connector) -> SyncReport:
-        report = SyncReport(connector.name, "permissions", uuid.uuid4().hex)
-        return self._run(report, lambda: self._permissions(connector, report, None))
+        return self._permission_run(as_connector(connector), "permissions")
 
     def prune(self, connector: Connector) -> SyncReport:
-        report = SyncReport(connector.name, "prune", uuid.uuid4().hex)
+        return self._permission_run(as_connector(connector), "prune")
+
+    def _permission_run(self, connector: Connector, mode: Mode) -> SyncReport:
+        """The permission pass, resumable page by page; prune also deletes what it did not
+        list."""
+        skipped = self._unsupported(connector, mode)
+        if skipped is not None:
+            return skipped
+        key = _checkpoint_key(connector.name, mode)
+        saved = self._checkpoint(key)
+        if saved is not None:
+            report = saved.report.model_copy(update={"resumed": True})
+            resume: tuple[str | None, int] = (saved.cursor, saved.pages)
+        else:
+            report = SyncReport(connector.name, mode, uuid.uuid4().hex)
+            resume = (None, 0)
 
         def body() -> None:
-            seen_run = self._pending_full_run(connector.name) or report.run_id
-            self._permissions(connector, report, seen_run)
-            report.deleted = len(self.store.delete_unseen(connector.name, seen_run))
+            seen_run = None if mode == "permissions" else (
+                self._pending_full_run(connector.name) or report.run_id)
+            run = _Pass(connector.name, report, seen_run,
+                        self._identities_first(connector, report))
+            try:
+                listed = self._acl_pass(connector, run, count=True, key=key, resume=resume)
+            except CursorExpired as exc:
+                # Pages done are ACLs read from the source now: starting over serves nothing
+                # stale, it only reads them again.
+                report.warn(f"the source rejected the permission cursor ({exc}): starting over")
+                self._drop_listed(connector.name, mode, resume[1])
+                listed = self._acl_pass(connector, run, count=True, key=key, resume=(None, 0))
+            if mode == "prune":
+                gone = [d for d in self.store.doc_ids(connector.name) if d not in listed]
+                self.store.delete(gone)
+                report.deleted += len(gone)
+            self.store.delete_state(key)
 
         return self._run(report, body)
 
-    def _permissions(self, connector: Connector, report: SyncReport,
-                     seen_run: str | None) -> None:
-        run = _Pass(connector.name, report, seen_run, self._identities(connector, report))
-        self._acl_pass(connector, run, count=True)
+    def _drop_listed(self, connector: str, mode: Mode, pages: int) -> None:
+        for page in range(pages):
+            self.store.delete_state(_listed_key(connector, mode, page))
 
-    def _acl_pass(self, connector: Connector, run: _Pass, *, count: bool) -> set[str]:
+    def _acl_pass(self, connector: Connector, run: _Pass, *, count: bool,
+                  key: str | None = None,
+                  resume: tuple[str | None, int] = (None, 0)) -> set[str]:
         """Every listed document's current ACL onto its indexed copy; documents the listing no
-        longer names become readable by nobody. Returns the ids listed (or kept unlisted)."""
+        longer names become readable by nobody. Returns the ids listed (or kept unlisted).
+
+        With `key` (a permission run of its own) each page is checkpointed: its listed ids are
+        staged in the state store and the cursor committed, so a killed run resumes after it."""
         report = run.report
+        cursor, pages = resume
         listed: set[str] = set()
-        for page in connector.permissions(None):
+        for page_no in range(pages):  # pages a killed run committed
+            listed.update(self.store.get_state(_listed_key(run.connector, report.mode,
+                                                           page_no)) or [])
+        if key is not None:
+            self._save_checkpoint(key, cursor, report, pages=pages)
+        for page in connector.permissions(cursor):
+            page_listed: set[str] = set()
             for failure in page.failures:
                 if count:
                     report.fail(failure)
-                listed |= self._keep_unlisted(failure, run)
+                page_listed |= self._keep_unlisted(failure, run)
             if count:
                 for warning in page.warnings:
                     report.warn(warning)
-            acls = [(d, deny_guard(acl, run.identities_known)) for d, acl in page.acls]
-            listed.update(doc_id for doc_id, _ in acls)
+            acls = [(d, deny_guard(acl, run.identities_known)) for d, acl in page.acls
+                    if _own(d, run, report=count)]
+            page_listed.update(doc_id for doc_id, _ in acls)
             states = self.store.document_states([doc_id for doc_id, _ in acls])
             confirmed = []
             with self.store.batch():
@@ -441,6 +719,13 @@ class Pipeline:
                     else:
                         confirmed.append(doc_id)
                 self.store.mark_seen(confirmed, run.seen_run)
+            listed |= page_listed
+            if key is not None and page.cursor is not None:
+                self.store.set_state(_listed_key(run.connector, report.mode, pages),
+                                     sorted(page_listed))
+                pages += 1
+                self._save_checkpoint(key, page.cursor, report, pages=pages)
+                self._commit_cursor(run.connector, "permissions", report, page.cursor, pages)
             self.progress(report)
         # A complete listing that no longer names a document (moved, deleted, out of scope):
         # nobody may read its indexed copy any more; prune or the next full sync removes it.
@@ -455,36 +740,104 @@ class Pipeline:
             for doc_id in unlisted:
                 self.store.update_acl(doc_id, gone, None)
         report.acl_updated += len(unlisted)
+        if key is not None:
+            self._commit_cursor(run.connector, "permissions", report, None, pages, done=True)
+            self._drop_listed(run.connector, report.mode, pages)
         return listed
 
+    # -- identities ------------------------------------------------------------------------
     def group_sync(self, connector: Connector) -> SyncReport:
+        source = as_connector(connector)
+        skipped = self._unsupported(source, "groups")
+        if skipped is not None:
+            return skipped
         report = SyncReport(connector.name, "groups", uuid.uuid4().hex)
 
         def body() -> None:
-            self._identities(connector, report)
+            self._identities(source, report)
 
         return self._run(report, body)
 
+    def _identities_first(self, connector: Connector, report: SyncReport) -> bool:
+        """Before a content or permission pass: refresh the source's identities when that is
+        cheap (`identities_each_pass`); True when a good snapshot of the source is stored."""
+        caps = connector.capabilities
+        if caps.identities_each_pass and "identities" in caps.passes:
+            return self._identities(connector, report)
+        return self.store.get_state(identity_snapshot_key(connector.name)) is not None
+
     def _identities(self, connector: Connector, report: SyncReport) -> bool:
-        """Replace the source's memberships from a good snapshot; True when the store holds a
-        good snapshot of this source (now or from an earlier run)."""
-        snapshot = connector.identities()
-        for failure in snapshot.failures:
-            report.fail(failure)
+        """The identity pass: pages are staged and the source's memberships are replaced only
+        when every page arrived without a failure; True when the store holds a good snapshot
+        of this source (now or from an earlier run)."""
         key = identity_snapshot_key(connector.name)
-        if snapshot.failures:
+        staging_key = _staging_key(connector.name)
+        saved = self.store.get_state(staging_key)
+        staging = (IdentityStaging.model_validate(saved) if saved
+                   else IdentityStaging(run_id=report.run_id))
+        self.store.set_state(staging_key, staging.model_dump(mode="json"))
+        try:
+            failed = self._stage_identities(connector, report, staging)
+        except CursorExpired as exc:
+            report.warn(f"the source rejected the identity cursor ({exc}): starting over")
+            self._drop_staging(connector.name, staging)
+            staging = IdentityStaging(run_id=report.run_id)
+            self.store.set_state(staging_key, staging.model_dump(mode="json"))
+            failed = self._stage_identities(connector, report, staging)
+        if failed:
             # A partial snapshot could drop a member of a *deny* group and widen access:
             # keep the previous memberships until the source is readable again.
+            self._drop_staging(connector.name, staging)
+            self._commit_cursor(connector.name, "identities", report, None, staging.pages,
+                                done=True)
             return self.store.get_state(key) is not None
-        self.store.replace_identities(connector.name, snapshot.memberships, snapshot.aliases)
-        for address, people in ambiguous_aliases(snapshot.aliases).items():
+        memberships: list[Membership] = []
+        aliases: list[Alias] = []
+        for page_no in range(staging.pages):
+            page = self.store.get_state(f"{staging_key}:{page_no}") or {}
+            memberships.extend(Membership(g, m) for g, m in page.get("memberships", []))
+            aliases.extend(Alias(a, p) for a, p in page.get("aliases", []))
+        self.store.replace_identities(connector.name, memberships, aliases)
+        for address, people in ambiguous_aliases(aliases).items():
             report.warn(f"alias {address} is claimed by {', '.join(people)}: it grants none "
                         "of them anything")
-        record = IdentitySnapshotRecord(replaced_at=time.time(),
-                                        memberships=len(snapshot.memberships),
-                                        aliases=len(snapshot.aliases))
+        record = IdentitySnapshotRecord(replaced_at=time.time(), memberships=len(memberships),
+                                        aliases=len(aliases))
         self.store.set_state(key, record.model_dump(mode="json"))
+        self._drop_staging(connector.name, staging)
+        self._commit_cursor(connector.name, "identities", report, None, staging.pages,
+                            done=True)
         return True
+
+    def _stage_identities(self, connector: Connector, report: SyncReport,
+                          staging: IdentityStaging) -> bool:
+        """Stages each page; True when a page reported a failure (the snapshot is not
+        complete and must not replace the last good one)."""
+        staging_key = _staging_key(connector.name)
+        for page in connector.identities(staging.cursor):
+            for failure in page.failures:
+                report.fail(failure)
+            if page.failures:
+                return True
+            self._stage_page(staging_key, staging.pages, page)
+            staging.pages += 1
+            staging.cursor = page.cursor
+            self.store.set_state(staging_key, staging.model_dump(mode="json"))
+            if page.cursor is not None:
+                self._commit_cursor(connector.name, "identities", report, page.cursor,
+                                    staging.pages)
+        return False
+
+    def _stage_page(self, staging_key: str, page_no: int, page: IdentityPage) -> None:
+        self.store.set_state(f"{staging_key}:{page_no}", {
+            "memberships": [[m.group, m.member] for m in page.memberships],
+            "aliases": [[a.alias, a.primary] for a in page.aliases]})
+
+    def _drop_staging(self, connector: str, staging: IdentityStaging) -> None:
+        staging_key = _staging_key(connector)
+        for page_no in range(staging.pages):
+            self.store.delete_state(f"{staging_key}:{page_no}")
+        self.store.delete_state(staging_key)
 
     # -- connectors no longer configured ---------------------------------------------------
     def orphaned(self, configured: Iterable[str]) -> dict[str, int]:

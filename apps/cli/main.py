@@ -21,7 +21,14 @@ from auth.identity import Decision, explain
 from core.errors import ClearanceError, SyncLocked, UnknownDocument, UsageError
 from core.redact import RedactingFilter
 from core.settings import load_settings
-from indexer.sync import Mode, SyncReport, last_run_key, orphaned_connectors, prune_orphans
+from indexer.sync import (
+    Mode,
+    SyncReport,
+    last_run_key,
+    orphaned_connectors,
+    pass_status,
+    prune_orphans,
+)
 
 if TYPE_CHECKING:
     from indexer.jobs.runner import LockedRuns
@@ -482,6 +489,7 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "index_problem": _index_gap(rt, cfg.name, stats.documents),
             "resume": _pending_resume(rt, cfg.name),
             **_jobs_status(rt, cfg.name, modes, problems),
+            **pass_status(rt.store, cfg.name, now),
         })
     orphaned = [] if store_problems else [
         {"connector": name, "documents": count} for name, count in
@@ -526,6 +534,8 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             print(f"  interrupted: {resume['mode']} sync started "
                   f"{output.ago(now - resume['started'])} ago stopped after "
                   f"{resume['documents']} documents; the next sync resumes from its checkpoint")
+        for line in _pass_lines(row, now):
+            print(f"  {line}")
         if last and last["error"]:
             print(f"  last error: {output.text(last['error'])}")
         skip = row["last_skipped"]
@@ -540,6 +550,28 @@ def _status_problems(problems: list[str]) -> int:
     for line in problems:
         print(output.text(f"clearance: {line}"), file=sys.stderr)
     return 1 if problems else 0
+
+
+def _pass_lines(row: dict[str, Any], now: float) -> list[str]:
+    """Identity age and each pass's durable cursor (status text)."""
+    ident = row["identities"]
+    lines = ["identities: " + ("no good snapshot yet" if ident is None else
+                               f"replaced {output.ago(ident['age_seconds'])} ago "
+                               f"({ident['memberships']} memberships, {ident['aliases']} "
+                               "aliases)")]
+    for kind, cur in row["cursors"].items():
+        if cur is None:
+            continue
+        state = "in progress" if cur["in_progress"] else "complete"
+        at = cur["committed_at"]
+        when = "" if at is None else f", committed {output.ago(max(0.0, now - at))} ago"
+        resume = cur["cursor"] if cur["in_progress"] else cur["next"]
+        shown = "" if resume is None else f", cursor {resume[:60]!a}"
+        lines.append(f"{kind} pass: {state} ({cur['pages']} pages{when}{shown})")
+        if cur["expired_at"] is not None:
+            lines.append(f"{kind} pass: cursor rejected {output.ago(now - cur['expired_at'])} "
+                         "ago, re-enumerated")
+    return lines
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from bench.quality.dataset import (
     load_dataset,
     principals_of,
 )
-from connectors.base import DocumentPage, IdentitySnapshot, PermissionPage
+from connectors.base import Capabilities, ContentPage, IdentityPage, PermissionPage, Upsert
 from core.acl import Acl, AclFilter
 from core.models import Document, Section, make_document
 from indexer.embedding import load_embedder
@@ -38,22 +38,23 @@ class DatasetConnector:
     """Feeds the labelled documents to the real pipeline, 64 per page."""
 
     kind = "bench"
+    capabilities = Capabilities(complete_listing=True, identities_each_pass=True)
 
     def __init__(self, name: str, docs: list[Document]) -> None:
         self.name = name
         self.docs = docs
 
-    def documents(self, checkpoint: str | None = None) -> Iterator[DocumentPage]:
-        for start in range(0, len(self.docs), 64):
+    def content(self, cursor: str | None = None) -> Iterator[ContentPage]:
+        for start in range(int(cursor or 0), len(self.docs), 64):
             last = start + 64 >= len(self.docs)
-            yield DocumentPage(tuple(self.docs[start:start + 64]), (),
-                               None if last else str(start + 64))
+            yield ContentPage(tuple(Upsert(d) for d in self.docs[start:start + 64]), (),
+                              None if last else str(start + 64))
 
-    def permissions(self, checkpoint: str | None = None) -> Iterator[PermissionPage]:
+    def permissions(self, cursor: str | None = None) -> Iterator[PermissionPage]:
         yield PermissionPage(tuple((d.doc_id, d.acl) for d in self.docs))
 
-    def identities(self) -> IdentitySnapshot:
-        return IdentitySnapshot()
+    def identities(self, cursor: str | None = None) -> Iterator[IdentityPage]:
+        yield IdentityPage()
 
 
 FUSIONS: list[tuple[str, RetrievalParams]] = [

@@ -9,12 +9,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from connectors.base import DocumentPage, Failure, IdentitySnapshot, PermissionPage
+from pydantic import Field
+
+from connectors.base import (
+    Capabilities,
+    ConnectorFactory,
+    ConnectorOptions,
+    ContentPage,
+    DocumentPage,
+    Failure,
+    IdentityPage,
+    PermissionPage,
+    Upsert,
+)
 from connectors.files import access, extract
 from connectors.files.extract import NoText
-from core.errors import ConfigError, MalformedDocument
+from core.errors import ConfigError, CursorExpired, MalformedDocument
 from core.models import Alias, Document, Membership, make_document
 
 
@@ -49,9 +60,30 @@ def _regular_or_unknown(path: Path) -> bool:
         return True
 
 
+class FilesOptions(ConnectorOptions):
+    root: str = Field(min_length=1)  # relative to the config file's folder
+    page_size: int = Field(default=64, ge=1, strict=True)  # documents per page (one cursor each)
+
+
+def _after(cursor: str) -> str:
+    """The relative path a content or permission cursor resumes after."""
+    try:
+        saved = json.loads(cursor)
+    except ValueError:
+        raise CursorExpired("not a files cursor (not JSON)") from None
+    after = saved.get("after") if isinstance(saved, dict) else None
+    if not isinstance(after, str):
+        raise CursorExpired("not a files cursor (no 'after' path)")
+    return after
+
+
 class FilesConnector:
     kind = "files"
-    complete_listing = True  # a folder walk lists everything in scope every time
+    # A folder walk lists everything in scope every time: its "change feed" is the full
+    # listing, so every content pass is an enumeration that also finds what vanished.
+    capabilities = Capabilities(complete_listing=True, identities_each_pass=True)
+    complete_listing = True  # v1 name, read by wrappers written against it
+    options_model = FilesOptions
 
     def __init__(self, name: str, root: Path, page_size: int = 64) -> None:
         self.name = name
@@ -59,17 +91,13 @@ class FilesConnector:
         self.page_size = page_size
 
     @classmethod
-    def from_options(cls, name: str, options: dict[str, Any], base_dir: Path) -> FilesConnector:
-        unknown = sorted(set(options) - {"root", "page_size"})
-        if unknown:
-            raise ConfigError(f"connector {name!r}: unknown key {unknown[0]!r} for kind 'files'")
-        root = options.get("root")
-        if not isinstance(root, str) or not root:
-            raise ConfigError(f"connector {name!r}: 'root' (a folder path) is required")
-        page_size = options.get("page_size", 64)
-        if not isinstance(page_size, int) or page_size < 1:
-            raise ConfigError(f"connector {name!r}: 'page_size' must be a positive integer")
-        return cls(name, (base_dir / Path(root).expanduser()).resolve(), page_size)
+    def from_options(cls, name: str, options: ConnectorOptions,
+                     base_dir: Path) -> FilesConnector:
+        if not isinstance(options, FilesOptions):
+            raise TypeError(f"files connector options must be FilesOptions, not "
+                            f"{type(options).__name__}")
+        return cls(name, (base_dir / Path(options.root).expanduser()).resolve(),
+                   options.page_size)
 
     # -- listing ---------------------------------------------------------------------------
     def check_root(self) -> None:
@@ -128,7 +156,7 @@ class FilesConnector:
         listing = self._walk()
         entries = listing.entries
         failures, warnings = tuple(listing.failures), tuple(listing.warnings)
-        after = json.loads(checkpoint)["after"] if checkpoint else None
+        after = _after(checkpoint) if checkpoint else None
         if after is not None:
             entries = [e for e in entries if e.rel > after]
             # ACL failures were reported by the run that made the checkpoint; listing failures
@@ -145,8 +173,8 @@ class FilesConnector:
             yield _Page(page, failures if first else (), warnings if first else (), cursor)
 
     # -- protocol --------------------------------------------------------------------------
-    def documents(self, checkpoint: str | None = None) -> Iterator[DocumentPage]:
-        for page in self._pages(checkpoint):
+    def content(self, cursor: str | None = None) -> Iterator[ContentPage]:
+        for page in self._pages(cursor):
             docs: list[Document] = []
             failed = list(page.failures)
             for entry in page.entries:
@@ -160,7 +188,13 @@ class FilesConnector:
                     failed.append(self._failure(entry, str(exc), transient=True))
                     continue
                 docs.append(doc)
-            yield DocumentPage(tuple(docs), tuple(failed), page.cursor, page.warnings)
+            yield ContentPage(tuple(Upsert(d) for d in docs), tuple(failed), page.cursor,
+                              page.warnings)
+
+    def documents(self, checkpoint: str | None = None) -> Iterator[DocumentPage]:
+        """v1 shape of content(), for wrappers written against the old protocol."""
+        for page in self.content(checkpoint):
+            yield DocumentPage(page.documents, page.failures, page.cursor, page.warnings)
 
     def _failure(self, entry: _Entry, reason: str, *, transient: bool) -> Failure:
         return Failure(entry.rel, reason, self.doc_id(entry.rel), entry.access.acl(),
@@ -171,7 +205,8 @@ class FilesConnector:
             acls = tuple((self.doc_id(e.rel), e.access.acl()) for e in page.entries)
             yield PermissionPage(acls, page.failures, page.cursor, page.warnings)
 
-    def identities(self) -> IdentitySnapshot:
+    def identities(self, cursor: str | None = None) -> Iterator[IdentityPage]:
+        """One page: the root's `.groups.json` and `.aliases.json`."""
         self.check_root()
         memberships: list[Membership] = []
         aliases: list[Alias] = []
@@ -189,7 +224,7 @@ class FilesConnector:
                 failures.append(Failure(name, f"{name} {exc}", scope="identities"))
             except MalformedDocument as exc:
                 failures.append(Failure(name, str(exc), scope="identities"))
-        return IdentitySnapshot(tuple(memberships), tuple(aliases), tuple(failures))
+        yield IdentityPage(tuple(memberships), tuple(aliases), tuple(failures))
 
     # -- mapping ---------------------------------------------------------------------------
     def doc_id(self, rel: str) -> str:
@@ -209,3 +244,6 @@ class FilesConnector:
             updated=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
             metadata={"format": entry.path.suffix.lower().lstrip(".")},
         )
+
+
+_FACTORY: ConnectorFactory = FilesConnector  # mypy checks the entry point's class is a factory

@@ -28,6 +28,7 @@ SCHEDULED: dict[Mode, tuple[str, str, str]] = {
     "incremental": ("incremental_schedule", "off", "clearance.incremental_sync"),
     "permissions": ("permission_schedule", "*/5 * * * *", "clearance.permission_sync"),
     "prune": ("prune_schedule", "off", "clearance.prune"),
+    "groups": ("group_schedule", "off", "clearance.group_sync"),  # the identity pass
 }
 _EVERY = re.compile(r"^@every\s+(\d+)\s*([smh])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600}

@@ -208,7 +208,7 @@ def test_groups_file_is_parsed_with_nesting(
         "x.md": "# X\nplatypus",
     })
     connector = files_connector(root)
-    snap = connector.identities()
+    snap = next(connector.identities())  # one page: the root's control files
     assert snap.failures == ()
     assert set(snap.memberships) == {
         Membership("group:docs:eng", "group:docs:platform"),
@@ -234,7 +234,7 @@ def test_malformed_groups_file_is_reported_and_keeps_the_previous_memberships(
     pipeline.full_sync(connector)
     assert readable_ids(store, "bob@acme.example", "narwhal") == set()
     (root / ".groups.json").write_text('{"eng": "user:bob@acme.example"}')
-    snap = connector.identities()
+    snap = next(connector.identities())  # one page: the root's control files
     assert len(snap.failures) == 1 and snap.failures[0].source_id == ".groups.json"
     report = pipeline.full_sync(connector)
     assert report.error_count == 1 and report.status == "partial"
