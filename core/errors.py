@@ -29,6 +29,23 @@ class SourceUnavailable(SourceError):
     """The source is down or throttling past the retry budget (transient)."""
 
 
+class SourceAuthError(SourceError):
+    """The source refused the connector's credentials (HTTP 401): a configuration problem."""
+
+
+class SourceForbidden(SourceError):
+    """The connector's identity may not read this resource (HTTP 403)."""
+
+
+class SourceNotFound(SourceError):
+    """The resource is not at the source (HTTP 404): deleted, moved, or never there."""
+
+
+class CursorExpired(SourceError):
+    """A change-feed cursor the source no longer accepts (Graph 410 resyncRequired, an invalid
+    Drive page token): the pipeline re-enumerates in full and reconciles."""
+
+
 class MalformedDocument(SourceError):
     """One document (or one ACL file) could not be read; the sync skips and reports it."""
 
