@@ -29,6 +29,15 @@ class SourceUnavailable(SourceError):
     """The source is down or throttling past the retry budget (transient)."""
 
 
+class CursorExpired(SourceError):
+    """A change-feed or resume cursor the source no longer accepts (Graph 410 resyncRequired,
+    an invalid Drive page token, a cursor of an older format): the pipeline re-enumerates."""
+
+
+class MalformedDocument(SourceError):
+    """One document (or one ACL file) could not be read; the sync skips and reports it."""
+
+
 class SourceAuthError(SourceError):
     """The source refused the connector's credentials (HTTP 401): a configuration problem."""
 
@@ -39,15 +48,6 @@ class SourceForbidden(SourceError):
 
 class SourceNotFound(SourceError):
     """The resource is not at the source (HTTP 404): deleted, moved, or never there."""
-
-
-class CursorExpired(SourceError):
-    """A change-feed cursor the source no longer accepts (Graph 410 resyncRequired, an invalid
-    Drive page token): the pipeline re-enumerates in full and reconciles."""
-
-
-class MalformedDocument(SourceError):
-    """One document (or one ACL file) could not be read; the sync skips and reports it."""
 
 
 class SyncError(ClearanceError):
