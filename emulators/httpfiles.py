@@ -57,12 +57,17 @@ class HttpFilesEmulator(Emulator):
         unknown = set(tenant) - {"tokens", "documents", "groups", "page_size"}
         if unknown:
             raise ValueError(f"unknown tenant key(s) {sorted(unknown)}")
-        if not all(isinstance(t, str) for t in tenant.get("tokens", [])):
+        if not _strings(tenant.get("tokens", [])):
             raise ValueError("tokens is a list of strings")
-        for doc_id, doc in dict(tenant.get("documents", {})).items():
+        for key in ("documents", "groups"):
+            if not isinstance(tenant.get(key, {}), dict):
+                raise ValueError(f"{key} is a JSON object")
+        if not isinstance(tenant.get("page_size", 50), int) or tenant.get("page_size", 50) < 1:
+            raise ValueError("page_size is a positive integer")
+        for doc_id, doc in tenant.get("documents", {}).items():
             _check_document(doc_id, doc)
-        for name, members in dict(tenant.get("groups", {})).items():
-            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        for name, members in tenant.get("groups", {}).items():
+            if not _strings(members):
                 raise ValueError(f"group {name!r}: members is a list of principals")
 
     @property
@@ -188,9 +193,15 @@ def _check_document(doc_id: str, doc: Any) -> None:
     unknown = set(doc) - {"title", "content", "format", "read", "deny"}
     if unknown:
         raise ValueError(f"document {doc_id!r}: unknown key(s) {sorted(unknown)}")
+    if not all(isinstance(doc.get(k, ""), str) for k in ("title", "content", "format")):
+        raise ValueError(f"document {doc_id!r}: title, content and format are strings")
     for key in ("read", "deny"):
-        if not all(isinstance(p, str) for p in doc.get(key, [])):
+        if not _strings(doc.get(key, [])):
             raise ValueError(f"document {doc_id!r}: {key} is a list of principals")
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def _page_start(token: str | None, size: int) -> int | None:
