@@ -244,6 +244,8 @@ class HttpPolicy:
             else:
                 wait, throttled = self._backoff(attempt), False
             if attempt == attempts:
+                if response is not None:
+                    response.close()
                 break
             if throttled and wait > self.limits.max_retry_after:
                 self._fail(f"{where}: the source asked to wait {wait:.0f} s, more than the "
@@ -273,6 +275,11 @@ class HttpPolicy:
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
                 return None, _transport_problem(exc)
+            except requests.RequestException as exc:
+                # An invalid URL or header, too many redirects: retrying cannot help, and the
+                # library's message may quote a header value or a URL's credentials.
+                self.stats.add(failures=1)
+                raise SourceError(f"{where}: {type(exc).__name__}") from None
 
     def _decide(self, response: requests.Response,
                 attempt: int) -> tuple[str, float, bool] | None:
@@ -439,6 +446,15 @@ class PolicySession(requests.Session):
         adapter = PolicyAdapter(policy)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        try:
+            return super().prepare_request(request)
+        except (requests.RequestException, ValueError) as exc:
+            # "Invalid ... in header value: 'Bearer <token>\n'": never let it reach a log.
+            where = f"{request.method} {redact_url(str(request.url))}"
+            raise SourceError(f"{where}: cannot build the request ({type(exc).__name__})") \
+                from None
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         response = super().send(request, **kwargs)

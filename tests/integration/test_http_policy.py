@@ -313,6 +313,21 @@ def test_no_secret_in_errors_or_logs(server, emu, fake, caplog):
     assert SECRET not in caplog.text and "retry" in caplog.text
 
 
+def test_a_request_the_library_refuses_never_quotes_the_header(server, emu, fake):
+    from core.errors import SourceError
+
+    pol = policy(server, fake)
+    with pytest.raises(SourceError) as caught:
+        pol.session().get(f"{server.base_url}/api/documents?token={SECRET}",
+                          headers={"Authorization": f"Bearer {SECRET}\n"})
+    assert SECRET not in str(caught.value) and "InvalidHeader" in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__context__ is not None
+    with pytest.raises(SourceError, match=r"InvalidURL|MissingSchema|InvalidSchema") as bad_url:
+        pol.session().get(f"https://u:{SECRET}@/nohost")
+    assert SECRET not in str(bad_url.value)
+    assert emu.counters.requests == 0
+
+
 def test_redaction_helpers():
     assert redact_url(f"https://u:{SECRET}@h/p?sig={SECRET}&page=2") == "https://***@h/p?sig=***&page=2"
     assert redact_url(f"https://{SECRET}@h/") == "https://***@h/"
