@@ -240,7 +240,8 @@ def test_the_request_rate_limit_makes_the_policy_wait_per_token(server, emu, fak
 
 
 def _in_flight_peak(server: EmulatorServer, emu: HttpFilesEmulator, concurrency: int) -> int:
-    emu.faults.add(Fault("/api/groups", latency=0.3, times=None))
+    # Each answer takes 1 s: every thread has started long before the first one ends.
+    emu.faults.add(Fault("/api/groups", latency=1.0, times=None))
     pol = HttpPolicy("demo", HttpLimits(concurrency=concurrency, rate=0),
                      ca_bundle=str(server.ca_bundle))
     session = pol.session()
