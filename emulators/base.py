@@ -320,6 +320,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if request.path.startswith("/_admin/"):
             self._answer(emulator.dispatch(request))
             return
+        # In flight until the answer is ready, not until it is written: a client may send its
+        # next request as soon as it has read this answer, before this thread gets to run again.
         with emulator.counters.serving(request.path, request.headers.get("user-agent", "")):
             fault = emulator.faults.take(request.method, request.path)
             if fault is not None and fault.latency:
@@ -331,9 +333,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                 body_json = fault.body or {"error": {"code": "injectedFault",
                                                      "message": f"HTTP {fault.status}"}}
-                self._answer(Response.json(body_json, fault.status, headers))
-                return
-            self._answer(emulator.dispatch(request))
+                response = Response.json(body_json, fault.status, headers)
+            else:
+                response = emulator.dispatch(request)
+        self._answer(response)
 
     def _answer(self, response: Response) -> None:
         self.send_response(response.status)
