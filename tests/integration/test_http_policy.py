@@ -239,29 +239,32 @@ def test_the_request_rate_limit_makes_the_policy_wait_per_token(server, emu, fak
     assert pol.stats.to_json()["rate_limited_seconds"] == 2.0
 
 
-def _in_flight_peak(server: EmulatorServer, emu: HttpFilesEmulator, concurrency: int) -> int:
+def _in_flight_peak(concurrency: int) -> int:
+    # A server of its own: a handler another test left sleeping would count as in flight.
+    emu = HttpFilesEmulator(tenant())
     # Each answer takes 1 s: every thread has started long before the first one ends.
     emu.faults.add(Fault("/api/groups", latency=1.0, times=None))
-    pol = HttpPolicy("demo", HttpLimits(concurrency=concurrency, rate=0),
-                     ca_bundle=str(server.ca_bundle))
-    session = pol.session()
-    threads = [threading.Thread(target=session.get, args=(server.base_url + "/api/groups",),
-                                kwargs={"headers": AUTH}) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with EmulatorServer(emu) as server:
+        pol = HttpPolicy("demo", HttpLimits(concurrency=concurrency, rate=0),
+                         ca_bundle=str(server.ca_bundle))
+        session = pol.session()
+        threads = [threading.Thread(target=session.get, args=(server.base_url + "/api/groups",),
+                                    kwargs={"headers": AUTH}) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     assert emu.counters.by_path["/api/groups"] == 6
     return emu.counters.max_in_flight
 
 
-def test_the_concurrency_limit_is_what_the_server_sees(server, emu):
-    assert _in_flight_peak(server, emu, concurrency=2) == 2
+def test_the_concurrency_limit_is_what_the_server_sees():
+    assert _in_flight_peak(concurrency=2) == 2
 
 
-def test_without_a_tight_limit_the_server_sees_more_at_once(server, emu):
+def test_without_a_tight_limit_the_server_sees_more_at_once():
     # The control: the measure above can see more than two requests in flight.
-    assert _in_flight_peak(server, emu, concurrency=6) > 2
+    assert _in_flight_peak(concurrency=6) > 2
 
 
 def test_every_request_carries_the_descriptive_user_agent(server, emu, fake):
