@@ -379,16 +379,16 @@ def cmd_reindex(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
-    from apps.demo import run_demo
-
-    return run_demo(rt.settings.home, json_output=args.json)
-
-
 def cmd_emulate(rt: Runtime, args: argparse.Namespace) -> int:
     from emulators.cli import run
 
     return run(args)
+
+
+def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
+    from apps.demo import run_demo
+
+    return run_demo(rt.settings.home, json_output=args.json)
 
 
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
