@@ -442,3 +442,23 @@ def test_msal_client_credentials_through_the_policy(fake):
             http_client=pol.session(), instance_discovery=False)
         with pytest.raises(SourceAuthError, match="invalid_client"):
             wrong.acquire_token_for_client(scopes=["https://graph.example/.default"])
+
+
+def test_google_auth_refreshes_its_token_through_the_policy(fake):
+    from google.oauth2.credentials import Credentials
+    from googleapiclient.discovery import build_from_document
+
+    emulator = _TokenEmulator(tenant())
+    with EmulatorServer(emulator) as srv:
+        emulator.faults.add(Fault("/t1/oauth2/v2.0/token", status=503, retry_after="6"))
+        pol = HttpPolicy("drive", HttpLimits(rate=0), ca_bundle=str(srv.ca_bundle),
+                         clock=fake.clock())
+        creds = Credentials(token=None, refresh_token="r-1", client_id="c",
+                            client_secret="app-secret",
+                            token_uri=f"{srv.base_url}/t1/oauth2/v2.0/token")
+        http = PolicyHttp(pol.session(), credentials=creds)
+        service = build_from_document(dict(DISCOVERY, rootUrl=srv.base_url + "/"), http=http)
+        assert service.documents().get(id="doc1.md").execute()["id"] == "doc1.md"
+        assert creds.token == TOKEN and fake.sleeps == [6.0]
+        assert emulator.counters.by_path["/t1/oauth2/v2.0/token"] == 2
+        assert emulator.counters.user_agents == {pol.user_agent}
