@@ -14,6 +14,14 @@ Client libraries plug in through:
 - `PolicyHttp` (an httplib2.Http look-alike: `request(uri, method, body, headers, ...)` returning
   `(httplib2.Response, bytes)`): give it to google-api-python-client (`build(..., http=...)`).
 
+A connector makes one policy and hands its session to whatever client it uses:
+
+    policy = HttpPolicy(name, HttpLimits(concurrency=4, rate=10), ca_bundle=options.ca_bundle)
+    confluence = Confluence(url, session=policy.session(), token=token)
+    drive = build_from_document(doc, http=PolicyHttp(policy.session(), credentials=creds))
+    app = msal.ConfidentialClientApplication(..., http_client=policy.session())
+    report_fields["http"] = policy.stats.to_json()
+
 Secrets never reach a message or a log line: headers are never quoted, URLs lose their userinfo
 and credential-like query values, response excerpts lose bearer tokens and JWTs. (core/redact.py
 is not on main yet; `redact_url`/`redact_text` here can defer to it once it is.)

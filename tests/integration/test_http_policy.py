@@ -239,6 +239,18 @@ def test_the_request_rate_limit_makes_the_policy_wait_per_token(server, emu, fak
     assert pol.stats.to_json()["rate_limited_seconds"] == 2.0
 
 
+def test_the_burst_comes_back_after_a_quiet_spell(server, emu, fake):
+    pol = policy(server, fake, rate=2.0, burst=3)
+    session = pol.session()
+    for _ in range(4):
+        session.get(server.base_url + "/api/groups", headers=AUTH)
+    assert fake.sleeps == [0.5]
+    fake.t += 60  # a minute without requests refills the bucket, up to the burst only
+    for _ in range(4):
+        session.get(server.base_url + "/api/groups", headers=AUTH)
+    assert fake.sleeps == [0.5, 0.5]
+
+
 def _in_flight_peak(concurrency: int) -> int:
     # A server of its own: a handler another test left sleeping would count as in flight.
     emu = HttpFilesEmulator(tenant())
@@ -397,6 +409,17 @@ def test_atlassian_client_keeps_the_policy_trust_and_agent(server, emu, fake):
     # atlassian passes verify=True and timeout=75 on each call: the policy's CA still applies.
     assert client.get("api/groups")["items"][0]["id"] == "hr"
     assert fake.sleeps == [1.0] and emu.counters.user_agents == {pol.user_agent}
+
+
+def test_the_policy_timeout_wins_over_the_library_timeout(server, emu, fake):
+    from atlassian.rest_client import AtlassianRestAPI
+
+    emu.faults.add(Fault("/api/groups", latency=1.0))
+    pol = policy(server, fake, read_timeout=0.2)
+    client = AtlassianRestAPI(url=server.base_url, session=pol.session(), token=TOKEN,
+                              timeout=75)
+    assert client.get("api/groups")["items"][0]["id"] == "hr"
+    assert pol.stats.to_json()["retries"] == 1 and emu.counters.by_path["/api/groups"] == 2
 
 
 class _TokenEmulator(HttpFilesEmulator):
