@@ -38,6 +38,18 @@ class MalformedDocument(SourceError):
     """One document (or one ACL file) could not be read; the sync skips and reports it."""
 
 
+class SourceAuthError(SourceError):
+    """The source refused the connector's credentials (HTTP 401): a configuration problem."""
+
+
+class SourceForbidden(SourceError):
+    """The connector's identity may not read this resource (HTTP 403)."""
+
+
+class SourceNotFound(SourceError):
+    """The resource is not at the source (HTTP 404): deleted, moved, or never there."""
+
+
 class SyncError(ClearanceError):
     """A sync failed as a whole (error budget spent, store unwritable)."""
 

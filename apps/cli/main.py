@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reindex", "OpenSearch: build the next index version and swap the alias")
     p.add_argument("--dimension", type=int, default=None,
                    help="vector dimension of the new index (default: the current one)")
+    from emulators.cli import add_arguments as emulate_arguments
+    emulate_arguments(command("emulate", "serve a source's loopback emulator; print its base URL"))
     return parser
 
 
@@ -646,6 +648,12 @@ def cmd_reindex(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_emulate(rt: Runtime, args: argparse.Namespace) -> int:
+    from emulators.cli import run
+
+    return run(args)
+
+
 def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
@@ -655,7 +663,7 @@ def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
 READ_ONLY = frozenset({"search", "ask", "explain", "status"})  # they create no index
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
             "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
-            "reindex": cmd_reindex}
+            "reindex": cmd_reindex, "emulate": cmd_emulate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Loopback fakes of real source APIs (see README.md)."""
