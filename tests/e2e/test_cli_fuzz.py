@@ -9,6 +9,7 @@ installed console script.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -78,7 +79,17 @@ def assert_user_facing(code: int, err: str) -> None:
     assert "Traceback" not in err, err
     assert "unexpected error" not in err, err  # the safety net is for bugs: none may be hit
     for line in err.splitlines():
-        assert line.startswith("clearance:") or line.startswith("usage:") or not line, err
+        assert (line.startswith("clearance:") or line.startswith("usage:") or not line
+                or _log_event(line)), err
+
+
+def _log_event(line: str) -> bool:
+    """A structured log line (what --verbose asks for): one JSON object with an event."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("event"), str)
 
 
 value = st.one_of(st.sampled_from(NUMBERS), st.sampled_from(WORDS), st.text(max_size=12),

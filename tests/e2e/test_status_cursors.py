@@ -41,7 +41,13 @@ def test_status_shows_each_pass_cursor_and_the_identity_age(tmp_path: Path) -> N
                                              "--json").stdout)["connectors"][0]
         return row
 
-    before = status()
+    # Before the first sync the index is empty while the source lists 3 documents: status says
+    # so and exits 1 (it cannot tell a never-synced index from a lost one).
+    never = subprocess.run([clearance_exe(), *base, "status", "--config", str(config), "--json"],
+                           capture_output=True, text=True, env=cli_env(), timeout=300)
+    assert never.returncode == 1, never.stderr
+    before: dict[str, Any] = json.loads(never.stdout)["connectors"][0]
+    assert before["index_problem"] == "index empty or missing: 3 documents at the source"
     assert before["cursors"] == {"content": None, "permissions": None, "identities": None}
     assert before["identities"] is None
     run(*base, "sync", "--config", str(config))
