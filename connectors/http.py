@@ -20,7 +20,7 @@ A connector makes one policy and hands its session to whatever client it uses:
     confluence = Confluence(url, session=policy.session(), token=token)
     drive = build_from_document(doc, http=PolicyHttp(policy.session(), credentials=creds))
     app = msal.ConfidentialClientApplication(..., http_client=policy.session())
-    report_fields["http"] = policy.stats.to_json()
+    # and exposes `http_stats` (the policy.stats): each SyncReport then carries its run's "http"
 
 Secrets never reach a message or a log line: headers are never quoted, URLs lose their userinfo
 and credential-like query values, response excerpts lose bearer tokens and JWTs. (core/redact.py

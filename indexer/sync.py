@@ -92,6 +92,9 @@ class SyncReport(BaseModel):
     partial: bool = False
     warning_count: int = 0
     warnings: list[str] = Field(default_factory=list)
+    # What the connector's HTTP policy did during this run (requests, retries, throttled
+    # seconds, bytes); None for a connector that makes no HTTP calls.
+    http: dict[str, float] | None = None
 
     def __init__(self, connector: str | None = None, mode: Mode | None = None,
                  run_id: str | None = None, /, **data: Any) -> None:
@@ -380,7 +383,7 @@ class Pipeline:
             except CursorExpired as exc:
                 self._expired(connector, report, key, exc)
 
-        return self._run(report, body)
+        return self._run(report, body, connector)
 
     def _checkpoint(self, key: str) -> Checkpoint | None:
         saved = self.store.get_state(key)
@@ -668,7 +671,7 @@ class Pipeline:
                 report.deleted += len(gone)
             self.store.delete_state(key)
 
-        return self._run(report, body)
+        return self._run(report, body, connector)
 
     def _drop_listed(self, connector: str, mode: Mode, pages: int) -> None:
         for page in range(pages):
@@ -756,7 +759,7 @@ class Pipeline:
         def body() -> None:
             self._identities(source, report)
 
-        return self._run(report, body)
+        return self._run(report, body, connector)
 
     def _identities_first(self, connector: Connector, report: SyncReport) -> bool:
         """Before a content or permission pass: refresh the source's identities when that is
@@ -850,7 +853,9 @@ class Pipeline:
         return prune_orphans(self.store, configured, only)
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _run(self, report: SyncReport, body: Callable[[], None]) -> SyncReport:
+    def _run(self, report: SyncReport, body: Callable[[], None],
+             connector: Connector | None = None) -> SyncReport:
+        http_before = _http_counts(connector)
         log.info("sync.start", extra={"connector": report.connector, "mode": report.mode,
                                       "run_id": report.run_id, "resumed": report.resumed})
         try:
@@ -862,6 +867,7 @@ class Pipeline:
             raise
         finally:
             report.finished = time.time()
+            report.http = _http_delta(http_before, _http_counts(connector))
             try:
                 self.store.set_state(last_run_key(report.connector, report.mode), report.to_json())
             except Exception as secondary:
@@ -875,6 +881,20 @@ class Pipeline:
                                         "status": report.status,
                                         "duration": round(report.duration, 3)})
         return report
+
+
+def _http_counts(connector: Connector | None) -> dict[str, float] | None:
+    """The connector's HTTP policy counters now (`http_stats`, see connectors.http), if any."""
+    stats = getattr(connector, "http_stats", None)
+    return dict(stats.to_json()) if stats is not None else None
+
+
+def _http_delta(before: dict[str, float] | None,
+                after: dict[str, float] | None) -> dict[str, float] | None:
+    """This run's share of the counters (a connector object may serve several runs)."""
+    if before is None or after is None:
+        return None
+    return {k: round(after[k] - before.get(k, 0), 3) for k in after}
 
 
 def orphaned_connectors(store: ChunkStore, configured: Iterable[str]) -> dict[str, int]:
