@@ -16,16 +16,20 @@ commits it only after the page's writes are durable; one the source no longer ac
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.acl import Acl
 from core.errors import ConfigError
 from core.models import Alias, Document, Membership
+
+if TYPE_CHECKING:
+    from connectors.http import HttpPolicy
 
 PassKind = Literal["content", "permissions", "identities"]
 PASSES: tuple[PassKind, ...] = ("content", "permissions", "identities")
@@ -194,9 +198,23 @@ class ConnectorOptions(BaseModel):
 
 
 class HttpConnectorOptions(ConnectorOptions):
-    """Options every HTTP connector shares."""
+    """Options every HTTP connector shares: trust, and the limits of the one HTTP policy."""
 
     ca_bundle: str | None = None  # PEM file of the CA that signs the source's certificate
+    max_concurrency: int = Field(default=4, ge=1, le=64)  # requests in flight at once
+    requests_per_second: float = Field(default=10.0, ge=0.0)  # 0: no rate limit
+    max_retry_after_seconds: float = Field(default=300.0, gt=0.0)  # a longer wait: give up
+    timeout_seconds: float = Field(default=60.0, gt=0.0)  # read timeout per request
+
+    def http_policy(self, connector: str) -> HttpPolicy:
+        """The connector's one HTTP policy, with these limits and this trust."""
+        from connectors.http import HttpLimits, HttpPolicy
+
+        limits = HttpLimits(read_timeout=self.timeout_seconds, concurrency=self.max_concurrency,
+                            rate=self.requests_per_second,
+                            burst=max(1, math.ceil(self.requests_per_second)),
+                            max_retry_after=self.max_retry_after_seconds)
+        return HttpPolicy(connector, limits, ca_bundle=self.ca_bundle)
 
 
 class ConnectorFactory(Protocol):

@@ -88,3 +88,27 @@ def test_group_schedule_is_a_connector_key_and_schedules_the_identity_pass() -> 
     beat = beat_schedule(settings, datetime(2026, 11, 25, 14, 7, tzinfo=UTC))
     assert beat["docs:groups"]["task"] == "clearance.group_sync"
     assert beat["docs:groups"]["args"] == ("docs",)
+
+
+def test_http_limits_come_from_the_connector_options() -> None:
+    class Wiki(HttpConnectorOptions):
+        base_url: str
+
+    class WikiFactory:
+        options_model = Wiki
+
+    got = parse_options(WikiFactory(), "wiki", "wiki",  # type: ignore[arg-type]
+                        {"base_url": "https://w", "max_concurrency": 2,
+                         "requests_per_second": 2.5, "max_retry_after_seconds": 30,
+                         "timeout_seconds": 5})
+    assert isinstance(got, Wiki)
+    policy = got.http_policy("wiki")
+    assert (policy.limits.concurrency, policy.limits.rate, policy.limits.burst) == (2, 2.5, 3)
+    assert (policy.limits.max_retry_after, policy.limits.read_timeout) == (30, 5)
+    assert policy.user_agent.endswith("(+connector wiki)") and policy.verify is True
+    defaults = Wiki(base_url="https://w").http_policy("wiki").limits
+    assert (defaults.concurrency, defaults.rate) == (4, 10.0)
+    for bad in ({"max_concurrency": 0}, {"requests_per_second": -1}, {"timeout_seconds": 0}):
+        with pytest.raises(ConfigError, match="^connector 'wiki': "):
+            parse_options(WikiFactory(), "wiki", "wiki",  # type: ignore[arg-type]
+                          {"base_url": "https://w", **bad})
