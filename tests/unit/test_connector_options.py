@@ -109,6 +109,6 @@ def test_http_limits_come_from_the_connector_options() -> None:
     defaults = Wiki(base_url="https://w").http_policy("wiki").limits
     assert (defaults.concurrency, defaults.rate) == (4, 10.0)
     for bad in ({"max_concurrency": 0}, {"requests_per_second": -1}, {"timeout_seconds": 0}):
-        with pytest.raises(ConfigError, match="^connector 'wiki': "):
+        with pytest.raises(ConfigError, match=r"^connector 'wiki': "):
             parse_options(WikiFactory(), "wiki", "wiki",  # type: ignore[arg-type]
                           {"base_url": "https://w", **bad})
