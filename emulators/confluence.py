@@ -300,8 +300,8 @@ class ConfluenceEmulator(Emulator):
         status_asked = False
         for field, op, values in clauses:
             if field in ("lastmodified", "created"):
-                raw = item.get("when" if field == "lastmodified" else "created",
-                               item.get("when", "2026-01-01T00:00:00Z"))
+                raw = str(item.get("when" if field == "lastmodified" else "created")
+                          or item.get("when") or "2026-01-01T00:00:00Z")
                 # CQL dates have minute resolution, in the user's time zone.
                 mine = parse_when(raw).astimezone(zone).replace(second=0, microsecond=0)
                 limit = cql_date(values[0], zone)
@@ -370,8 +370,8 @@ class ConfluenceEmulator(Emulator):
 
     def _content_one(self, request: Request) -> Response:
         item = self.content_by_id(request.params["content_id"])
-        if item is None or item.get("status", "current") in ("trashed", "archived") \
-                and request.arg("status") != item.get("status"):
+        if item is None or (item.get("status", "current") in ("trashed", "archived") \
+                and request.arg("status") != item.get("status")):
             return Response.json({"statusCode": 404, "message": "No content found"}, 404)
         if item.get("status") == "draft":
             return Response.json({"statusCode": 403, "message": "Not permitted"}, 403)
