@@ -95,8 +95,13 @@ def tenant_data() -> dict[str, Any]:
 
 
 class ConfluenceTenant(Tenant):
-    def __init__(self, emulator: ConfluenceEmulator, name: str) -> None:
+    def __init__(self, emulator: ConfluenceEmulator, name: str, *,
+                 scope: Sequence[str] = SCOPE, mapping: dict[str, str] | None = None,
+                 users: Sequence[str] | None = None) -> None:
         self.emu, self.name = emulator, name
+        self.scope = list(scope)
+        self.mapping = MAPPED if mapping is None else mapping
+        self._users = users
 
     @property
     def data(self) -> dict[str, Any]:
@@ -105,12 +110,14 @@ class ConfluenceTenant(Tenant):
     # -- reference evaluator ------------------------------------------------------------------
     @property
     def users(self) -> Sequence[str]:
+        if self._users is not None:
+            return self._users
         return ("ann@acme.example", "bob@acme.example", "carl@acme.example",
                 "dana@acme.example", "eve@acme.example", "mallory@outside.example")
 
     def _account(self, email: str) -> str | None:
         for user in self.data["users"]:
-            if user.get("email") == email or MAPPED.get(user["accountId"]) == email:
+            if user.get("email") == email or self.mapping.get(user["accountId"]) == email:
                 return str(user["accountId"])
         return None
 
@@ -139,7 +146,7 @@ class ConfluenceTenant(Tenant):
 
     def _in_scope(self) -> list[dict[str, Any]]:
         return [c for c in self.data["content"]
-                if c["space"] in SCOPE and c.get("status", "current") == "current"]
+                if c["space"] in self.scope and c.get("status", "current") == "current"]
 
     def truth(self) -> Truth:
         out = {}
