@@ -132,6 +132,7 @@ class ConfluenceEmulator(Emulator):
                         not set(perm.get("groups", [])) <= groups:
                     raise ValueError(f"space {s.get('key')!r}: unknown user or group")
         ids = [c.get("id") for c in tenant.get("content", [])]
+        ids += [a.get("id") for c in tenant.get("content", []) for a in c.get("attachments", [])]
         if len(set(ids)) != len(ids) or None in ids:
             raise ValueError("content ids are unique")
         for c in tenant.get("content", []):
@@ -150,6 +151,24 @@ class ConfluenceEmulator(Emulator):
 
     def content_by_id(self, content_id: str) -> JsonObject | None:
         return next((c for c in self._list("content") if c["id"] == content_id), None)
+
+    def attachments(self) -> list[JsonObject]:
+        """Every attachment as a content item: its container is its parent, its space, status
+        and restrictions are the container's (attachments have none of their own)."""
+        out: list[JsonObject] = []
+        for page in self._list("content"):
+            for att in page.get("attachments", []):
+                out.append({**att, "type": "attachment", "parent": page["id"],
+                            "space": page["space"], "status": page.get("status", "current"),
+                            "restrictions": {}, "author": att.get("author", page.get("author")),
+                            "created": att.get("created", att.get("when", page.get("when")))})
+        return out
+
+    def _searchable(self) -> list[JsonObject]:
+        return [*self._list("content"), *self.attachments()]
+
+    def _attachment(self, att_id: str) -> JsonObject | None:
+        return next((a for a in self.attachments() if a["id"] == att_id), None)
 
     def _user(self, account_id: str) -> JsonObject:
         found = next((u for u in self._list("users") if u["accountId"] == account_id), None)
@@ -176,6 +195,9 @@ class ConfluenceEmulator(Emulator):
             ("/rest/api/group", self._groups),
             ("/rest/api/group/member", self._members_by_name),
             ("/rest/api/group/{group_id}/membersByGroupId", self._members_by_id),
+            ("/rest/api/content/{content_id}/child/attachment", self._child_attachments),
+            ("/download/attachments/{page_id}/{name}", self._download),
+            ("/media/{att_id}", self._media),
         ]
         for path, handler in routes:
             self.route("GET", f"/wiki{path}", self._guard(handler, oauth=False))
@@ -281,6 +303,14 @@ class ConfluenceEmulator(Emulator):
         if "body.storage" in expand:
             out["body"] = {"storage": {"value": item.get("body", ""),
                                        "representation": "storage"}}
+        if kind == "attachment":
+            name = item.get("title", item["id"])
+            out["_links"]["download"] = (f"/download/attachments/{item['parent']}/{name}"
+                                         f"?version={int(item.get('version', 1))}&api=v2")
+            out["_links"]["webui"] = f"/pages/viewpageattachments.action?pageId={item['parent']}"
+            out["extensions"] = {"mediaType": item.get("mediaType", "application/octet-stream")}
+            if "container" in expand:
+                out["container"] = {"id": item["parent"], "type": "page"}
         if any(e.startswith("restrictions.read") for e in expand):
             full = self._restriction_json(item)
             if "restrictions.read.restrictions.user" not in expand:
@@ -328,7 +358,7 @@ class ConfluenceEmulator(Emulator):
         cql = request.arg("cql") or ""
         try:
             clauses, (order, desc) = parse_cql(cql)
-            hits = [c for c in self._list("content") if self._matches(c, clauses)]
+            hits = [c for c in self._searchable() if self._matches(c, clauses)]
         except CqlError as exc:
             return Response.json({"statusCode": 400, "message": str(exc)}, 400)
         sort_key: dict[str, Callable[[JsonObject], Any]] = {
@@ -385,6 +415,33 @@ class ConfluenceEmulator(Emulator):
             return Response.json({"statusCode": 403, "message": "Not permitted"}, 403)
         start = int(request.arg("start", "0") or 0)
         return Response.json(self._restriction_json(item, start, self._page_size(request)))
+
+    # -- attachments -------------------------------------------------------------------------
+    def _child_attachments(self, request: Request) -> Response:
+        cid = request.params["content_id"]
+        items = [a for a in self.attachments() if a["parent"] == cid]
+        return self._offset_page(request, items,
+                                 lambda a: self._content_json(a, self._expand(request), request),
+                                 f"/rest/api/content/{cid}/child/attachment")
+
+    def _download(self, request: Request) -> Response:
+        """A 302 to the media service, as Cloud answers."""
+        att = next((a for a in self.attachments() if a["parent"] == request.params["page_id"]
+                    and a.get("title") == request.params["name"]), None)
+        if att is None or att.get("status") != "current":
+            return Response.json({"statusCode": 404, "message": "No attachment"}, 404)
+        return Response(302, b"", {"Location": f"{request.params['_prefix']}/media/{att['id']}"})
+
+    def _media(self, request: Request) -> Response:
+        att = self._attachment(request.params["att_id"])
+        if att is None:
+            return Response.json({"statusCode": 404, "message": "No media"}, 404)
+        if "data_base64" in att:
+            data = base64.b64decode(att["data_base64"])
+        else:
+            data = str(att.get("data", "")).encode()
+        return Response(200, data, {"Content-Type": att.get("mediaType",
+                                                            "application/octet-stream")})
 
     # -- spaces ------------------------------------------------------------------------------
     def _space_json(self, space: JsonObject, expand: set[str], admin: bool) -> JsonObject:

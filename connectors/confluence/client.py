@@ -20,8 +20,8 @@ from core.errors import SourceError
 
 JsonObject = dict[str, Any]
 
-PAGE_EXPAND = ("body.storage,version,ancestors,space,restrictions.read.restrictions.user,"
-               "restrictions.read.restrictions.group")
+PAGE_EXPAND = ("body.storage,version,ancestors,space,container,"
+               "restrictions.read.restrictions.user,restrictions.read.restrictions.group")
 ACL_EXPAND = "version,ancestors,space,restrictions.read.restrictions.user," \
              "restrictions.read.restrictions.group"
 Auth = Literal["basic", "oauth"]
@@ -113,6 +113,17 @@ class ConfluenceClient:
             if len(got_users) < self.page_size and len(got_groups) < self.page_size:
                 return users, groups
             start += self.page_size
+
+    def download(self, link: str) -> bytes:
+        """An attachment's bytes from its `_links.download` (a 302 to the media service,
+        followed on the same session with its auth)."""
+        if not link:
+            raise SourceError("attachment without a download link")
+        path = self.next_path({"_links": {"next": link}}) or ""
+        data = self.api.get(path, not_json_response=True)
+        if not isinstance(data, bytes):
+            raise SourceError(f"GET {path.split('?')[0]}: no bytes")
+        return data
 
     def groups(self, resume: str | None = None) -> Iterator[tuple[JsonObject, str | None]]:
         return self.pages("rest/api/group", {}, resume)

@@ -48,7 +48,7 @@ from connectors.base import (
     Upsert,
 )
 from connectors.confluence.client import ACL_EXPAND, PAGE_EXPAND, ConfluenceClient, JsonObject
-from connectors.extract import NoText
+from connectors.extract import NoText, extract_bytes, supported
 from connectors.extract.confluence import extract_storage
 from connectors.http import HttpLimits, HttpPolicy
 from core import principals as P
@@ -107,13 +107,6 @@ class ConfluenceOptions(HttpConnectorOptions):
             raise ValueError("a non-empty list of space keys")
         return value
 
-    @field_validator("include_attachments")
-    @classmethod
-    def _no_attachments_yet(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("attachments are not supported yet (set it to false)")
-        return value
-
     @field_validator("account_emails")
     @classmethod
     def _emails(cls, value: dict[str, str]) -> dict[str, str]:
@@ -157,8 +150,10 @@ class ConfluenceConnector:
 
     def __init__(self, name: str, client: ConfluenceClient, *, spaces: list[str] | None = None,
                  time_zone: str = "UTC", overlap_minutes: int = 60,
-                 account_emails: Mapping[str, str] | None = None) -> None:
+                 account_emails: Mapping[str, str] | None = None,
+                 include_attachments: bool = False) -> None:
         self.name = name
+        self.include_attachments = include_attachments
         self.client = client
         self.spaces = spaces
         self.zone = zone(time_zone)
@@ -188,7 +183,8 @@ class ConfluenceConnector:
         client = ConfluenceClient(options.url, policy, auth=options.auth, token=token,
                                   username=options.username, page_size=options.page_size)
         return cls(name, client, spaces=options.spaces, time_zone=options.timezone,
-                   overlap_minutes=options.overlap_minutes, account_emails=options.account_emails)
+                   overlap_minutes=options.overlap_minutes, account_emails=options.account_emails,
+                   include_attachments=options.include_attachments)
 
     def doc_id(self, content_id: str) -> str:
         return f"{self.name}:{content_id}"
@@ -196,7 +192,14 @@ class ConfluenceConnector:
     # -- scope -------------------------------------------------------------------------------
     def _scope_cql(self, keys: list[str]) -> str:
         quoted = ",".join(f'"{k}"' for k in keys)
-        return f"space in ({quoted}) AND type in (page, blogpost)"
+        types = "page, blogpost, attachment" if self.include_attachments else "page, blogpost"
+        return f"space in ({quoted}) AND type in ({types})"
+
+    def _wanted(self, item: JsonObject) -> bool:
+        """Pages and blog posts; attachments in a format the shared extraction reads."""
+        if item.get("type") != "attachment":
+            return True
+        return self.include_attachments and supported(str(item.get("title", "")))
 
     def _space_keys(self) -> list[str]:
         if self.spaces is not None:
@@ -306,6 +309,9 @@ class ConfluenceConnector:
                 return Acl.nobody(problem), problem
             if got is not None:
                 gates.append(got)
+        if item.get("type") == "attachment":
+            # No restriction of its own: the container is its last ancestor, already a gate.
+            return Acl.of(gates), None
         own, problem = self._own(item, run)
         if problem:
             return Acl.nobody(problem), problem
@@ -320,10 +326,17 @@ class ConfluenceConnector:
         if problem:
             run.failures.append(Failure(cid, problem, scope="acl"))
         site = base[: -len("/wiki")] if base.endswith("/wiki") else base
-        body = str(item.get("body", {}).get("storage", {}).get("value", ""))
         title = str(item.get("title") or cid)
         try:
-            _, sections = extract_storage(body, f"{title} ({cid})", site)
+            if item.get("type") == "attachment":
+                data = self.client.download(str(item.get("_links", {}).get("download", "")))
+                sections = list(extract_bytes(data, title).sections)
+            else:
+                body = str(item.get("body", {}).get("storage", {}).get("value", ""))
+                _, sections = extract_storage(body, f"{title} ({cid})", site)
+        except SourceError as exc:
+            return Failure(cid, f"attachment could not be downloaded ({exc})", self.doc_id(cid),
+                           acl, transient=True)
         except NoText as exc:
             return Failure(cid, str(exc), self.doc_id(cid), acl)
         except MalformedDocument as exc:
@@ -361,6 +374,8 @@ class ConfluenceConnector:
             ops: list[Operation] = []
             failures: list[Failure] = []
             for item in page["results"]:
+                if not self._wanted(item):
+                    continue
                 got = self._document(item, base, run)
                 if isinstance(got, Failure):
                     failures.append(got)
@@ -392,6 +407,8 @@ class ConfluenceConnector:
             ops: list[Operation] = []
             failures: list[Failure] = []
             for item in page["results"]:
+                if not self._wanted(item):
+                    continue
                 cid = str(item["id"])
                 stamp = (cid, str(item.get("version", {}).get("number", "")))
                 if stamp in changed:
@@ -413,7 +430,7 @@ class ConfluenceConnector:
             ops = []
             for item in page["results"]:
                 cid = str(item["id"])
-                if cid in done:
+                if cid in done or not self._wanted(item):
                     continue
                 acl, _problem = self.acl(item, run)
                 acls[cid] = _acl_key(acl)
@@ -435,7 +452,7 @@ class ConfluenceConnector:
         for page, following in self.client.search(self._scope_cql(keys), ACL_EXPAND,
                                                   state.get("next") if state else None):
             acls = tuple((self.doc_id(str(item["id"])), self.acl(item, run)[0])
-                         for item in page["results"])
+                         for item in page["results"] if self._wanted(item))
             failures, said = run.drain()
             next_cursor = _cursor("perm", 0, {}, keys, following) if following else None
             yield PermissionPage(acls, failures, next_cursor, said)

@@ -57,12 +57,14 @@ def emu(server: EmulatorServer) -> ConfluenceEmulator:
 
 def connector(server: EmulatorServer, *, prefix: str = "/wiki", auth: str = "basic",
               token: str = TOKEN, username: str | None = ADMIN,
-              mapping: dict[str, str] | None = None, page_size: int = 2) -> ConfluenceConnector:
+              mapping: dict[str, str] | None = None, page_size: int = 2,
+              attachments: bool = False) -> ConfluenceConnector:
     policy = HttpPolicy(NAME, HttpLimits(rate=0, backoff_base=0.01))
     client = ConfluenceClient(f"{server.base_url}{prefix}", policy, auth=auth,  # type: ignore[arg-type]
                               token=token, username=username, page_size=page_size)
     return ConfluenceConnector(NAME, client, spaces=SCOPE, time_zone="Europe/Berlin",
-                               account_emails=MAPPED if mapping is None else mapping)
+                               account_emails=MAPPED if mapping is None else mapping,
+                               include_attachments=attachments)
 
 
 def sees(store: SqliteStore, email: str) -> set[str]:
@@ -247,6 +249,27 @@ def test_group_sync_pages_groups_and_members_by_id(server: EmulatorServer) -> No
     assert (P.group("g-staff", source=NAME), "user:dana@acme.example") in got
     assert (P.group("g-ops", source=NAME), "user:carl@acme.example") in got
     assert not any("hidden" in m or "bot" in m for _, m in got)
+
+
+def test_attachments_inherit_their_page_access_and_leave_with_it(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    e = emu(server)
+    e.content_by_id("103")["attachments"] = [  # type: ignore[index]
+        {"id": "att-1", "title": "failover.txt", "mediaType": "text/plain", "version": 1,
+         "when": "2026-01-01T08:00:00.000Z", "data": f"Failover steps, {MARK}."},
+        {"id": "att-2", "title": "diagram.png", "mediaType": "image/png", "data": "PNG"}]
+    pipeline = synced(server, store, attachments=True)
+    assert "att-1" in sees(store, "ann@acme.example")
+    for denied in ("bob@acme.example", "carl@acme.example", "mallory@outside.example"):
+        assert "att-1" not in sees(store, denied)
+    att, page = store.document(f"{NAME}:att-1"), store.document(f"{NAME}:103")
+    assert att is not None and page is not None and att.acl.key() == page.acl.key()
+    assert store.document(f"{NAME}:att-2") is None  # not a format the extraction reads
+    assert e.counters.to_json()["by_path"].get("/wiki/media/att-1") == 1  # the 302 followed
+    e.trash("103")
+    report = pipeline.incremental_sync(connector(server, attachments=True))
+    assert report.status == "ok"
+    assert store.document(f"{NAME}:att-1") is None and store.document(f"{NAME}:103") is None
 
 
 # -- options ------------------------------------------------------------------------------
