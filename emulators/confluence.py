@@ -199,6 +199,7 @@ class ConfluenceEmulator(Emulator):
             ("/download/attachments/{page_id}/{name}", self._download),
             ("/media/{att_id}", self._media),
         ]
+        self.route("POST", "/oauth/token", self._token)
         for path, handler in routes:
             self.route("GET", f"/wiki{path}", self._guard(handler, oauth=False))
             self.route("GET", f"/ex/confluence/{{cloud_id}}/wiki{path}",
@@ -217,6 +218,24 @@ class ConfluenceEmulator(Emulator):
             return handler(request)
         return guarded
 
+    def _token(self, request: Request) -> Response:
+        """OAuth 2.0 client credentials of a service account: a Bearer for the gateway path."""
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("grant_type") != "client_credentials":
+            return Response.json({"error": "unsupported_grant_type"}, 400)
+        account = next((a for a in self._list("service_accounts")
+                        if a.get("client_id") == body.get("client_id")
+                        and a.get("client_secret") == body.get("client_secret")), None)
+        if account is None:
+            return Response.json({"error": "access_denied",
+                                  "error_description": "Unauthorized"}, 401)
+        return Response.json({"access_token": account["token"], "token_type": "Bearer",
+                              "expires_in": int(account.get("expires_in", 3600)),
+                              "scope": "read:confluence-content.all"})
+
     def _authenticate(self, request: Request, oauth: bool) -> JsonObject | None:
         auth = request.headers.get("authorization", "")
         creds = self._list("credentials")
@@ -224,7 +243,10 @@ class ConfluenceEmulator(Emulator):
             if request.params.get("cloud_id") != self.tenant.get("cloud_id"):
                 return None
             token = request.bearer
-            return next((c for c in creds if token and c.get("bearer") == token), None)
+            minted = [{"bearer": a.get("token"), "admin": a.get("admin", True)}
+                      for a in self._list("service_accounts")]
+            return next((c for c in [*creds, *minted] if token and c.get("bearer") == token),
+                        None)
         if not auth.lower().startswith("basic "):
             return None
         try:

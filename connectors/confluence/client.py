@@ -9,14 +9,17 @@ followed exactly, joined with the wiki base, and an empty page ends a listing ev
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import requests
 from atlassian.rest_client import AtlassianRestAPI
 
 from connectors.http import HttpPolicy
-from core.errors import SourceError
+from core.errors import SourceAuthError, SourceError
 
 JsonObject = dict[str, Any]
 
@@ -27,14 +30,26 @@ ACL_EXPAND = "version,ancestors,space,restrictions.read.restrictions.user," \
 Auth = Literal["basic", "oauth"]
 
 
+@dataclass(frozen=True)
+class ServiceAccount:
+    """OAuth 2.0 client credentials of an Atlassian service account."""
+
+    client_id: str
+    client_secret: str
+    token_url: str = "https://api.atlassian.com/oauth/token"
+
+
 class ConfluenceClient:
     """One site (`url` ends in `/wiki`, the site's or the OAuth gateway's)."""
 
-    def __init__(self, url: str, policy: HttpPolicy, *, auth: Auth, token: str,
-                 username: str | None = None, page_size: int = 25) -> None:
+    def __init__(self, url: str, policy: HttpPolicy, *, auth: Auth, token: str = "",
+                 username: str | None = None, page_size: int = 25,
+                 service_account: ServiceAccount | None = None) -> None:
         self.base = url.rstrip("/")
         self.policy = policy
         self.page_size = page_size
+        self.service_account = service_account
+        self._expires = 0.0
         session = policy.session()
         if auth == "basic":
             self.api = AtlassianRestAPI(self.base, username=username, password=token,
@@ -44,9 +59,32 @@ class ConfluenceClient:
         # The library's own checks run after the session's: keep them from double-raising.
         self.api.raise_for_status = lambda response: None  # type: ignore[method-assign]
 
+    def _mint(self, session: requests.Session) -> str:
+        """A Bearer from the token endpoint (client_credentials), minted at the first call and
+        again a minute before it expires; the secret goes in the body only."""
+        account = self.service_account
+        assert account is not None
+        response = session.post(account.token_url, json={
+            "grant_type": "client_credentials", "client_id": account.client_id,
+            "client_secret": account.client_secret})
+        try:
+            answer = response.json()
+            token = str(answer["access_token"])
+            lifetime = float(answer.get("expires_in", 3600))
+        except (ValueError, KeyError, TypeError):
+            raise SourceAuthError(f"POST {account.token_url}: no access token in the "
+                                  "answer") from None
+        self._expires = time.monotonic() + max(0.0, lifetime - 60)
+        return token
+
+    def _fresh(self) -> None:
+        if self.service_account is not None and time.monotonic() >= self._expires:
+            self.api._create_token_session(self._mint(self.api.session))
+
     # -- raw ---------------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, str] | None = None) -> JsonObject:
         """One GET of a path under the wiki base (`rest/api/...`), a JSON object back."""
+        self._fresh()
         answer = self.api.get(path.lstrip("/"), params=params or {})
         if not isinstance(answer, dict):
             raise SourceError(f"GET {path}: not a JSON object")
@@ -120,6 +158,7 @@ class ConfluenceClient:
         if not link:
             raise SourceError("attachment without a download link")
         path = self.next_path({"_links": {"next": link}}) or ""
+        self._fresh()
         data = self.api.get(path, not_json_response=True)
         if not isinstance(data, bytes):
             raise SourceError(f"GET {path.split('?')[0]}: no bytes")

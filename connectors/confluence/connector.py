@@ -47,7 +47,13 @@ from connectors.base import (
     PermissionPage,
     Upsert,
 )
-from connectors.confluence.client import ACL_EXPAND, PAGE_EXPAND, ConfluenceClient, JsonObject
+from connectors.confluence.client import (
+    ACL_EXPAND,
+    PAGE_EXPAND,
+    ConfluenceClient,
+    JsonObject,
+    ServiceAccount,
+)
 from connectors.extract import NoText, extract_bytes, supported
 from connectors.extract.confluence import extract_storage
 from connectors.http import HttpLimits, HttpPolicy
@@ -77,8 +83,13 @@ def zone(name: str) -> tzinfo:
 class ConfluenceOptions(HttpConnectorOptions):
     url: str = Field(min_length=1)  # https://<site>.atlassian.net/wiki or the OAuth gateway's
     username: str | None = None  # the account's email (Basic auth); not with auth = "oauth"
-    token_env: str = Field(min_length=1)  # environment variable holding the API/OAuth token
+    # The variable holding the API token (basic) or a Bearer access token (oauth).
+    token_env: str | None = Field(default=None, min_length=1)
     auth: Literal["basic", "oauth"] = "basic"
+    # oauth with a service account: client credentials, exchanged at oauth_url for a Bearer.
+    client_id: str | None = Field(default=None, min_length=1)
+    client_secret_env: str | None = Field(default=None, min_length=1)
+    oauth_url: str = "https://api.atlassian.com/oauth/token"  # the token endpoint
     spaces: list[str] | None = None  # space keys; default: every space the account can see
     include_attachments: bool = False
     timezone: str = "UTC"  # the account's time zone: CQL dates are read in it
@@ -166,12 +177,21 @@ class ConfluenceConnector:
         if not isinstance(options, ConfluenceOptions):
             raise TypeError(f"confluence options must be ConfluenceOptions, not "
                             f"{type(options).__name__}")
-        # The token is read here, at the boundary, from the variable the config names.
+        # Secrets are read here, at the boundary, from the variables the config names.
         env = os.environ if environ is None else environ
-        token = env.get(options.token_env, "")
-        if not token:
-            raise ConfigError(f"connector {name!r}: environment variable "
-                              f"{options.token_env!r} (token_env) is not set")
+        account: ServiceAccount | None = None
+        token = ""
+        if options.auth == "oauth" and options.client_id:
+            secret = env.get(options.client_secret_env or "", "")
+            if not options.client_secret_env or not secret:
+                raise ConfigError(f"connector {name!r}: 'client_secret_env' must name a set "
+                                  "environment variable (the service account's secret)")
+            account = ServiceAccount(options.client_id, secret, options.oauth_url)
+        else:
+            token = env.get(options.token_env or "", "")
+            if not options.token_env or not token:
+                raise ConfigError(f"connector {name!r}: 'token_env' must name a set "
+                                  f"environment variable ({options.token_env or 'none given'})")
         if options.auth == "basic" and not options.username:
             raise ConfigError(f"connector {name!r}: 'username' (the account's email) is "
                               "required with auth = \"basic\"")
@@ -181,7 +201,8 @@ class ConfluenceConnector:
         policy = HttpPolicy(name, HttpLimits(rate=options.requests_per_second),
                             ca_bundle=ca_bundle)
         client = ConfluenceClient(options.url, policy, auth=options.auth, token=token,
-                                  username=options.username, page_size=options.page_size)
+                                  username=options.username, page_size=options.page_size,
+                                  service_account=account)
         return cls(name, client, spaces=options.spaces, time_zone=options.timezone,
                    overlap_minutes=options.overlap_minutes, account_emails=options.account_emails,
                    include_attachments=options.include_attachments)

@@ -309,3 +309,29 @@ def test_the_entry_points_are_registered() -> None:
 
     assert connector_class("confluence") is ConfluenceConnector
     assert registered()["confluence"] is ConfluenceEmulator
+
+
+def test_a_service_account_mints_its_bearer_with_client_credentials(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    e = emu(server)
+    e.tenant["service_accounts"] = [{"client_id": "svc-1", "client_secret": "s3cret-value",
+                                     "token": "minted-bearer", "expires_in": 30}]
+    raw = {"url": f"{server.base_url}/ex/confluence/cloud-1/wiki", "auth": "oauth",
+           "client_id": "svc-1", "client_secret_env": "SVC_SECRET",
+           "oauth_url": f"{server.base_url}/oauth/token", "spaces": SCOPE,
+           "timezone": "Europe/Berlin", "account_emails": MAPPED, "requests_per_second": 0}
+    options = parse_options(ConfluenceConnector, NAME, "confluence", raw)
+    conn = ConfluenceConnector.from_options(NAME, options, Path("."),
+                                            environ={"SVC_SECRET": "s3cret-value"})
+    report = Pipeline(store, HashingEmbedder()).full_sync(conn)
+    assert report.status == "ok", report.errors
+    assert "103" in sees(store, "ann@acme.example")
+    # expires_in 30 s is within the minute's margin: every call mints again.
+    assert e.counters.to_json()["by_path"]["/oauth/token"] > 1
+    bad = ConfluenceConnector.from_options(NAME, options, Path("."),
+                                           environ={"SVC_SECRET": "wrong-secret"})
+    with pytest.raises(SourceAuthError) as info:
+        list(bad.content())
+    assert "wrong-secret" not in str(info.value)
+    with pytest.raises(ConfigError, match="client_secret_env"):
+        ConfluenceConnector.from_options(NAME, options, Path("."), environ={})
