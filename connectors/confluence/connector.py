@@ -287,10 +287,7 @@ class ConfluenceConnector:
         cid = str(item["id"])
         if isinstance(read, dict) and "user" in read and "group" in read:
             users, groups = read["user"], read["group"]
-            complete = all(len(part.get("results", [])) >= int(part.get("totalSize", part.get(
-                "size", 0))) and not part.get("_links", {}).get("next") for part in (users,
-                                                                                    groups))
-            if complete:
+            if all(_complete(part) for part in (users, groups)):
                 got = self._read_set(users.get("results", []), groups.get("results", []), run)
                 run.restrictions[cid] = got
                 return got
@@ -504,6 +501,19 @@ class ConfluenceConnector:
         except SourceError as exc:
             yield IdentityPage(failures=(Failure("groups", f"groups could not be read ({exc})",
                                                  scope="identities", transient=True),))
+
+
+def _complete(part: JsonObject) -> bool:
+    """An expanded restriction list holds every entry: no next link, not cut at its limit,
+    not fewer than its total. When in doubt the restriction is read on its own, in full."""
+    results = part.get("results", [])
+    if not isinstance(results, list) or part.get("_links", {}).get("next"):
+        return False
+    limit = part.get("limit")
+    if isinstance(limit, int) and results and len(results) >= limit:
+        return False
+    total = part.get("totalSize", part.get("size", 0))
+    return isinstance(total, int) and len(results) >= total
 
 
 def _when(value: Any) -> datetime | None:

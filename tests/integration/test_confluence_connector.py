@@ -335,3 +335,25 @@ def test_a_service_account_mints_its_bearer_with_client_credentials(
     assert "wrong-secret" not in str(info.value)
     with pytest.raises(ConfigError, match="client_secret_env"):
         ConfluenceConnector.from_options(NAME, options, Path("."), environ={})
+
+
+def test_moving_a_subtree_from_under_a_restriction_reaches_its_descendants_incrementally(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    pipeline = synced(server, store)
+    assert not {"103", "104"} & sees(store, "bob@acme.example")
+    emu(server).move("103", parent="101")  # out from under 102 (g-eng); 104 moves with it
+    report = pipeline.incremental_sync(connector(server))
+    assert report.status == "ok" and report.chunks_embedded == 0  # 103's text is unchanged
+    # 103 names bob and ann; 104 inherits 103 only now: bob reads both, carl still neither.
+    assert {"103", "104"} <= sees(store, "bob@acme.example")
+    assert not {"103", "104"} & sees(store, "carl@acme.example")
+
+
+def test_a_restriction_cut_at_its_expansion_limit_is_read_in_full(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    emu(server).tenant["restriction_limit"] = 2  # 103 names exactly two users: at the limit
+    emu(server).restrict("103", users=["acc-bob", "acc-ann"])
+    synced(server, store)
+    by_path = emu(server).counters.to_json()["by_path"]
+    assert by_path.get("/wiki/rest/api/content/103/restriction/byOperation/read", 0) >= 1
+    assert "103" in sees(store, "ann@acme.example")
