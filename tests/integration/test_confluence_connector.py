@@ -357,3 +357,28 @@ def test_a_restriction_cut_at_its_expansion_limit_is_read_in_full(
     by_path = emu(server).counters.to_json()["by_path"]
     assert by_path.get("/wiki/rest/api/content/103/restriction/byOperation/read", 0) >= 1
     assert "103" in sees(store, "ann@acme.example")
+
+
+@pytest.mark.parametrize(("site_zone", "configured", "found"), [
+    ("+05:00", "+05:00", True),   # the account's zone configured: the edit is in the window
+    ("-05:00", "-05:00", True),
+    ("-05:00", "UTC", False),     # read five hours late at the site: the edit is missed
+    ("+05:00", "UTC", True),      # read five hours early: a wider window, nothing missed
+])
+def test_the_lastmodified_window_is_written_in_the_configured_zone(
+        server: EmulatorServer, store: SqliteStore, site_zone: str, configured: str,
+        found: bool) -> None:
+    e = emu(server)
+    e.tenant["timezone"] = site_zone
+    pipeline = synced(server, store)
+    e.edit("101", body=f"<p>Edited home, {MARK}.</p>")
+    policy = HttpPolicy(NAME, HttpLimits(rate=0))
+    client = ConfluenceClient(f"{server.base_url}/wiki", policy, auth="basic", token=TOKEN,
+                              username=ADMIN, page_size=2)
+    conn = ConfluenceConnector(NAME, client, spaces=SCOPE, time_zone=configured,
+                               overlap_minutes=1, account_emails=MAPPED)
+    record = pipeline.cursor(NAME, "content")
+    assert record is not None and record.next is not None
+    upserts = {op.document.doc_id for page in conn.content(record.next)
+               for op in page.operations if isinstance(op, Upsert)}
+    assert (f"{NAME}:101" in upserts) is found
