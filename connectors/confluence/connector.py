@@ -56,7 +56,7 @@ from connectors.confluence.client import (
 )
 from connectors.extract import NoText, extract_bytes, supported
 from connectors.extract.confluence import extract_storage
-from connectors.http import HttpLimits, HttpPolicy
+from connectors.http import HttpLimits, HttpPolicy, HttpStats
 from core import principals as P
 from core.acl import Acl
 from core.errors import ConfigError, CursorExpired, MalformedDocument, SourceError
@@ -206,6 +206,11 @@ class ConfluenceConnector:
         return cls(name, client, spaces=options.spaces, time_zone=options.timezone,
                    overlap_minutes=options.overlap_minutes, account_emails=options.account_emails,
                    include_attachments=options.include_attachments)
+
+    @property
+    def http_stats(self) -> HttpStats:
+        """The policy's counters (requests, retries, throttled seconds) for the sync report."""
+        return self.client.policy.stats
 
     def doc_id(self, content_id: str) -> str:
         return f"{self.name}:{content_id}"

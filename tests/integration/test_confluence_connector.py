@@ -266,6 +266,9 @@ def test_attachments_inherit_their_page_access_and_leave_with_it(
     assert att is not None and page is not None and att.acl.key() == page.acl.key()
     assert store.document(f"{NAME}:att-2") is None  # not a format the extraction reads
     assert e.counters.to_json()["by_path"].get("/wiki/media/att-1") == 1  # the 302 followed
+    conn = connector(server, attachments=True)
+    list(conn.content())
+    assert conn.http_stats.requests >= e.counters.to_json()["by_path"]["/wiki/media/att-1"]
     e.trash("103")
     report = pipeline.incremental_sync(connector(server, attachments=True))
     assert report.status == "ok"
