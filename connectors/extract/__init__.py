@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connectors.extract import office, text
+from connectors.extract import confluence, office, text
 from connectors.extract.limits import (
     DEFAULT_LIMITS,
     Budget,
@@ -45,6 +45,7 @@ FORMATS: dict[str, Extractor] = {
     ".docx": office.docx,
     ".pptx": office.pptx,
     ".xlsx": office.xlsx,
+    ".confluence_storage": confluence.storage,
 }
 
 

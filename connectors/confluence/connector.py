@@ -1,0 +1,553 @@
+"""Confluence Cloud connector: pages and blog posts, with their effective read access.
+
+Who may read a page (ACL_APIS 5.1), as separate gates, all of which must admit a person:
+    the space's read permission  ∩  the page's own read restriction (if any)
+                                 ∩  every restricted ancestor's read restriction
+Never the nearest restriction alone (it over-grants). Users are accountIds: one whose email is
+hidden is mapped through `account_emails` or left out and reported (a gate only narrows); app
+accounts are skipped. A permission or restriction that cannot be read closes the page
+(Acl.nobody, reported). Groups are `group:<connector>:<group id>`; an anonymous space adds
+`everyone` to its space gate.
+
+Content pass: an enumeration is a CQL search of the scope (`_links.next` followed exactly);
+its last page's cursor is the feed: `{"since": <start of the pass>, "acls": {id: acl key}}`.
+An incremental pass searches `lastmodified >= since - overlap` (minute resolution, in the
+configured time zone), then lists the scope without bodies: ACLs that changed become
+AclUpdate, ids no longer listed (deleted, trashed, archived, moved out of scope: Confluence has
+no delete feed) become Delete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+
+from connectors.base import (
+    AclUpdate,
+    Capabilities,
+    ConnectorOptions,
+    ContentPage,
+    Delete,
+    Failure,
+    HttpConnectorOptions,
+    IdentityPage,
+    Operation,
+    PermissionPage,
+    Upsert,
+)
+from connectors.confluence.client import (
+    ACL_EXPAND,
+    PAGE_EXPAND,
+    ConfluenceClient,
+    JsonObject,
+    ServiceAccount,
+)
+from connectors.extract import NoText, extract_bytes, supported
+from connectors.extract.confluence import extract_storage
+from connectors.http import HttpLimits, HttpPolicy, HttpStats
+from core import principals as P
+from core.acl import Acl
+from core.errors import ConfigError, CursorExpired, MalformedDocument, SourceError
+from core.models import Membership, make_document
+
+log = logging.getLogger(__name__)
+
+_SPACE_KEY = re.compile(r"^[A-Za-z0-9_~-]+$")
+_CURSOR_VERSION = 1
+
+
+def zone(name: str) -> tzinfo:
+    """`UTC`, an IANA name (`Europe/Berlin`) or a fixed offset (`+02:00`)."""
+    match = re.fullmatch(r"([+-])(\d\d):(\d\d)", name)
+    if match:
+        sign = -1 if match.group(1) == "-" else 1
+        return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+class ConfluenceOptions(HttpConnectorOptions):
+    url: str = Field(min_length=1)  # https://<site>.atlassian.net/wiki or the OAuth gateway's
+    username: str | None = None  # the account's email (Basic auth); not with auth = "oauth"
+    # The variable holding the API token (basic) or a Bearer access token (oauth).
+    token_env: str | None = Field(default=None, min_length=1)
+    auth: Literal["basic", "oauth"] = "basic"
+    # oauth with a service account: client credentials, exchanged at oauth_url for a Bearer.
+    client_id: str | None = Field(default=None, min_length=1)
+    client_secret_env: str | None = Field(default=None, min_length=1)
+    oauth_url: str = "https://api.atlassian.com/oauth/token"  # the token endpoint
+    spaces: list[str] | None = None  # space keys; default: every space the account can see
+    include_attachments: bool = False
+    timezone: str = "UTC"  # the account's time zone: CQL dates are read in it
+    overlap_minutes: int = Field(default=60, ge=1)
+    account_emails: dict[str, str] = Field(default_factory=dict)  # accountId -> email
+    page_size: int = Field(default=25, ge=1, le=250)
+    requests_per_second: float = Field(default=10.0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _wiki_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "@" in value.split("/")[2]:
+            raise ValueError("must be an http(s) URL without credentials in it")
+        return value.rstrip("/")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    @field_validator("spaces")
+    @classmethod
+    def _keys(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not all(_SPACE_KEY.match(k) for k in value)):
+            raise ValueError("a non-empty list of space keys")
+        return value
+
+    @field_validator("account_emails")
+    @classmethod
+    def _emails(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k, v in value.items() if P.domain_of(v) is None)
+        if bad:
+            raise ValueError(f"account {bad[0]!r}: not an email address")
+        return value
+
+
+@dataclass
+class _Pass:
+    """What one pass learnt (caches, warnings said once)."""
+
+    spaces: dict[str, tuple[frozenset[str], str | None]] = field(default_factory=dict)
+    restrictions: dict[str, tuple[frozenset[str] | None, str | None]] = field(
+        default_factory=dict)
+    warned: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def warn(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            self.warnings.append(message)
+
+    def drain(self) -> tuple[tuple[Failure, ...], tuple[str, ...]]:
+        out = (tuple(self.failures), tuple(self.warnings))
+        self.failures, self.warnings = [], []
+        return out
+
+
+def _acl_key(acl: Acl) -> str:
+    return hashlib.sha256(acl.key().encode()).hexdigest()[:16]
+
+
+class ConfluenceConnector:
+    kind = "confluence"
+    # Groups are read before every pass: the contract (and a fresh index) needs them to grant.
+    capabilities = Capabilities(change_feed=True, identities_each_pass=True)
+    options_model = ConfluenceOptions
+
+    def __init__(self, name: str, client: ConfluenceClient, *, spaces: list[str] | None = None,
+                 time_zone: str = "UTC", overlap_minutes: int = 60,
+                 account_emails: Mapping[str, str] | None = None,
+                 include_attachments: bool = False) -> None:
+        self.name = name
+        self.include_attachments = include_attachments
+        self.client = client
+        self.spaces = spaces
+        self.zone = zone(time_zone)
+        self.overlap = timedelta(minutes=overlap_minutes)
+        self.account_emails = {k: P.normalize_email(v) for k, v in (account_emails or {}).items()}
+
+    @classmethod
+    def from_options(cls, name: str, options: ConnectorOptions, base_dir: Path,
+                     environ: Mapping[str, str] | None = None) -> ConfluenceConnector:
+        if not isinstance(options, ConfluenceOptions):
+            raise TypeError(f"confluence options must be ConfluenceOptions, not "
+                            f"{type(options).__name__}")
+        # Secrets are read here, at the boundary, from the variables the config names.
+        env = os.environ if environ is None else environ
+        account: ServiceAccount | None = None
+        token = ""
+        if options.auth == "oauth" and options.client_id:
+            secret = env.get(options.client_secret_env or "", "")
+            if not options.client_secret_env or not secret:
+                raise ConfigError(f"connector {name!r}: 'client_secret_env' must name a set "
+                                  "environment variable (the service account's secret)")
+            account = ServiceAccount(options.client_id, secret, options.oauth_url)
+        else:
+            token = env.get(options.token_env or "", "")
+            if not options.token_env or not token:
+                raise ConfigError(f"connector {name!r}: 'token_env' must name a set "
+                                  f"environment variable ({options.token_env or 'none given'})")
+        if options.auth == "basic" and not options.username:
+            raise ConfigError(f"connector {name!r}: 'username' (the account's email) is "
+                              "required with auth = \"basic\"")
+        ca_bundle = options.ca_bundle
+        if ca_bundle is not None:
+            ca_bundle = str((base_dir / Path(ca_bundle).expanduser()).resolve())
+        policy = HttpPolicy(name, HttpLimits(rate=options.requests_per_second),
+                            ca_bundle=ca_bundle)
+        client = ConfluenceClient(options.url, policy, auth=options.auth, token=token,
+                                  username=options.username, page_size=options.page_size,
+                                  service_account=account)
+        return cls(name, client, spaces=options.spaces, time_zone=options.timezone,
+                   overlap_minutes=options.overlap_minutes, account_emails=options.account_emails,
+                   include_attachments=options.include_attachments)
+
+    @property
+    def http_stats(self) -> HttpStats:
+        """The policy's counters (requests, retries, throttled seconds) for the sync report."""
+        return self.client.policy.stats
+
+    def doc_id(self, content_id: str) -> str:
+        return f"{self.name}:{content_id}"
+
+    # -- scope -------------------------------------------------------------------------------
+    def _scope_cql(self, keys: list[str]) -> str:
+        quoted = ",".join(f'"{k}"' for k in keys)
+        types = "page, blogpost, attachment" if self.include_attachments else "page, blogpost"
+        return f"space in ({quoted}) AND type in ({types})"
+
+    def _wanted(self, item: JsonObject) -> bool:
+        """Pages and blog posts; attachments in a format the shared extraction reads."""
+        if item.get("type") != "attachment":
+            return True
+        return self.include_attachments and supported(str(item.get("title", "")))
+
+    def _space_keys(self) -> list[str]:
+        if self.spaces is not None:
+            return sorted(self.spaces)
+        return sorted(str(s["key"]) for s in self.client.spaces())
+
+    # -- principals --------------------------------------------------------------------------
+    def _user(self, user: JsonObject, run: _Pass) -> str | None:
+        account = str(user.get("accountId", ""))
+        if user.get("accountType") == "app":
+            return None  # bots read nothing through Clearance
+        email = self.account_emails.get(account) or str(user.get("email") or "")
+        if not email or P.domain_of(email) is None:
+            run.warn(f"hidden:{account}", f"account {account} has no visible email and no "
+                     "account_emails mapping: left out of every ACL and group (fail closed)")
+            return None
+        return P.user(email)
+
+    def _group(self, group: JsonObject) -> str | None:
+        gid = group.get("id")
+        return P.group(str(gid), source=self.name) if gid else None
+
+    def _set(self, users: list[JsonObject], groups: list[JsonObject], run: _Pass
+             ) -> frozenset[str]:
+        found = {self._user(u, run) for u in users} | {self._group(g) for g in groups}
+        return frozenset(p for p in found if p is not None)
+
+    # -- space gate --------------------------------------------------------------------------
+    def _space_gate(self, key: str, run: _Pass) -> tuple[frozenset[str], str | None]:
+        if key in run.spaces:
+            return run.spaces[key]
+        try:
+            space = self.client.space_permissions(key)
+        except SourceError as exc:
+            got: tuple[frozenset[str], str | None] = (frozenset(), f"space {key}: permissions "
+                                                      f"could not be read ({exc})")
+        else:
+            got = self._space_readers(key, space, run)
+        run.spaces[key] = got
+        return got
+
+    def _space_readers(self, key: str, space: JsonObject, run: _Pass
+                       ) -> tuple[frozenset[str], str | None]:
+        perms = space.get("permissions")
+        if not isinstance(perms, list):
+            return frozenset(), (f"space {key}: no permissions in the answer (the account "
+                                 "needs to be a space or site admin)")
+        readers: set[str] = set()
+        for perm in perms:
+            op = perm.get("operation", {})
+            if op.get("operation") != "read" or op.get("targetType") != "space":
+                continue
+            if perm.get("anonymousAccess"):
+                readers.add(P.EVERYONE)
+            subjects = perm.get("subjects", {})
+            readers |= self._set(subjects.get("user", {}).get("results", []),
+                                 subjects.get("group", {}).get("results", []), run)
+        return frozenset(readers), None
+
+    # -- restrictions ------------------------------------------------------------------------
+    def _own(self, item: JsonObject, run: _Pass) -> tuple[frozenset[str] | None, str | None]:
+        """The content's read set (None: not restricted), from the expansion when complete."""
+        read = item.get("restrictions", {}).get("read", {}).get("restrictions")
+        cid = str(item["id"])
+        if isinstance(read, dict) and "user" in read and "group" in read:
+            users, groups = read["user"], read["group"]
+            if all(_complete(part) for part in (users, groups)):
+                got = self._read_set(users.get("results", []), groups.get("results", []), run)
+                run.restrictions[cid] = got
+                return got
+        return self._restriction(cid, run)
+
+    def _read_set(self, users: list[JsonObject], groups: list[JsonObject], run: _Pass
+                  ) -> tuple[frozenset[str] | None, str | None]:
+        if not users and not groups:
+            return None, None
+        return self._set(users, groups, run), None
+
+    def _restriction(self, cid: str, run: _Pass) -> tuple[frozenset[str] | None, str | None]:
+        if cid in run.restrictions:
+            return run.restrictions[cid]
+        try:
+            users, groups = self.client.read_restriction(cid)
+        except SourceError as exc:
+            # 403 on someone else's draft ancestor is normal: unknown, so closed.
+            got: tuple[frozenset[str] | None, str | None] = (
+                frozenset(), f"content {cid}: read restriction could not be read ({exc})")
+        else:
+            got = self._read_set(users, groups, run)
+        run.restrictions[cid] = got
+        return got
+
+    def acl(self, item: JsonObject, run: _Pass) -> tuple[Acl, str | None]:
+        """Space gate, own gate, one gate per restricted ancestor; the first problem closes."""
+        key = str(item.get("space", {}).get("key", ""))
+        space, problem = self._space_gate(key, run)
+        if problem:
+            return Acl.nobody(problem), problem
+        gates = [space]
+        chain = [str(a["id"]) for a in item.get("ancestors", [])]
+        for cid in chain:
+            got, problem = self._restriction(cid, run)
+            if problem:
+                return Acl.nobody(problem), problem
+            if got is not None:
+                gates.append(got)
+        if item.get("type") == "attachment":
+            # No restriction of its own: the container is its last ancestor, already a gate.
+            return Acl.of(gates), None
+        own, problem = self._own(item, run)
+        if problem:
+            return Acl.nobody(problem), problem
+        if own is not None:
+            gates.append(own)
+        return Acl.of(gates), None
+
+    # -- documents ---------------------------------------------------------------------------
+    def _document(self, item: JsonObject, base: str, run: _Pass) -> Upsert | Failure:
+        acl, problem = self.acl(item, run)
+        cid = str(item["id"])
+        if problem:
+            run.failures.append(Failure(cid, problem, scope="acl"))
+        site = base[: -len("/wiki")] if base.endswith("/wiki") else base
+        title = str(item.get("title") or cid)
+        try:
+            if item.get("type") == "attachment":
+                data = self.client.download(str(item.get("_links", {}).get("download", "")))
+                sections = list(extract_bytes(data, title).sections)
+            else:
+                body = str(item.get("body", {}).get("storage", {}).get("value", ""))
+                _, sections = extract_storage(body, f"{title} ({cid})", site)
+        except SourceError as exc:
+            return Failure(cid, f"attachment could not be downloaded ({exc})", self.doc_id(cid),
+                           acl, transient=True)
+        except NoText as exc:
+            return Failure(cid, str(exc), self.doc_id(cid), acl)
+        except MalformedDocument as exc:
+            return Failure(cid, str(exc), self.doc_id(cid), acl, transient=True)
+        version = item.get("version", {})
+        updated = _when(version.get("when"))
+        author = version.get("by", {})
+        space = item.get("space", {})
+        metadata = {"space": str(space.get("key", "")), "type": str(item.get("type", "page")),
+                    "version": str(version.get("number", "")),
+                    "author": str(author.get("displayName") or author.get("accountId") or "")}
+        url = f"{base}{item.get('_links', {}).get('webui', '')}"
+        return Upsert(make_document(self.doc_id(cid), title, url, sections, acl, updated,
+                                    metadata))
+
+    # -- content pass ------------------------------------------------------------------------
+    def content(self, cursor: str | None = None) -> Iterator[ContentPage]:
+        state = _parse_cursor(cursor) if cursor else None
+        if state is None or state.get("phase") == "list":
+            yield from self._enumerate(state)
+        else:
+            yield from self._changes(state)
+
+    def _enumerate(self, state: JsonObject | None) -> Iterator[ContentPage]:
+        run = _Pass()
+        keys = state["keys"] if state else self._space_keys()
+        since = state["since"] if state else _now_minute()
+        acls: dict[str, str] = dict(state["acls"]) if state else {}
+        if not keys:
+            yield ContentPage(cursor=_cursor("feed", since, acls, keys))
+            return
+        for page, following in self.client.search(self._scope_cql(keys), PAGE_EXPAND,
+                                                  state.get("next") if state else None):
+            base = str(page.get("_links", {}).get("base") or self.client.base)
+            ops: list[Operation] = []
+            failures: list[Failure] = []
+            for item in page["results"]:
+                if not self._wanted(item):
+                    continue
+                got = self._document(item, base, run)
+                if isinstance(got, Failure):
+                    failures.append(got)
+                    acls[str(item["id"])] = _acl_key(got.acl or Acl.nobody("?"))
+                else:
+                    ops.append(got)
+                    acls[str(item["id"])] = _acl_key(got.document.acl)
+            more, said = run.drain()
+            cursor = _cursor("list", since, acls, keys, following) if following \
+                else _cursor("feed", since, acls, keys)
+            yield ContentPage(tuple(ops), (*failures, *more), cursor, said)
+
+    def _changes(self, state: JsonObject) -> Iterator[ContentPage]:
+        run = _Pass()
+        keys = self._space_keys()
+        started = _now_minute()
+        old: dict[str, str] = dict(state["acls"])
+        acls: dict[str, str] = {}
+        if not keys:
+            yield ContentPage(tuple(Delete(self.doc_id(c)) for c in sorted(old)),
+                              cursor=_cursor("feed", started, {}, keys))
+            return
+        since = datetime.fromtimestamp(float(state["since"]), UTC) - self.overlap
+        window = since.astimezone(self.zone).strftime("%Y-%m-%d %H:%M")
+        cql = f'{self._scope_cql(keys)} AND lastmodified >= "{window}" ORDER BY lastmodified ASC'
+        changed: set[tuple[str, str]] = set()  # (id, version): the overlap repeats some
+        for page, _ in self.client.search(cql, PAGE_EXPAND):
+            base = str(page.get("_links", {}).get("base") or self.client.base)
+            ops: list[Operation] = []
+            failures: list[Failure] = []
+            for item in page["results"]:
+                if not self._wanted(item):
+                    continue
+                cid = str(item["id"])
+                stamp = (cid, str(item.get("version", {}).get("number", "")))
+                if stamp in changed:
+                    continue
+                changed.add(stamp)
+                got = self._document(item, base, run)
+                if isinstance(got, Failure):
+                    failures.append(got)
+                    acls[cid] = _acl_key(got.acl or Acl.nobody("?"))
+                else:
+                    ops.append(got)
+                    acls[cid] = _acl_key(got.document.acl)
+            more, said = run.drain()
+            yield ContentPage(tuple(ops), (*failures, *more), None, said)
+        # Restriction and space-permission edits do not touch lastmodified; deletions have no
+        # feed: list the scope (no bodies) and compare with what the last pass saw.
+        done = {cid for cid, _ in changed}
+        for page, _ in self.client.search(self._scope_cql(keys), ACL_EXPAND):
+            ops = []
+            for item in page["results"]:
+                cid = str(item["id"])
+                if cid in done or not self._wanted(item):
+                    continue
+                acl, _problem = self.acl(item, run)
+                acls[cid] = _acl_key(acl)
+                if old.get(cid) != acls[cid]:
+                    ops.append(AclUpdate(self.doc_id(cid), acl))
+            more, said = run.drain()
+            yield ContentPage(tuple(ops), more, None, said)
+        gone = tuple(Delete(self.doc_id(c)) for c in sorted(set(old) - set(acls)))
+        yield ContentPage(gone, cursor=_cursor("feed", started, acls, keys))
+
+    # -- permission pass ---------------------------------------------------------------------
+    def permissions(self, cursor: str | None = None) -> Iterator[PermissionPage]:
+        run = _Pass()
+        state = _parse_cursor(cursor) if cursor else None
+        keys = state["keys"] if state else self._space_keys()
+        if not keys:
+            yield PermissionPage(())
+            return
+        for page, following in self.client.search(self._scope_cql(keys), ACL_EXPAND,
+                                                  state.get("next") if state else None):
+            acls = tuple((self.doc_id(str(item["id"])), self.acl(item, run)[0])
+                         for item in page["results"] if self._wanted(item))
+            failures, said = run.drain()
+            next_cursor = _cursor("perm", 0, {}, keys, following) if following else None
+            yield PermissionPage(acls, failures, next_cursor, said)
+
+    # -- identity pass -----------------------------------------------------------------------
+    def identities(self, cursor: str | None = None) -> Iterator[IdentityPage]:
+        run = _Pass()
+        resume = None
+        if cursor:
+            state = _parse_cursor(cursor)
+            resume = state.get("next")
+        try:
+            for page, following in self.client.groups(resume):
+                memberships: list[Membership] = []
+                for group in page["results"]:
+                    principal = self._group(group)
+                    if principal is None:
+                        continue
+                    for member in self.client.members(str(group["id"])):
+                        user = self._user(member, run)
+                        if user is not None:
+                            memberships.append(Membership(group=principal, member=user))
+                for warning in run.warnings:
+                    log.warning("confluence %s: %s", self.name, warning)
+                run.warnings = []
+                next_cursor = _cursor("groups", 0, {}, [], following) if following else None
+                yield IdentityPage(tuple(memberships), cursor=next_cursor)
+        except SourceError as exc:
+            yield IdentityPage(failures=(Failure("groups", f"groups could not be read ({exc})",
+                                                 scope="identities", transient=True),))
+
+
+def _complete(part: JsonObject) -> bool:
+    """An expanded restriction list holds every entry: no next link, not cut at its limit,
+    not fewer than its total. When in doubt the restriction is read on its own, in full."""
+    results = part.get("results", [])
+    if not isinstance(results, list) or part.get("_links", {}).get("next"):
+        return False
+    limit = part.get("limit")
+    if isinstance(limit, int) and results and len(results) >= limit:
+        return False
+    total = part.get("totalSize", part.get("size", 0))
+    return isinstance(total, int) and len(results) >= total
+
+
+def _when(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _now_minute() -> float:
+    return float(int(time.time()) // 60 * 60)
+
+
+def _cursor(phase: str, since: float, acls: dict[str, str], keys: list[str],
+            following: str | None = None) -> str:
+    return json.dumps({"v": _CURSOR_VERSION, "phase": phase, "since": since, "keys": keys,
+                       "next": following, "acls": acls}, sort_keys=True)
+
+
+def _parse_cursor(cursor: str) -> JsonObject:
+    try:
+        state = json.loads(cursor)
+    except ValueError:
+        raise CursorExpired("not a confluence cursor (not JSON)") from None
+    if not isinstance(state, dict) or state.get("v") != _CURSOR_VERSION \
+            or not isinstance(state.get("acls"), dict) \
+            or not isinstance(state.get("since"), int | float) \
+            or not isinstance(state.get("keys"), list):
+        raise CursorExpired("not a confluence cursor of this version")
+    return state

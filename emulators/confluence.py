@@ -1,0 +1,710 @@
+"""A Confluence Cloud emulator: the v1 REST paths a connector reads, with the real JSON shapes.
+
+Served under `/wiki` (Basic email + API token) and under `/ex/confluence/{cloudId}/wiki` (the
+OAuth/service-account path, Bearer). The tenant format is documented in emulators/README.md
+("confluence"); `emulators/tenants/confluence.json` is an example. Paging follows the real API:
+offsets (`start`, `limit`) plus `_links.next` for spaces, groups and members, an opaque cursor
+inside `_links.next` for CQL search. Non-current content (drafts, trash) never appears in a
+search. The Python handle (`restrict`, `move`, `trash`, `delete`, `edit`, `set_members`) and
+the admin routes under `/_admin/` change the tenant between syncs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from emulators.base import Emulator, JsonObject, Request, Response
+
+CONTENT_TYPES = ("page", "blogpost")
+STATUSES = ("current", "draft", "trashed", "archived")
+
+
+def tz_of(name: str) -> tzinfo:
+    """`UTC`, an IANA zone name or a `+HH:MM` offset."""
+    match = re.fullmatch(r"([+-])(\d\d):(\d\d)", name)
+    if match:
+        sign = -1 if match.group(1) == "-" else 1
+        return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def parse_when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
+        f"{moment.microsecond // 1000:03d}Z"
+
+
+class CqlError(ValueError):
+    pass
+
+
+_CLAUSE = re.compile(
+    r"\s*(?P<field>type|space|id|ancestor|lastmodified|created|status)\s*"
+    r"(?:(?P<op>>=|<=|!=|=|>|<)\s*(?P<value>\"[^\"]*\"|[\w.\-]+)"
+    r"|\s+in\s*\((?P<values>[^)]*)\))\s*", re.IGNORECASE)
+_ORDER = re.compile(r"\s+order\s+by\s+(lastmodified|created|id|title)(?:\s+(asc|desc))?\s*$",
+                    re.IGNORECASE)
+_DATE_FORMATS = ("%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d", "%Y/%m/%d")
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def parse_cql(cql: str) -> tuple[list[tuple[str, str, list[str]]], tuple[str, bool]]:
+    """The minimal CQL a connector uses: clauses joined by AND, an optional ORDER BY."""
+    order = ("created", False)
+    match = _ORDER.search(cql)
+    if match:
+        order = (match.group(1).lower(), (match.group(2) or "asc").lower() == "desc")
+        cql = cql[:match.start()]
+    clauses = []
+    for part in re.split(r"\s+and\s+", cql.strip(), flags=re.IGNORECASE):
+        m = _CLAUSE.fullmatch(part)
+        if m is None:
+            raise CqlError(f"Could not parse cql : {part!r}")
+        field = m.group("field").lower()
+        if m.group("values") is not None:
+            clauses.append((field, "in", [_unquote(v) for v in m.group("values").split(",")]))
+        else:
+            clauses.append((field, m.group("op"), [_unquote(m.group("value"))]))
+    return clauses, order
+
+
+def cql_date(text: str, zone: tzinfo) -> datetime:
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=zone)
+        except ValueError:
+            continue
+    raise CqlError(f"Could not parse cql date {text!r}")
+
+
+def _encode_cursor(offset: int, cql: str) -> str:
+    raw = json.dumps({"o": offset, "q": cql}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, cql: str) -> int | None:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("q") != cql or not isinstance(data.get("o"), int):
+        return None
+    return int(data["o"])
+
+
+class ConfluenceEmulator(Emulator):
+    name: ClassVar[str] = "confluence"
+
+    # -- tenant ------------------------------------------------------------------------------
+    def validate(self, tenant: JsonObject) -> None:
+        for key in ("credentials", "users", "groups", "spaces", "content"):
+            if not isinstance(tenant.get(key, []), list):
+                raise ValueError(f"{key!r} is a list")
+        users = {u.get("accountId") for u in tenant.get("users", [])}
+        if None in users:
+            raise ValueError("every user has an accountId")
+        groups = {g.get("id") for g in tenant.get("groups", [])}
+        for g in tenant.get("groups", []):
+            if not isinstance(g.get("name"), str) or not set(g.get("members", [])) <= users:
+                raise ValueError(f"group {g.get('id')!r}: a name and members that are users")
+        keys = {s.get("key") for s in tenant.get("spaces", [])}
+        for s in tenant.get("spaces", []):
+            for perm in s.get("permissions", []):
+                if not set(perm.get("users", [])) <= users or \
+                        not set(perm.get("groups", [])) <= groups:
+                    raise ValueError(f"space {s.get('key')!r}: unknown user or group")
+        ids = [c.get("id") for c in tenant.get("content", [])]
+        ids += [a.get("id") for c in tenant.get("content", []) for a in c.get("attachments", [])]
+        if len(set(ids)) != len(ids) or None in ids:
+            raise ValueError("content ids are unique")
+        for c in tenant.get("content", []):
+            if c.get("type", "page") not in CONTENT_TYPES or c.get("space") not in keys:
+                raise ValueError(f"content {c.get('id')!r}: a page or blogpost in a known space")
+            if c.get("status", "current") not in STATUSES:
+                raise ValueError(f"content {c.get('id')!r}: status one of {STATUSES}")
+            if c.get("parent") is not None and c["parent"] not in ids:
+                raise ValueError(f"content {c['id']!r}: unknown parent {c['parent']!r}")
+            parse_when(c.get("when", "2026-01-01T00:00:00Z"))
+        tz_of(str(tenant.get("timezone", "UTC")))
+
+    def _list(self, key: str) -> list[JsonObject]:
+        items: list[JsonObject] = self.tenant.setdefault(key, [])
+        return items
+
+    def content_by_id(self, content_id: str) -> JsonObject | None:
+        return next((c for c in self._list("content") if c["id"] == content_id), None)
+
+    def attachments(self) -> list[JsonObject]:
+        """Every attachment as a content item: its container is its parent, its space, status
+        and restrictions are the container's (attachments have none of their own)."""
+        out: list[JsonObject] = []
+        for page in self._list("content"):
+            for att in page.get("attachments", []):
+                out.append({**att, "type": "attachment", "parent": page["id"],
+                            "space": page["space"], "status": page.get("status", "current"),
+                            "restrictions": {}, "author": att.get("author", page.get("author")),
+                            "created": att.get("created", att.get("when", page.get("when")))})
+        return out
+
+    def _searchable(self) -> list[JsonObject]:
+        return [*self._list("content"), *self.attachments()]
+
+    def _attachment(self, att_id: str) -> JsonObject | None:
+        return next((a for a in self.attachments() if a["id"] == att_id), None)
+
+    def _user(self, account_id: str) -> JsonObject:
+        found = next((u for u in self._list("users") if u["accountId"] == account_id), None)
+        return found or {"accountId": account_id}
+
+    def _space(self, key: str) -> JsonObject | None:
+        return next((s for s in self._list("spaces") if s["key"] == key), None)
+
+    def _page_size(self, request: Request, cap: int = 100) -> int:
+        default = int(self.tenant.get("page_size", 25))
+        raw = request.arg("limit")
+        asked = int(raw) if raw and raw.isdigit() else default
+        return max(1, min(asked, cap, int(self.tenant.get("max_limit", cap))))
+
+    # -- routes ------------------------------------------------------------------------------
+    def setup(self) -> None:
+        routes: list[tuple[str, Callable[[Request], Response]]] = [
+            ("/rest/api/content/search", self._search),
+            ("/rest/api/content", self._content_list),
+            ("/rest/api/content/{content_id}", self._content_one),
+            ("/rest/api/content/{content_id}/restriction/byOperation/read", self._restriction),
+            ("/rest/api/space", self._spaces),
+            ("/rest/api/space/{key}", self._space_one),
+            ("/rest/api/group", self._groups),
+            ("/rest/api/group/member", self._members_by_name),
+            ("/rest/api/group/{group_id}/membersByGroupId", self._members_by_id),
+            ("/rest/api/content/{content_id}/child/attachment", self._child_attachments),
+            ("/download/attachments/{page_id}/{name}", self._download),
+            ("/media/{att_id}", self._media),
+        ]
+        self.route("POST", "/oauth/token", self._token)
+        for path, handler in routes:
+            self.route("GET", f"/wiki{path}", self._guard(handler, oauth=False))
+            self.route("GET", f"/ex/confluence/{{cloud_id}}/wiki{path}",
+                       self._guard(handler, oauth=True))
+
+    def _guard(self, handler: Callable[[Request], Response], *, oauth: bool
+               ) -> Callable[[Request], Response]:
+        def guarded(request: Request) -> Response:
+            who = self._authenticate(request, oauth)
+            if who is None:
+                return Response.json({"statusCode": 401, "message": "Unauthorized; scope does "
+                                      "not match or credentials are bad"}, 401)
+            request.params["_admin"] = "1" if who.get("admin", True) else ""
+            request.params["_prefix"] = (f"/ex/confluence/{request.params['cloud_id']}/wiki"
+                                         if oauth else "/wiki")
+            return handler(request)
+        return guarded
+
+    def _token(self, request: Request) -> Response:
+        """OAuth 2.0 client credentials of a service account: a Bearer for the gateway path."""
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or body.get("grant_type") != "client_credentials":
+            return Response.json({"error": "unsupported_grant_type"}, 400)
+        account = next((a for a in self._list("service_accounts")
+                        if a.get("client_id") == body.get("client_id")
+                        and a.get("client_secret") == body.get("client_secret")), None)
+        if account is None:
+            return Response.json({"error": "access_denied",
+                                  "error_description": "Unauthorized"}, 401)
+        return Response.json({"access_token": account["token"], "token_type": "Bearer",
+                              "expires_in": int(account.get("expires_in", 3600)),
+                              "scope": "read:confluence-content.all"})
+
+    def _authenticate(self, request: Request, oauth: bool) -> JsonObject | None:
+        auth = request.headers.get("authorization", "")
+        creds = self._list("credentials")
+        if oauth:
+            if request.params.get("cloud_id") != self.tenant.get("cloud_id"):
+                return None
+            token = request.bearer
+            minted = [{"bearer": a.get("token"), "admin": a.get("admin", True)}
+                      for a in self._list("service_accounts")]
+            return next((c for c in [*creds, *minted] if token and c.get("bearer") == token),
+                        None)
+        if not auth.lower().startswith("basic "):
+            return None
+        try:
+            email, _, token = base64.b64decode(auth[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return next((c for c in creds if c.get("email") == email and c.get("token") == token
+                     and token), None)
+
+    def _base(self, request: Request) -> str:
+        host = request.headers.get("host", "127.0.0.1")
+        scheme = self.tenant.get("scheme", "https")
+        return f"{scheme}://{host}{request.params['_prefix']}"
+
+    # -- shapes ------------------------------------------------------------------------------
+    def _user_json(self, account_id: str) -> JsonObject:
+        user = self._user(account_id)
+        out: JsonObject = {"type": "known", "accountId": account_id,
+                           "accountType": user.get("accountType", "atlassian"),
+                           "displayName": user.get("displayName", account_id)}
+        if user.get("email"):  # hidden by the profile's visibility: the key is absent
+            out["email"] = user["email"]
+        return out
+
+    def _group_json(self, group_id: str) -> JsonObject:
+        group = next((g for g in self._list("groups") if g["id"] == group_id), {})
+        return {"type": "group", "id": group_id, "name": group.get("name", group_id)}
+
+    def _ancestors(self, item: JsonObject) -> list[JsonObject]:
+        chain: list[JsonObject] = []
+        parent = item.get("parent")
+        while parent is not None:
+            node = self.content_by_id(parent)
+            if node is None or node in chain:
+                break
+            chain.append(node)
+            parent = node.get("parent")
+        return list(reversed(chain))  # root first, immediate parent last (as v1 does)
+
+    def _restriction_json(self, item: JsonObject, start: int = 0,
+                          limit: int | None = None) -> JsonObject:
+        read = item.get("restrictions", {}).get("read", {})
+        cap = limit or int(self.tenant.get("restriction_limit", 100))
+        users = list(read.get("users", []))
+        groups = list(read.get("groups", []))
+        return {"operation": "read", "restrictions": {
+            "user": {"results": [self._user_json(u) for u in users[start:start + cap]],
+                     "start": start, "limit": cap, "size": len(users[start:start + cap]),
+                     "totalSize": len(users)},
+            "group": {"results": [self._group_json(g) for g in groups[start:start + cap]],
+                      "start": start, "limit": cap, "size": len(groups[start:start + cap]),
+                      "totalSize": len(groups)}},
+            "_links": {"self": f"/rest/api/content/{item['id']}/restriction/byOperation/read"}}
+
+    def _content_json(self, item: JsonObject, expand: set[str], request: Request) -> JsonObject:
+        space = self._space(item["space"]) or {}
+        kind = item.get("type", "page")
+        out: JsonObject = {
+            "id": item["id"], "type": kind, "status": item.get("status", "current"),
+            "title": item.get("title", item["id"]),
+            "_links": {"webui": f"/spaces/{item['space']}/{'pages' if kind == 'page' else 'blog'}"
+                                f"/{item['id']}", "self": f"{self._base(request)}/rest/api/"
+                                                          f"content/{item['id']}"},
+            "_expandable": {}}
+        if "space" in expand:
+            out["space"] = {"id": space.get("id"), "key": item["space"],
+                            "name": space.get("name", item["space"])}
+        if "version" in expand:
+            out["version"] = {"number": int(item.get("version", 1)),
+                              "when": item.get("when", "2026-01-01T00:00:00.000Z"),
+                              "by": self._user_json(item.get("author", "unknown"))}
+        if "ancestors" in expand:
+            out["ancestors"] = [{"id": a["id"], "type": a.get("type", "page"),
+                                 "title": a.get("title", a["id"])}
+                                for a in self._ancestors(item)]
+        if "body.storage" in expand:
+            out["body"] = {"storage": {"value": item.get("body", ""),
+                                       "representation": "storage"}}
+        if kind == "attachment":
+            name = item.get("title", item["id"])
+            out["_links"]["download"] = (f"/download/attachments/{item['parent']}/{name}"
+                                         f"?version={int(item.get('version', 1))}&api=v2")
+            out["_links"]["webui"] = f"/pages/viewpageattachments.action?pageId={item['parent']}"
+            out["extensions"] = {"mediaType": item.get("mediaType", "application/octet-stream")}
+            if "container" in expand:
+                out["container"] = {"id": item["parent"], "type": "page"}
+        if any(e.startswith("restrictions.read") for e in expand):
+            full = self._restriction_json(item)
+            if "restrictions.read.restrictions.user" not in expand:
+                full["restrictions"].pop("user")
+            if "restrictions.read.restrictions.group" not in expand:
+                full["restrictions"].pop("group")
+            out["restrictions"] = {"read": full}
+        return out
+
+    @staticmethod
+    def _expand(request: Request) -> set[str]:
+        return {e.strip() for e in (request.arg("expand") or "").split(",") if e.strip()}
+
+    # -- content -----------------------------------------------------------------------------
+    def _matches(self, item: JsonObject, clauses: list[tuple[str, str, list[str]]]) -> bool:
+        zone = tz_of(str(self.tenant.get("timezone", "UTC")))
+        status_asked = False
+        for field, op, values in clauses:
+            if field in ("lastmodified", "created"):
+                raw = str(item.get("when" if field == "lastmodified" else "created")
+                          or item.get("when") or "2026-01-01T00:00:00Z")
+                # CQL dates have minute resolution, in the user's time zone.
+                mine = parse_when(raw).astimezone(zone).replace(second=0, microsecond=0)
+                limit = cql_date(values[0], zone)
+                ok = {">=": mine >= limit, ">": mine > limit, "<=": mine <= limit,
+                      "<": mine < limit, "=": mine == limit, "!=": mine != limit}[op]
+                if not ok:
+                    return False
+                continue
+            have = {"type": item.get("type", "page"), "space": item["space"], "id": item["id"],
+                    "status": item.get("status", "current")}.get(field)
+            if field == "status":
+                status_asked = True
+            if field == "ancestor":
+                found = any(a["id"] in values for a in self._ancestors(item))
+                if found != (op != "!="):
+                    return False
+                continue
+            hit = have in values
+            if hit != (op != "!="):
+                return False
+        return status_asked or item.get("status", "current") == "current"
+
+    def _search(self, request: Request) -> Response:
+        cql = request.arg("cql") or ""
+        try:
+            clauses, (order, desc) = parse_cql(cql)
+            hits = [c for c in self._searchable() if self._matches(c, clauses)]
+        except CqlError as exc:
+            return Response.json({"statusCode": 400, "message": str(exc)}, 400)
+        sort_key: dict[str, Callable[[JsonObject], Any]] = {
+            "lastmodified": lambda c: (c.get("when", ""), int(c["id"]) if c["id"].isdigit()
+                                       else c["id"]),
+            "created": lambda c: (c.get("created", ""), c["id"].zfill(12)),
+            "id": lambda c: c["id"].zfill(12), "title": lambda c: c.get("title", "")}
+        hits.sort(key=sort_key[order], reverse=desc)
+        offset = 0
+        cursor = request.arg("cursor")
+        if cursor is not None:
+            got = _decode_cursor(cursor, cql)
+            if got is None:
+                return Response.json({"statusCode": 400, "message": "Invalid cursor"}, 400)
+            offset = got
+        limit = self._page_size(request, cap=int(self.tenant.get("search_cap", 250)))
+        page = hits[offset:offset + limit]
+        expand = self._expand(request)
+        end = offset + len(page)
+        more = end < len(hits) or (page and self.tenant.get("quirk_empty_last_page", False))
+        links: JsonObject = {"base": self._base(request), "context": "/wiki"}
+        if more:
+            query = {"cql": cql, "cursor": _encode_cursor(end, cql), "limit": str(limit)}
+            if request.arg("expand"):
+                query["expand"] = request.arg("expand") or ""
+            links["next"] = f"/rest/api/content/search?{urlencode(query)}"
+        return Response.json({"results": [self._content_json(c, expand, request) for c in page],
+                              "start": offset, "limit": limit, "size": len(page),
+                              "_links": links})
+
+    def _content_list(self, request: Request) -> Response:
+        status = request.arg("status", "current")
+        items = [c for c in self._list("content") if c.get("status", "current") == status
+                 and (request.arg("spaceKey") is None or c["space"] == request.arg("spaceKey"))
+                 and (request.arg("type") is None or c.get("type", "page") == request.arg("type"))]
+        return self._offset_page(request, items,
+                                 lambda c: self._content_json(c, self._expand(request), request),
+                                 "/rest/api/content")
+
+    def _content_one(self, request: Request) -> Response:
+        item = self.content_by_id(request.params["content_id"])
+        if item is None or (item.get("status", "current") in ("trashed", "archived") \
+                and request.arg("status") != item.get("status")):
+            return Response.json({"statusCode": 404, "message": "No content found"}, 404)
+        if item.get("status") == "draft":
+            return Response.json({"statusCode": 403, "message": "Not permitted"}, 403)
+        return Response.json(self._content_json(item, self._expand(request), request))
+
+    def _restriction(self, request: Request) -> Response:
+        item = self.content_by_id(request.params["content_id"])
+        if item is None or item.get("status", "current") not in ("current", "draft"):
+            return Response.json({"statusCode": 404, "message": "No content found"}, 404)
+        if item.get("status") == "draft":
+            return Response.json({"statusCode": 403, "message": "Not permitted"}, 403)
+        start = int(request.arg("start", "0") or 0)
+        return Response.json(self._restriction_json(item, start, self._page_size(request)))
+
+    # -- attachments -------------------------------------------------------------------------
+    def _child_attachments(self, request: Request) -> Response:
+        cid = request.params["content_id"]
+        items = [a for a in self.attachments() if a["parent"] == cid]
+        return self._offset_page(request, items,
+                                 lambda a: self._content_json(a, self._expand(request), request),
+                                 f"/rest/api/content/{cid}/child/attachment")
+
+    def _download(self, request: Request) -> Response:
+        """A 302 to the media service, as Cloud answers."""
+        att = next((a for a in self.attachments() if a["parent"] == request.params["page_id"]
+                    and a.get("title") == request.params["name"]), None)
+        if att is None or att.get("status") != "current":
+            return Response.json({"statusCode": 404, "message": "No attachment"}, 404)
+        return Response(302, b"", {"Location": f"{request.params['_prefix']}/media/{att['id']}"})
+
+    def _media(self, request: Request) -> Response:
+        att = self._attachment(request.params["att_id"])
+        if att is None:
+            return Response.json({"statusCode": 404, "message": "No media"}, 404)
+        if "data_base64" in att:
+            data = base64.b64decode(att["data_base64"])
+        else:
+            data = str(att.get("data", "")).encode()
+        return Response(200, data, {"Content-Type": att.get("mediaType",
+                                                            "application/octet-stream")})
+
+    # -- spaces ------------------------------------------------------------------------------
+    def _space_json(self, space: JsonObject, expand: set[str], admin: bool) -> JsonObject:
+        out: JsonObject = {"id": space.get("id"), "key": space["key"],
+                           "name": space.get("name", space["key"]),
+                           "type": space.get("type", "global"), "status": "current",
+                           "_links": {"webui": f"/spaces/{space['key']}"}}
+        if "permissions" in expand and admin:  # reading space permissions needs admin
+            perms: list[JsonObject] = []
+            for perm in space.get("permissions", []):
+                operation = {"operation": perm.get("operation", "read"), "targetType": "space"}
+                for u in perm.get("users", []):
+                    perms.append({"operation": operation, "anonymousAccess": False,
+                                  "unlicensedAccess": False, "subjects": {"user": {
+                                      "results": [self._user_json(u)], "size": 1}}})
+                for g in perm.get("groups", []):
+                    perms.append({"operation": operation, "anonymousAccess": False,
+                                  "unlicensedAccess": False, "subjects": {"group": {
+                                      "results": [self._group_json(g)], "size": 1}}})
+            if space.get("anonymous"):
+                perms.append({"operation": {"operation": "read", "targetType": "space"},
+                              "anonymousAccess": True, "unlicensedAccess": False})
+            out["permissions"] = perms
+        return out
+
+    def _spaces(self, request: Request) -> Response:
+        keys = request.query.get("spaceKey") or None
+        spaces = [s for s in self._list("spaces") if keys is None or s["key"] in keys]
+        admin = bool(request.params.get("_admin"))
+        return self._offset_page(request, spaces,
+                                 lambda s: self._space_json(s, self._expand(request), admin),
+                                 "/rest/api/space")
+
+    def _space_one(self, request: Request) -> Response:
+        space = self._space(request.params["key"])
+        if space is None:
+            return Response.json({"statusCode": 404, "message": "No space found"}, 404)
+        return Response.json(self._space_json(space, self._expand(request),
+                                              bool(request.params.get("_admin"))))
+
+    # -- groups ------------------------------------------------------------------------------
+    def _groups(self, request: Request) -> Response:
+        return self._offset_page(request, self._list("groups"),
+                                 lambda g: self._group_json(g["id"]), "/rest/api/group")
+
+    def _members(self, request: Request, group: JsonObject | None, path: str) -> Response:
+        if group is None:
+            return Response.json({"statusCode": 404, "message": "No group found"}, 404)
+        return self._offset_page(request, list(group.get("members", [])), self._user_json,
+                                 path, cap=200)
+
+    def _members_by_id(self, request: Request) -> Response:
+        gid = request.params["group_id"]
+        group = next((g for g in self._list("groups") if g["id"] == gid), None)
+        return self._members(request, group, f"/rest/api/group/{gid}/membersByGroupId")
+
+    def _members_by_name(self, request: Request) -> Response:
+        name = request.arg("name")
+        group = next((g for g in self._list("groups") if g["name"] == name), None)
+        return self._members(request, group, "/rest/api/group/member")
+
+    def _offset_page(self, request: Request, items: list[Any],
+                     shape: Callable[[Any], JsonObject], path: str,
+                     cap: int = 100) -> Response:
+        raw = request.arg("start", "0") or "0"
+        if not raw.isdigit():
+            return Response.json({"statusCode": 400, "message": "start is a number"}, 400)
+        start = int(raw)
+        limit = self._page_size(request, cap)
+        page = items[start:start + limit]
+        links: JsonObject = {"base": self._base(request), "context": "/wiki"}
+        if start + limit < len(items):
+            query = {k: v[0] for k, v in request.query.items() if k not in ("start", "limit")}
+            query.update(start=str(start + limit), limit=str(limit))
+            links["next"] = f"{path}?{urlencode(query)}"
+        return Response.json({"results": [shape(i) for i in page], "start": start,
+                              "limit": limit, "size": len(page), "_links": links})
+
+    # -- the test's handle -------------------------------------------------------------------
+    def touch(self, item: JsonObject, when: datetime | None = None) -> None:
+        item["version"] = int(item.get("version", 1)) + 1
+        item["when"] = iso(when or datetime.now(UTC))
+
+    def edit(self, content_id: str, **fields: Any) -> None:
+        """Change content (title, body, ...): a new version, `lastmodified` now."""
+        with self.lock:
+            item = self._must(content_id)
+            item.update(fields)
+            self.touch(item)
+
+    def add(self, item: JsonObject) -> None:
+        with self.lock:
+            item.setdefault("version", 1)
+            item.setdefault("when", iso(datetime.now(UTC)))
+            item.setdefault("created", item["when"])
+            candidate = {**self.tenant, "content": [*self._list("content"), item]}
+            self.validate(candidate)
+            self.tenant = candidate
+
+    def restrict(self, content_id: str, users: list[str] | None = None,
+                 groups: list[str] | None = None) -> None:
+        """Set the read restriction (empty lists: none). Does not touch lastmodified."""
+        with self.lock:
+            item = self._must(content_id)
+            item.setdefault("restrictions", {})["read"] = {"users": list(users or []),
+                                                           "groups": list(groups or [])}
+
+    def move(self, content_id: str, space: str | None = None, parent: str | None = None) -> None:
+        with self.lock:
+            item = self._must(content_id)
+            if space is not None:
+                if self._space(space) is None:
+                    raise ValueError(f"unknown space {space!r}")
+                item["space"] = space
+            item["parent"] = parent
+            self.touch(item)
+
+    def trash(self, content_id: str) -> None:
+        with self.lock:
+            self._must(content_id)["status"] = "trashed"
+
+    def delete(self, content_id: str) -> None:
+        with self.lock:
+            item = self._must(content_id)
+            self._list("content").remove(item)
+            for child in self._list("content"):
+                if child.get("parent") == content_id:
+                    child["parent"] = item.get("parent")
+
+    def set_members(self, group_id: str, members: list[str]) -> None:
+        with self.lock:
+            group = next((g for g in self._list("groups") if g["id"] == group_id), None)
+            if group is None:
+                raise ValueError(f"unknown group {group_id!r}")
+            group["members"] = list(members)
+            self.validate(self.tenant)
+
+    def set_space_permissions(self, key: str, permissions: list[JsonObject],
+                              anonymous: bool | None = None) -> None:
+        with self.lock:
+            space = self._space(key)
+            if space is None:
+                raise ValueError(f"unknown space {key!r}")
+            space["permissions"] = permissions
+            if anonymous is not None:
+                space["anonymous"] = anonymous
+
+    def _must(self, content_id: str) -> JsonObject:
+        item = self.content_by_id(content_id)
+        if item is None:
+            raise ValueError(f"no content {content_id!r}")
+        return item
+
+    def admin(self, request: Request, rest: str) -> Response | None:
+        """`/_admin/content/{id}` POST (edit fields) / DELETE; `.../restrict`, `.../move`,
+        `.../trash` POST; `/_admin/groups/{id}/members` PUT; `/_admin/spaces/{key}/permissions`
+        PUT."""
+        parts = rest.split("/")
+        body = request.json() if request.body else {}
+        if parts[0] == "content" and len(parts) >= 2:
+            cid = parts[1]
+            action = parts[2] if len(parts) > 2 else ""
+            if request.method == "DELETE" and not action:
+                self.delete(cid)
+            elif request.method == "POST" and not action:
+                if self.content_by_id(cid) is None:
+                    self.add({"id": cid, **body})
+                else:
+                    self.edit(cid, **body)
+            elif request.method == "POST" and action == "restrict":
+                self.restrict(cid, body.get("users"), body.get("groups"))
+            elif request.method == "POST" and action == "move":
+                self.move(cid, body.get("space"), body.get("parent"))
+            elif request.method == "POST" and action == "trash":
+                self.trash(cid)
+            else:
+                return None
+            return Response.json(self._must(cid) if self.content_by_id(cid) else {"id": cid})
+        if parts[0] == "groups" and len(parts) == 3 and parts[2] == "members" \
+                and request.method == "PUT":
+            self.set_members(parts[1], list(body))
+            return Response.json({"id": parts[1], "members": body})
+        if parts[0] == "spaces" and len(parts) == 3 and parts[2] == "permissions" \
+                and request.method == "PUT":
+            self.set_space_permissions(parts[1], body.get("permissions", []),
+                                       body.get("anonymous"))
+            return Response.json(self._space(parts[1]))
+        return None
+
+
+def generate_tenant(seed: int = 7, *, spaces: int = 4, pages: int = 300, users: int = 24,
+                    groups: int = 6) -> JsonObject:
+    """A generated tenant: deep page trees, read restrictions at several levels, an anonymous
+    space, flat groups with names that look nested, hidden emails, an app user, drafts and
+    trash. Deterministic for a seed."""
+    import random
+
+    rng = random.Random(seed)
+    people: list[JsonObject] = []
+    for n in range(users):
+        person: JsonObject = {"accountId": f"acc-{n:03d}", "displayName": f"Person {n}"}
+        if n % 7 != 3:  # every seventh person hides their email
+            person["email"] = f"person{n}@acme.example"
+        people.append(person)
+    people.append({"accountId": "acc-bot", "accountType": "app", "displayName": "Bot"})
+    ids = [p["accountId"] for p in people[:users]]
+    group_list = [{"id": f"g-{n}", "name": f"team-{n}/sub-{n % 2}",
+                   "members": sorted(rng.sample(ids, rng.randint(2, max(2, users // 3))))}
+                  for n in range(groups)]
+    gids = [g["id"] for g in group_list]
+    space_list: list[JsonObject] = []
+    for n in range(spaces):
+        anonymous = n == spaces - 1
+        perms = [] if anonymous else [{"operation": "read",
+                                       "groups": rng.sample(gids, rng.randint(1, 2)),
+                                       "users": rng.sample(ids, rng.randint(0, 3))}]
+        space_list.append({"id": 100 + n, "key": f"S{n}", "name": f"Space {n}",
+                           "anonymous": anonymous, "permissions": perms})
+    content: list[JsonObject] = []
+    by_space: dict[str, list[str]] = {s["key"]: [] for s in space_list}
+    for n in range(pages):
+        space = space_list[n % spaces]["key"]
+        siblings = by_space[space]
+        # Mostly a child of a recent page: trees many levels deep.
+        parent = rng.choice(siblings[-6:]) if siblings and rng.random() < 0.85 else None
+        cid = str(10_000 + n)
+        restricted = rng.random() < 0.3
+        read = {"users": rng.sample(ids, rng.randint(0, 4)) if restricted else [],
+                "groups": rng.sample(gids, rng.randint(0, 2)) if restricted else []}
+        status = "draft" if n % 41 == 40 else "trashed" if n % 37 == 36 else "current"
+        kind = "blogpost" if n % 23 == 22 else "page"
+        content.append({
+            "id": cid, "type": kind, "space": space, "parent": None if kind == "blogpost"
+            else parent, "title": f"Page {n}", "status": status, "version": 1,
+            "when": f"2026-0{1 + n % 9}-1{n % 10}T0{n % 10}:00:00.000Z",
+            "created": f"2026-01-01T00:{n % 60:02d}:00.000Z", "author": rng.choice(ids),
+            "body": f"<h1>Page {n}</h1><p>Generated page {n}, zephyrmarker.</p>",
+            "restrictions": {"read": read}})
+        if kind == "page" and status == "current":
+            siblings.append(cid)
+    return {"cloud_id": "generated", "timezone": "UTC", "page_size": 25,
+            "credentials": [{"email": "admin@acme.example", "token": "generated-token",
+                             "admin": True}],
+            "users": people, "groups": group_list, "spaces": space_list, "content": content}

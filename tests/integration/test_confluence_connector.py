@@ -1,0 +1,387 @@
+"""Confluence connector against the emulator: the access rules one by one, both sides (who
+sees and who must NOT), fail-closed paths, paging quirks, auth and options."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auth.identity import CachedResolver
+from connectors.base import AclUpdate, Delete, Upsert, parse_options
+from connectors.confluence.client import ConfluenceClient
+from connectors.confluence.connector import ConfluenceConnector, ConfluenceOptions
+from connectors.http import HttpLimits, HttpPolicy
+from core import principals as P
+from core.errors import ConfigError, SourceAuthError
+from emulators.base import EmulatorServer
+from emulators.confluence import ConfluenceEmulator
+from indexer.embedding.hashing import HashingEmbedder
+from indexer.store.sqlite import SqliteStore
+from indexer.sync import Pipeline
+from retriever.filters import acl_filter
+from tests.integration.test_connector_contract_confluence import (
+    ADMIN,
+    MAPPED,
+    MARK,
+    SCOPE,
+    TOKEN,
+    _page,
+    tenant_data,
+)
+
+pytestmark = pytest.mark.integration
+NAME = "wiki"
+
+
+@pytest.fixture
+def server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(ConfluenceEmulator(copy.deepcopy(tenant_data())), tls=False) as s:
+        yield s
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "index.sqlite3")
+    yield s
+    s.close()
+
+
+def emu(server: EmulatorServer) -> ConfluenceEmulator:
+    assert isinstance(server.emulator, ConfluenceEmulator)
+    return server.emulator
+
+
+def connector(server: EmulatorServer, *, prefix: str = "/wiki", auth: str = "basic",
+              token: str = TOKEN, username: str | None = ADMIN,
+              mapping: dict[str, str] | None = None, page_size: int = 2,
+              attachments: bool = False) -> ConfluenceConnector:
+    policy = HttpPolicy(NAME, HttpLimits(rate=0, backoff_base=0.01))
+    client = ConfluenceClient(f"{server.base_url}{prefix}", policy, auth=auth,  # type: ignore[arg-type]
+                              token=token, username=username, page_size=page_size)
+    return ConfluenceConnector(NAME, client, spaces=SCOPE, time_zone="Europe/Berlin",
+                               account_emails=MAPPED if mapping is None else mapping,
+                               include_attachments=attachments)
+
+
+def sees(store: SqliteStore, email: str) -> set[str]:
+    resolver = CachedResolver(store, [NAME])
+    hits = store.lexical(MARK, acl_filter(resolver(email)), 10_000)
+    return {h.doc_id.split(":", 1)[1] for h in hits}
+
+
+def synced(server: EmulatorServer, store: SqliteStore, **kw: Any) -> Pipeline:
+    pipeline = Pipeline(store, HashingEmbedder())
+    report = pipeline.full_sync(connector(server, **kw))
+    assert report.status in ("ok", "partial"), report.errors
+    return pipeline
+
+
+def test_a_restricted_ancestor_hides_a_child_from_someone_its_own_restriction_names(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    synced(server, store)
+    # 103 names bob and ann; its parent 102 admits g-eng (ann, carl): bob must not see it.
+    assert {"103", "104"} <= sees(store, "ann@acme.example")
+    assert not {"102", "103", "104"} & sees(store, "bob@acme.example")
+    # carl passes 102 but 103 does not name him; 104 inherits both restrictions.
+    assert not {"103", "104"} & sees(store, "carl@acme.example")
+    doc = store.document(f"{NAME}:104")
+    assert doc is not None
+    groups = {frozenset(g) for g in doc.acl.gates}
+    assert frozenset({P.group("g-staff", source=NAME)}) in groups  # the space
+    assert frozenset({P.group("g-eng", source=NAME)}) in groups  # ancestor 102
+    assert frozenset({"user:ann@acme.example", "user:bob@acme.example"}) in groups  # 103
+    assert len(doc.acl.gates) == 3
+
+
+def test_every_restriction_intersects_not_only_the_nearest(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    """Onyx's shortcut (nearest restricted ancestor only) would let bob read 104 after 103
+    also names him; the intersection keeps 102's gate."""
+    emu(server).restrict("104", users=["acc-bob"])
+    synced(server, store)
+    assert "104" not in sees(store, "bob@acme.example")
+    assert "104" not in sees(store, "ann@acme.example")  # 104's own restriction: bob only
+
+
+def test_space_permission_is_a_gate_of_its_own(server: EmulatorServer,
+                                                store: SqliteStore) -> None:
+    synced(server, store)
+    # Salaries (HR) is restricted to g-staff; bob is staff but cannot view the HR space.
+    assert "202" not in sees(store, "bob@acme.example")
+    assert "202" in sees(store, "ann@acme.example")
+    # eve administers ENG but holds no read permission: nothing.
+    assert sees(store, "eve@acme.example") == set()
+
+
+def test_an_anonymous_space_reads_as_everyone(server: EmulatorServer,
+                                              store: SqliteStore) -> None:
+    emu(server).add(_page("302", "PUB", "Public page"))
+    synced(server, store)
+    for stranger in ("mallory@outside.example", "eve@acme.example"):
+        assert sees(store, stranger) == {"302"}
+    doc = store.document(f"{NAME}:302")
+    assert doc is not None and doc.acl.gates == (frozenset({P.EVERYONE}),)
+    assert "301" not in sees(store, "mallory@outside.example")  # restricted still applies
+
+
+def test_a_hidden_email_user_fails_closed_and_is_reported(
+        server: EmulatorServer, store: SqliteStore, caplog: pytest.LogCaptureFixture) -> None:
+    emu(server).restrict("105", users=["acc-hidden", "acc-bob"])
+    pipeline = Pipeline(store, HashingEmbedder())
+    report = pipeline.full_sync(connector(server))
+    assert any("acc-hidden" in w and "fail closed" in w for w in report.warnings)
+    assert "acc-hidden" in caplog.text  # the group pass says so too (its pages carry no text)
+    assert "105" in sees(store, "bob@acme.example")  # the rest of the restriction holds
+    # The source lets acc-hidden read 102 (g-eng): no address of theirs may find it here.
+    for guess in ("hidden@acme.example", "acc-hidden@acme.example"):
+        assert sees(store, guess) == set()
+    for doc_id in store.doc_ids(NAME):
+        doc = store.document(doc_id)
+        assert doc is not None
+        assert not any("hidden" in p for p in doc.acl.principals())
+    # Dana's email is hidden too, but mapped: her own page reaches her and nobody else.
+    assert "203" in sees(store, "dana@acme.example")
+    assert "203" not in sees(store, "ann@acme.example")
+
+
+def test_without_the_mapping_a_hidden_email_is_never_widened(server: EmulatorServer,
+                                                              store: SqliteStore) -> None:
+    synced(server, store, mapping={})
+    assert sees(store, "dana@acme.example") == set()
+    doc = store.document(f"{NAME}:203")  # restricted to dana only: nobody now
+    assert doc is not None and not doc.acl.readable_by_somebody
+
+
+def test_space_permissions_that_cannot_be_read_close_the_space(server: EmulatorServer,
+                                                               store: SqliteStore) -> None:
+    emu(server).tenant["credentials"][0]["admin"] = False  # no permissions in the answer
+    pipeline = Pipeline(store, HashingEmbedder())
+    report = pipeline.full_sync(connector(server))
+    assert report.status == "partial"
+    assert any("permissions" in str(e) for e in report.errors)
+    for doc_id in store.doc_ids(NAME):
+        doc = store.document(doc_id)
+        assert doc is not None and not doc.acl.readable_by_somebody
+    assert sees(store, "ann@acme.example") == set()
+
+
+def test_an_unreadable_ancestor_restriction_closes_the_page(server: EmulatorServer,
+                                                            store: SqliteStore) -> None:
+    # A page under someone else's draft: the draft's restriction answers 403 (unknown).
+    emu(server).add(_page("111", "ENG", "Under a draft", "108"))
+    pipeline = Pipeline(store, HashingEmbedder())
+    report = pipeline.full_sync(connector(server))
+    assert report.status == "partial"
+    assert any("108" in str(e) for e in report.errors)
+    doc = store.document(f"{NAME}:111")
+    assert doc is not None and not doc.acl.readable_by_somebody
+    assert "111" not in sees(store, "ann@acme.example")
+    assert "101" in sees(store, "ann@acme.example")  # the rest is unaffected
+
+
+def test_restrictions_longer_than_the_expansion_are_read_in_full(server: EmulatorServer,
+                                                                 store: SqliteStore) -> None:
+    emu(server).tenant["restriction_limit"] = 1  # the expansion carries one user of two
+    synced(server, store)
+    assert "103" in sees(store, "ann@acme.example")  # ann is the second user of 103
+    assert "103" not in sees(store, "bob@acme.example")
+
+
+def test_an_empty_page_with_a_next_link_ends_the_listing(server: EmulatorServer,
+                                                         store: SqliteStore) -> None:
+    emu(server).tenant["quirk_empty_last_page"] = True
+    synced(server, store)
+    assert "101" in sees(store, "ann@acme.example")
+
+
+def test_incremental_finds_edits_in_the_user_time_zone_and_prunes_deletions(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    pipeline = synced(server, store)
+    e = emu(server)
+    e.edit("105", body=f"<p>Operations, rewritten with zanzibarword, {MARK}.</p>")
+    e.delete("107")  # a hard delete: no feed says so, the ids listing does
+    e.trash("201")
+    e.restrict("203", users=["acc-ann"])  # no lastmodified change
+    ops: list[Any] = []
+    conn = connector(server)
+    record = pipeline.cursor(NAME, "content")
+    assert record is not None and record.next is not None
+    for page in conn.content(record.next):
+        ops.extend(page.operations)
+    upserts = {op.document.doc_id for op in ops if isinstance(op, Upsert)}
+    assert upserts == {f"{NAME}:105"}
+    assert {op.doc_id for op in ops if isinstance(op, Delete)} == {f"{NAME}:107", f"{NAME}:201"}
+    assert {op.doc_id for op in ops if isinstance(op, AclUpdate)} == {f"{NAME}:203"}
+    report = pipeline.incremental_sync(connector(server))
+    assert report.status == "ok" and report.deleted == 2
+    assert "203" in sees(store, "ann@acme.example") and "203" not in sees(
+        store, "dana@acme.example")
+
+
+def test_the_oauth_gateway_path_with_a_bearer_token(server: EmulatorServer,
+                                                    store: SqliteStore) -> None:
+    e = emu(server)
+    e.tenant["credentials"].append({"bearer": "svc-token", "admin": True})
+    synced(server, store, prefix="/ex/confluence/cloud-1/wiki", auth="oauth", token="svc-token",
+           username=None)
+    assert "103" in sees(store, "ann@acme.example")
+    with pytest.raises(SourceAuthError) as info:
+        list(connector(server, prefix="/ex/confluence/other/wiki", auth="oauth",
+                       token="svc-token", username=None).content())
+    assert "svc-token" not in str(info.value)
+
+
+def test_bad_basic_credentials_fail_without_the_token_in_the_message(
+        server: EmulatorServer) -> None:
+    with pytest.raises(SourceAuthError) as info:
+        list(connector(server, token="wrong-secret-token").content())
+    assert "wrong-secret-token" not in str(info.value) and "401" in str(info.value)
+
+
+def test_group_sync_pages_groups_and_members_by_id(server: EmulatorServer) -> None:
+    pages = list(connector(server).identities())
+    assert len(pages) >= 2 and all(not p.failures for p in pages)
+    got = {(m.group, m.member) for p in pages for m in p.memberships}
+    assert (P.group("g-staff", source=NAME), "user:dana@acme.example") in got
+    assert (P.group("g-ops", source=NAME), "user:carl@acme.example") in got
+    assert not any("hidden" in m or "bot" in m for _, m in got)
+
+
+def test_attachments_inherit_their_page_access_and_leave_with_it(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    e = emu(server)
+    e.content_by_id("103")["attachments"] = [  # type: ignore[index]
+        {"id": "att-1", "title": "failover.txt", "mediaType": "text/plain", "version": 1,
+         "when": "2026-01-01T08:00:00.000Z", "data": f"Failover steps, {MARK}."},
+        {"id": "att-2", "title": "diagram.png", "mediaType": "image/png", "data": "PNG"}]
+    pipeline = synced(server, store, attachments=True)
+    assert "att-1" in sees(store, "ann@acme.example")
+    for denied in ("bob@acme.example", "carl@acme.example", "mallory@outside.example"):
+        assert "att-1" not in sees(store, denied)
+    att, page = store.document(f"{NAME}:att-1"), store.document(f"{NAME}:103")
+    assert att is not None and page is not None and att.acl.key() == page.acl.key()
+    assert store.document(f"{NAME}:att-2") is None  # not a format the extraction reads
+    assert e.counters.to_json()["by_path"].get("/wiki/media/att-1") == 1  # the 302 followed
+    conn = connector(server, attachments=True)
+    list(conn.content())
+    assert conn.http_stats.requests >= e.counters.to_json()["by_path"]["/wiki/media/att-1"]
+    e.trash("103")
+    report = pipeline.incremental_sync(connector(server, attachments=True))
+    assert report.status == "ok"
+    assert store.document(f"{NAME}:att-1") is None and store.document(f"{NAME}:103") is None
+
+
+# -- options ------------------------------------------------------------------------------
+def _options(**raw: Any) -> ConfluenceOptions:
+    base = {"url": "https://acme.atlassian.net/wiki", "username": ADMIN,
+            "token_env": "CONFLUENCE_TOKEN"}
+    got = parse_options(ConfluenceConnector, "wiki", "confluence", {**base, **raw})
+    assert isinstance(got, ConfluenceOptions)
+    return got
+
+
+def test_options_refuse_inline_secrets_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ConfigError, match="token_env"):
+        _options(token="abc")
+    with pytest.raises(ConfigError, match="unknown key"):
+        _options(colour="blue")
+    with pytest.raises(ConfigError, match="time zone"):
+        _options(timezone="Mars/Olympus")
+    with pytest.raises(ConfigError, match="credentials"):
+        _options(url="https://me:pw@acme.atlassian.net/wiki")
+    with pytest.raises(ConfigError, match="email"):
+        _options(account_emails={"acc-1": "not-an-email"})
+    assert _options(spaces=["ENG"], timezone="+05:30").spaces == ["ENG"]
+
+
+def test_from_options_reads_the_token_from_the_named_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CONFLUENCE_TOKEN"):
+        ConfluenceConnector.from_options("wiki", _options(), tmp_path, environ={})
+    conn = ConfluenceConnector.from_options("wiki", _options(), tmp_path,
+                                            environ={"CONFLUENCE_TOKEN": "t"})
+    assert conn.kind == "confluence" and conn.capabilities.change_feed
+
+
+def test_the_entry_points_are_registered() -> None:
+    from apps.runtime import connector_class
+    from emulators.base import registered
+
+    assert connector_class("confluence") is ConfluenceConnector
+    assert registered()["confluence"] is ConfluenceEmulator
+
+
+def test_a_service_account_mints_its_bearer_with_client_credentials(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    e = emu(server)
+    e.tenant["service_accounts"] = [{"client_id": "svc-1", "client_secret": "s3cret-value",
+                                     "token": "minted-bearer", "expires_in": 30}]
+    raw = {"url": f"{server.base_url}/ex/confluence/cloud-1/wiki", "auth": "oauth",
+           "client_id": "svc-1", "client_secret_env": "SVC_SECRET",
+           "oauth_url": f"{server.base_url}/oauth/token", "spaces": SCOPE,
+           "timezone": "Europe/Berlin", "account_emails": MAPPED, "requests_per_second": 0}
+    options = parse_options(ConfluenceConnector, NAME, "confluence", raw)
+    conn = ConfluenceConnector.from_options(NAME, options, Path("."),
+                                            environ={"SVC_SECRET": "s3cret-value"})
+    report = Pipeline(store, HashingEmbedder()).full_sync(conn)
+    assert report.status == "ok", report.errors
+    assert "103" in sees(store, "ann@acme.example")
+    # expires_in 30 s is within the minute's margin: every call mints again.
+    assert e.counters.to_json()["by_path"]["/oauth/token"] > 1
+    bad = ConfluenceConnector.from_options(NAME, options, Path("."),
+                                           environ={"SVC_SECRET": "wrong-secret"})
+    with pytest.raises(SourceAuthError) as info:
+        list(bad.content())
+    assert "wrong-secret" not in str(info.value)
+    with pytest.raises(ConfigError, match="client_secret_env"):
+        ConfluenceConnector.from_options(NAME, options, Path("."), environ={})
+
+
+def test_moving_a_subtree_from_under_a_restriction_reaches_its_descendants_incrementally(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    pipeline = synced(server, store)
+    assert not {"103", "104"} & sees(store, "bob@acme.example")
+    emu(server).move("103", parent="101")  # out from under 102 (g-eng); 104 moves with it
+    report = pipeline.incremental_sync(connector(server))
+    assert report.status == "ok" and report.chunks_embedded == 0  # 103's text is unchanged
+    # 103 names bob and ann; 104 inherits 103 only now: bob reads both, carl still neither.
+    assert {"103", "104"} <= sees(store, "bob@acme.example")
+    assert not {"103", "104"} & sees(store, "carl@acme.example")
+
+
+def test_a_restriction_cut_at_its_expansion_limit_is_read_in_full(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    emu(server).tenant["restriction_limit"] = 2  # 103 names exactly two users: at the limit
+    emu(server).restrict("103", users=["acc-bob", "acc-ann"])
+    synced(server, store)
+    by_path = emu(server).counters.to_json()["by_path"]
+    assert by_path.get("/wiki/rest/api/content/103/restriction/byOperation/read", 0) >= 1
+    assert "103" in sees(store, "ann@acme.example")
+
+
+@pytest.mark.parametrize(("site_zone", "configured", "found"), [
+    ("+05:00", "+05:00", True),   # the account's zone configured: the edit is in the window
+    ("-05:00", "-05:00", True),
+    ("-05:00", "UTC", False),     # read five hours late at the site: the edit is missed
+    ("+05:00", "UTC", True),      # read five hours early: a wider window, nothing missed
+])
+def test_the_lastmodified_window_is_written_in_the_configured_zone(
+        server: EmulatorServer, store: SqliteStore, site_zone: str, configured: str,
+        found: bool) -> None:
+    e = emu(server)
+    e.tenant["timezone"] = site_zone
+    pipeline = synced(server, store)
+    e.edit("101", body=f"<p>Edited home, {MARK}.</p>")
+    policy = HttpPolicy(NAME, HttpLimits(rate=0))
+    client = ConfluenceClient(f"{server.base_url}/wiki", policy, auth="basic", token=TOKEN,
+                              username=ADMIN, page_size=2)
+    conn = ConfluenceConnector(NAME, client, spaces=SCOPE, time_zone=configured,
+                               overlap_minutes=1, account_emails=MAPPED)
+    record = pipeline.cursor(NAME, "content")
+    assert record is not None and record.next is not None
+    upserts = {op.document.doc_id for page in conn.content(record.next)
+               for op in page.operations if isinstance(op, Upsert)}
+    assert (f"{NAME}:101" in upserts) is found

@@ -1,0 +1,164 @@
+"""The Confluence emulator serves the real v1 shapes: auth, CQL, paging, hidden emails, admin."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from emulators.base import EmulatorServer, load_tenant
+from emulators.cli import example_tenant
+from emulators.confluence import ConfluenceEmulator, parse_cql
+
+pytestmark = pytest.mark.integration
+
+BASIC = "Basic " + base64.b64encode(b"admin@acme.example:demo-api-token").decode()
+
+
+@pytest.fixture
+def server() -> Iterator[EmulatorServer]:
+    tenant = load_tenant(example_tenant("confluence"))
+    with EmulatorServer(ConfluenceEmulator(tenant), tls=False) as s:
+        yield s
+
+
+def get(server: EmulatorServer, path: str, auth: str = BASIC, **params: str) -> Any:
+    answer = requests.get(f"{server.base_url}{path}", params=params,
+                          headers={"Authorization": auth}, timeout=10)
+    return answer.status_code, answer.json()
+
+
+def emu(server: EmulatorServer) -> ConfluenceEmulator:
+    assert isinstance(server.emulator, ConfluenceEmulator)
+    return server.emulator
+
+
+def test_bad_or_missing_credentials_answer_401(server: EmulatorServer) -> None:
+    bad = "Basic " + base64.b64encode(b"admin@acme.example:nope").decode()
+    assert get(server, "/wiki/rest/api/space", auth=bad)[0] == 401
+    assert get(server, "/wiki/rest/api/space", auth="")[0] == 401
+    # A Bearer token is for the OAuth gateway path, with the tenant's cloud id.
+    bearer = "Bearer demo-service-account-token"
+    assert get(server, "/wiki/rest/api/space", auth=bearer)[0] == 401
+    assert get(server, "/ex/confluence/demo-cloud/wiki/rest/api/space", auth=bearer)[0] == 200
+    assert get(server, "/ex/confluence/other/wiki/rest/api/space", auth=bearer)[0] == 401
+
+
+def test_search_pages_through_an_opaque_cursor_and_skips_drafts(server: EmulatorServer) -> None:
+    ids: list[str] = []
+    status, page = get(server, "/wiki/rest/api/content/search", limit="2",
+                       cql='space in ("ENG","PUB") AND type in (page, blogpost)')
+    while True:
+        assert status == 200
+        ids += [r["id"] for r in page["results"]]
+        nxt = page["_links"].get("next")
+        if not nxt:
+            break
+        assert nxt.startswith("/rest/api/content/search?") and "cursor=" in nxt
+        status, page = get(server, "/wiki" + nxt)
+    assert ids == ["1001", "1002", "1003", "2001"]  # 1004 is a draft
+    assert get(server, "/wiki/rest/api/content/search", cql="type=page", cursor="forged")[0] \
+        == 400
+
+
+def test_lastmodified_is_read_in_the_user_time_zone_at_minute_resolution(
+        server: EmulatorServer) -> None:
+    emu(server).tenant["timezone"] = "+02:00"
+    cql = 'type=page AND lastmodified >= "2026-11-03 11:00"'  # 09:00 UTC is 11:00 at +02:00
+    assert [r["id"] for r in get(server, "/wiki/rest/api/content/search", cql=cql)[1]
+            ["results"]] == ["1003"]
+    cql = 'type=page AND lastmodified > "2026-11-03 11:00"'
+    assert get(server, "/wiki/rest/api/content/search", cql=cql)[1]["results"] == []
+    assert get(server, "/wiki/rest/api/content/search", cql="type ~ page")[0] == 400
+
+
+def test_expand_gives_ancestors_root_first_restrictions_and_hidden_emails(
+        server: EmulatorServer) -> None:
+    _, page = get(server, "/wiki/rest/api/content/search", cql="id=1003",
+                  expand="ancestors,version,body.storage,restrictions.read.restrictions.user,"
+                         "restrictions.read.restrictions.group,space")
+    item = page["results"][0]
+    assert [a["id"] for a in item["ancestors"]] == ["1001", "1002"]
+    assert item["space"]["key"] == "ENG" and "<table>" in item["body"]["storage"]["value"]
+    users = item["restrictions"]["read"]["restrictions"]["user"]["results"]
+    assert {u["accountId"] for u in users} == {"acc-ann", "acc-bob"}
+    _, members = get(server, "/wiki/rest/api/group/g-eng/membersByGroupId")
+    hidden = next(m for m in members["results"] if m["accountId"] == "acc-hidden")
+    assert "email" not in hidden
+
+
+def test_space_permissions_need_an_admin_and_mark_anonymous_access(
+        server: EmulatorServer) -> None:
+    _, space = get(server, "/wiki/rest/api/space/PUB", expand="permissions")
+    assert any(p.get("anonymousAccess") for p in space["permissions"])
+    _, eng = get(server, "/wiki/rest/api/space/ENG", expand="permissions")
+    reads = [p for p in eng["permissions"] if p["operation"]["operation"] == "read"]
+    assert reads[0]["subjects"]["group"]["results"][0]["id"] == "g-staff"
+    emu(server).tenant["credentials"][0]["admin"] = False
+    assert "permissions" not in get(server, "/wiki/rest/api/space/ENG", expand="permissions")[1]
+
+
+def test_groups_and_members_page_by_start_and_next_link(server: EmulatorServer) -> None:
+    _, page = get(server, "/wiki/rest/api/group", limit="1")
+    assert len(page["results"]) == 1 and "start=1" in page["_links"]["next"]
+    _, by_name = get(server, "/wiki/rest/api/group/member", name="staff")
+    assert {m["accountId"] for m in by_name["results"]} == {"acc-ann", "acc-bob"}
+
+
+def test_drafts_answer_403_and_trash_404(server: EmulatorServer) -> None:
+    assert get(server, "/wiki/rest/api/content/1004")[0] == 403
+    assert get(server, "/wiki/rest/api/content/1004/restriction/byOperation/read")[0] == 403
+    emu(server).trash("1003")
+    assert get(server, "/wiki/rest/api/content/1003")[0] == 404
+    assert get(server, "/wiki/rest/api/content", status="trashed")[1]["results"][0]["id"] \
+        == "1003"
+
+
+def test_admin_routes_restrict_move_trash_delete_and_change_members(
+        server: EmulatorServer) -> None:
+    def admin(method: str, path: str, body: Any = None) -> int:
+        return requests.request(method, f"{server.base_url}/_admin/{path}", json=body,
+                                timeout=10).status_code
+
+    assert admin("POST", "content/1001/restrict", {"users": ["acc-bob"]}) == 200
+    assert emu(server).content_by_id("1001")["restrictions"]["read"]["users"] == ["acc-bob"]
+    assert admin("POST", "content/2001/move", {"space": "ENG"}) == 200
+    assert emu(server).content_by_id("2001")["space"] == "ENG"
+    assert admin("POST", "content/1003/trash") == 200
+    assert admin("DELETE", "content/1002") == 200
+    assert emu(server).content_by_id("1003")["parent"] == "1001"  # children move up
+    assert admin("PUT", "groups/g-eng/members", ["acc-bob"]) == 200
+    assert admin("PUT", "groups/g-eng/members", ["acc-nobody"]) == 400
+    assert admin("POST", "content/1001/move", {"space": "NOPE"}) == 400
+
+
+def test_a_bad_tenant_is_refused() -> None:
+    tenant = json.loads(example_tenant("confluence").read_text())
+    tenant["content"][1]["parent"] = "missing"
+    with pytest.raises(ValueError, match="unknown parent"):
+        ConfluenceEmulator(tenant)
+    assert parse_cql('space = "ENG" AND type in (page) ORDER BY lastmodified DESC')[1] == \
+        ("lastmodified", True)
+
+
+def test_clearance_emulate_serves_the_confluence_tenant(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "clearance"
+    proc = subprocess.Popen([str(exe), "emulate", "confluence", "--plain-http"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().strip()
+        answer = requests.get(f"{base}/wiki/rest/api/space", headers={"Authorization": BASIC},
+                              timeout=10)
+        assert answer.status_code == 200 and answer.json()["results"][0]["key"] == "ENG"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
