@@ -56,7 +56,7 @@ from connectors.confluence.client import (
 )
 from connectors.extract import NoText, extract_bytes, supported
 from connectors.extract.confluence import extract_storage
-from connectors.http import HttpLimits, HttpPolicy, HttpStats
+from connectors.http import HttpStats
 from core import principals as P
 from core.acl import Acl
 from core.errors import ConfigError, CursorExpired, MalformedDocument, SourceError
@@ -96,7 +96,6 @@ class ConfluenceOptions(HttpConnectorOptions):
     overlap_minutes: int = Field(default=60, ge=1)
     account_emails: dict[str, str] = Field(default_factory=dict)  # accountId -> email
     page_size: int = Field(default=25, ge=1, le=250)
-    requests_per_second: float = Field(default=10.0, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -198,8 +197,7 @@ class ConfluenceConnector:
         ca_bundle = options.ca_bundle
         if ca_bundle is not None:
             ca_bundle = str((base_dir / Path(ca_bundle).expanduser()).resolve())
-        policy = HttpPolicy(name, HttpLimits(rate=options.requests_per_second),
-                            ca_bundle=ca_bundle)
+        policy = options.model_copy(update={"ca_bundle": ca_bundle}).http_policy(name)
         client = ConfluenceClient(options.url, policy, auth=options.auth, token=token,
                                   username=options.username, page_size=options.page_size,
                                   service_account=account)
