@@ -4,15 +4,36 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.audit import AuditLog, AuditRecord, elapsed_ms
-from assistant.citations import Answer, refusal, validate
-from assistant.llm.base import LlmProvider, Source
+from assistant.citations import Answer, CitationCheck, refusal
+from assistant.llm.base import DraftDone, LlmProvider, Source, TextDelta, Turn, Usage
 from auth.identity import Identity
 from core.models import Hit
 from retriever.filters import acl_filter
 from retriever.hybrid import Retriever
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    """The next checked sentence of the answer (with its leading space)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDone:
+    """The last event: the validated answer and its final citation list."""
+
+    answer: Answer
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str = "end_turn"
+
+
+AnswerEvent = AnswerDelta | AnswerDone
 
 
 class Assistant:
@@ -40,16 +61,40 @@ class Assistant:
                 break
         return sources
 
-    def ask(self, question: str, identity: Identity, k: int | None = None) -> Answer:
+    def ask(self, question: str, identity: Identity, k: int | None = None,
+            history: Sequence[Turn] = ()) -> Answer:
+        final = refusal()
+        for event in self.ask_stream(question, identity, k, history):
+            if isinstance(event, AnswerDone):
+                final = event.answer
+        return final
+
+    def ask_stream(self, question: str, identity: Identity, k: int | None = None,
+                   history: Sequence[Turn] = ()) -> Iterator[AnswerEvent]:
+        """Checked sentences as the provider writes them, then the answer with its citations
+        (the last event). Only sources the caller may read reach the provider."""
         started = time.perf_counter()
         sources = self.sources(question, identity, k)
-        answer = validate(self.provider.draft(question, sources), sources) if sources else refusal()
+        check = CitationCheck(sources)
+        done = DraftDone()
+        if sources:
+            for event in self.provider.stream(question, sources, history):
+                if isinstance(event, TextDelta):
+                    for sentence in check.feed(event.text, event.quotes):
+                        yield AnswerDelta(sentence)
+                else:
+                    done = event
+        last, answer = check.finish()
+        for sentence in last:
+            yield AnswerDelta(sentence)
         self._audit(AuditRecord(
             at=time.time(), email=identity.email, principals=sorted(identity.principals),
             question=question, hits=[s.doc_id for s in sources],
             citations=[c.doc_id for c in answer.citations], refused=answer.refused,
-            latency_ms=elapsed_ms(started)))
-        return answer
+            latency_ms=elapsed_ms(started), provider=self.provider.name if sources else None,
+            input_tokens=done.usage.input_tokens, output_tokens=done.usage.output_tokens,
+            stop_reason=done.stop_reason if sources else None, dropped_claims=answer.dropped))
+        yield AnswerDone(answer, done.usage, done.stop_reason)
 
     def search(self, query: str, identity: Identity, k: int) -> list[Hit]:
         """The caller's best k documents, audited like a question."""

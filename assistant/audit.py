@@ -29,6 +29,12 @@ class AuditRecord:
     # explain only: the document asked about and whether the person may read it (None: unknown)
     doc_id: str | None = None
     allowed: bool | None = None
+    # ask only: who drafted the answer, what it cost, why it stopped, claims dropped as unsupported
+    provider: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    stop_reason: str | None = None
+    dropped_claims: int = 0
 
 
 def elapsed_ms(started: float) -> float:

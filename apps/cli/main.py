@@ -316,20 +316,27 @@ def cmd_search(rt: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_ask(rt: Runtime, args: argparse.Namespace) -> int:
     identity = rt.identity(args.as_email)
+    if not args.json and sys.stdout.isatty():  # a person watching: print as it streams
+        return _each_question(
+            args, lambda q: output.stream_answer(rt.assistant.ask_stream(q, identity, k=args.k)),
+            lambda answer: answer.to_json(), lambda answer: None, header_first=True)
     return _each_question(args, lambda q: rt.assistant.ask(q, identity, k=args.k),
                           lambda answer: answer.to_json(), output.print_answer)
 
 
 def _each_question(args: argparse.Namespace, run: Callable[[str], T],
-                   as_json: Callable[[T], Any], show: Callable[[T], None]) -> int:
+                   as_json: Callable[[T], Any], show: Callable[[T], None],
+                   header_first: bool = False) -> int:
     """One question from the argument, or one per stdin line (one JSON line each, in order)."""
     batch = _questions(args)
     for q in batch if batch is not None else [args.query]:
+        if header_first and batch is not None and not args.json:
+            print(f"# {output.text(q)}")  # the answer streams after it
         result = run(q)
         if args.json:
             output.print_json(as_json(result))
         else:
-            if batch is not None:
+            if batch is not None and not header_first:
                 print(f"# {output.text(q)}")
             show(result)
     return 0
