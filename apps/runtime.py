@@ -129,6 +129,10 @@ class Runtime:
     @cached_property
     def provider(self) -> LlmProvider:
         llm = self.settings.file.llm
+        if llm.provider == "bedrock":
+            from assistant.llm.bedrock import bedrock_provider
+
+            return bedrock_provider(llm, self.settings.config_dir)
         if llm.provider != "extractive":
             raise ConfigError(f"llm provider {llm.provider!r} is not available in this build yet")
         return ExtractiveAnswerer(self.query_embedder, min_evidence=llm.min_evidence)

@@ -60,6 +60,17 @@ class LlmSettings(Section):
     api_key_env: str | None = None
     # Extractive answerer: below this evidence score the answer is a refusal.
     min_evidence: float = 0.3
+    # Bedrock: an inference profile id or ARN, when set, is what Converse is called with.
+    inference_profile: str | None = None
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_tokens: int = Field(default=1024, ge=1, le=200_000)
+    ca_bundle: str | None = None  # a PEM file to trust for endpoint_url (a private CA)
+    stream: bool = True  # ConverseStream; false: Converse
+    # Throttling/unavailable: retries with doubling delays from retry_base_seconds, capped.
+    max_retries: int = Field(default=4, ge=0, le=20)
+    retry_base_seconds: float = Field(default=0.5, ge=0.0, le=60.0)
+    retry_max_seconds: float = Field(default=8.0, ge=0.0, le=300.0)
+    timeout_seconds: float = Field(default=60.0, gt=0.0, le=900.0)
 
 
 class EmbedderSettings(Section):
@@ -192,7 +203,7 @@ def _describe(err: ValidationError, path: Path) -> str:
 # Sections that parse but whose features are not built yet: a setting that silently does
 # nothing would mislead an administrator, so each is refused until its feature exists.
 UNSUPPORTED_SECTIONS = ("guardrails", "web", "slack", "teams")
-SUPPORTED_PROVIDERS = ("extractive",)
+SUPPORTED_PROVIDERS = ("extractive", "bedrock")
 
 
 def _refuse_unbuilt(raw: dict[str, Any], path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from apps.cli.output import stream_answer
 from assistant.answer import AnswerDelta, AnswerDone, AnswerEvent
-from assistant.citations import REFUSAL, CitationCheck, split_sentences, validate
+from assistant.citations import REFUSAL, Answer, CitationCheck, split_sentences, validate
 from assistant.llm.base import Draft, DraftDone, DraftEvent, Source, TextDelta, Turn, Usage, collect
 from assistant.llm.extractive import ExtractiveAnswerer
 from indexer.embedding import load_embedder
@@ -23,7 +23,7 @@ SOURCES = [
 ]
 
 
-def feed_all(deltas: Sequence[str]) -> tuple[list[str], object]:
+def feed_all(deltas: Sequence[str]) -> tuple[list[str], Answer]:
     check = CitationCheck(SOURCES)
     out: list[str] = []
     for d in deltas:
@@ -50,10 +50,10 @@ def test_any_split_of_the_stream_gives_the_same_answer_as_validate(size: int) ->
             "Lunch is served all night [1]. The canteen closes at three [1].")
     streamed, answer = feed_all([text[i:i + size] for i in range(0, len(text), size)])
     assert answer == validate(Draft(text), SOURCES)
-    assert "".join(streamed) == answer.answer  # type: ignore[attr-defined]
-    assert answer.answer == (  # type: ignore[attr-defined]
+    assert "".join(streamed) == answer.answer
+    assert answer.answer == (
         "Permits come from the front desk [1]. The canteen closes at three [2].")
-    assert answer.dropped == 2  # type: ignore[attr-defined]
+    assert answer.dropped == 2
 
 
 def test_markers_inside_a_sentence_do_not_end_it() -> None:
@@ -72,7 +72,7 @@ def test_the_same_source_cited_twice_must_support_each_claim() -> None:
 def test_a_stream_with_no_supported_sentence_is_the_refusal() -> None:
     streamed, answer = feed_all(["Bicycles are ", "welcome [2]. The moon is ", "cheese [7]."])
     assert streamed == []
-    assert answer.refused and answer.answer == REFUSAL  # type: ignore[attr-defined]
+    assert answer.refused and answer.answer == REFUSAL
 
 
 def test_collect_adds_a_stream_up() -> None:
