@@ -9,7 +9,7 @@ from typing import Any
 
 import boto3  # type: ignore[import-untyped]
 import pytest
-from botocore.eventstream import EventStreamBuffer  # type: ignore[import-untyped]
+from botocore.eventstream import ChecksumMismatch, EventStreamBuffer  # type: ignore[import-untyped]
 
 from assistant.citations import validate
 from assistant.llm.base import DraftDone, Source, TextDelta, Turn, collect
@@ -68,13 +68,13 @@ def test_frames_are_parsed_by_botocore_with_their_checksums() -> None:
     buffer.add_data(frame[7:] + encode_frame({":message-type": "event"}, b""))
     messages = list(buffer)
     assert messages[0].headers[":event-type"] == "contentBlockDelta"
-    assert messages[0].payload == '{"delta": {"text": "h\\u00e9llo"}}'.encode()
+    assert messages[0].payload == b'{"delta": {"text": "h\\u00e9llo"}}'
     assert len(messages) == 2
     corrupt = bytearray(frame)
     corrupt[-6] ^= 0xFF
     bad = EventStreamBuffer()
     bad.add_data(bytes(corrupt))
-    with pytest.raises(Exception, match="[Cc]hecksum"):
+    with pytest.raises(ChecksumMismatch):
         list(bad)
 
 
@@ -196,7 +196,7 @@ def test_the_scripted_model_cites_the_best_source_or_says_it_cannot() -> None:
     prompt = user_prompt("Who issues parking permits?", SOURCES)
     assert scripted_answer(prompt) == "Parking permits are issued by the front desk. [2]"
     assert scripted_answer(user_prompt("Zebra migration?", SOURCES)) == NO_ANSWER
-    assert validate(collect(iter([TextDelta(scripted_answer(prompt)), DraftDone()])),
+    assert validate(collect([TextDelta(scripted_answer(prompt)), DraftDone()]),
                     SOURCES).citations[0].doc_id == "docs:b.md"
 
 
