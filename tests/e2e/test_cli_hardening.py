@@ -361,8 +361,6 @@ UNBUILT = {
     "[web] empty": ('[web]\n', "[web] is not supported yet"),
     "[slack]": ('[slack]\nbot_token_env = "SLACK_BOT_TOKEN"\n', "[slack] is not supported yet"),
     "[teams]": ('[teams]\napp_id = "x"\n', "[teams] is not supported yet"),
-    "bedrock": ('[llm]\nprovider = "bedrock"\nmodel_id = "m"\n',
-                "[llm] provider 'bedrock' is not supported yet"),
     "openai": ('[llm]\nprovider = "openai"\n', "[llm] provider 'openai' is not supported yet"),
 }
 
