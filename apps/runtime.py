@@ -151,4 +151,7 @@ class Runtime:
 
     @cached_property
     def assistant(self) -> Assistant:
-        return Assistant(self.retriever, self.provider, audit=self.audit)
+        from assistant.guardrails import from_settings
+
+        guard = from_settings(self.settings.file.guardrails, self.query_embedder)
+        return Assistant(self.retriever, self.provider, audit=self.audit, guard=guard)

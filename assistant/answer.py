@@ -10,11 +10,14 @@ from pathlib import Path
 
 from assistant.audit import AuditLog, AuditRecord, elapsed_ms
 from assistant.citations import Answer, CitationCheck, refusal
+from assistant.guardrails import Action, Guardrails
 from assistant.llm.base import DraftDone, LlmProvider, Source, TextDelta, Turn, Usage
 from auth.identity import Identity
 from core.models import Hit
 from retriever.filters import acl_filter
 from retriever.hybrid import Retriever
+
+WITHHELD = "The answer was withheld: it contained text a guardrail does not allow."
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,10 @@ AnswerEvent = AnswerDelta | AnswerDone
 
 class Assistant:
     def __init__(self, retriever: Retriever, provider: LlmProvider, *, max_sources: int = 6,
-                 audit_path: Path | None = None, audit: AuditLog | None = None) -> None:
+                 audit_path: Path | None = None, audit: AuditLog | None = None,
+                 guard: Guardrails | None = None) -> None:
         self.retriever = retriever
+        self.guard = guard
         self.provider = provider
         self.max_sources = max_sources
         self.audit = audit or AuditLog(audit_path)
@@ -74,11 +79,23 @@ class Assistant:
         """Checked sentences as the provider writes them, then the answer with its citations
         (the last event). Only sources the caller may read reach the provider."""
         started = time.perf_counter()
-        sources = self.sources(question, identity, k)
-        check = CitationCheck(sources)
+        asked = question
+        actions: list[Action] = []
+        if self.guard is not None:
+            verdict = self.guard.question(question)
+            actions.extend(verdict.actions)
+            if verdict.text is None:  # stopped before retrieval: nothing is read or sent
+                answer = Answer(verdict.message, (), True)
+                self._audit_ask(identity, self.guard.quote(question), [], answer, started,
+                                None, DraftDone(), actions)
+                yield AnswerDone(answer)
+                return
+            asked = verdict.text
+        sources = self.sources(asked, identity, k)
+        check = CitationCheck(sources, self.guard)
         done = DraftDone()
         if sources:
-            for event in self.provider.stream(question, sources, history):
+            for event in self.provider.stream(asked, sources, history):
                 if isinstance(event, TextDelta):
                     for sentence in check.feed(event.text, event.quotes):
                         yield AnswerDelta(sentence)
@@ -87,14 +104,24 @@ class Assistant:
         last, answer = check.finish()
         for sentence in last:
             yield AnswerDelta(sentence)
+        actions.extend(check.actions)
+        if answer.refused and any(a.action == "withheld" for a in actions):
+            answer = Answer(WITHHELD, (), True, answer.dropped)
+        self._audit_ask(identity, asked, sources, answer, started,
+                        self.provider.name if sources else None, done, actions)
+        yield AnswerDone(answer, done.usage, done.stop_reason)
+
+    def _audit_ask(self, identity: Identity, question: str, sources: Sequence[Source],
+                   answer: Answer, started: float, provider: str | None, done: DraftDone,
+                   actions: Sequence[Action]) -> None:
         self._audit(AuditRecord(
             at=time.time(), email=identity.email, principals=sorted(identity.principals),
             question=question, hits=[s.doc_id for s in sources],
             citations=[c.doc_id for c in answer.citations], refused=answer.refused,
-            latency_ms=elapsed_ms(started), provider=self.provider.name if sources else None,
+            latency_ms=elapsed_ms(started), provider=provider,
             input_tokens=done.usage.input_tokens, output_tokens=done.usage.output_tokens,
-            stop_reason=done.stop_reason if sources else None, dropped_claims=answer.dropped))
-        yield AnswerDone(answer, done.usage, done.stop_reason)
+            stop_reason=done.stop_reason if provider else None, dropped_claims=answer.dropped,
+            guardrails=[a.to_json() for a in actions]))
 
     def search(self, query: str, identity: Identity, k: int) -> list[Hit]:
         """The caller's best k documents, audited like a question."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +35,8 @@ class AuditRecord:
     output_tokens: int = 0
     stop_reason: str | None = None
     dropped_claims: int = 0
+    # guardrail interventions: {"stage", "action", "rule"} (never the matched text)
+    guardrails: list[dict[str, str]] = field(default_factory=list)
 
 
 def elapsed_ms(started: float) -> float:

@@ -11,8 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from assistant.llm.base import Draft, Source
+
+if TYPE_CHECKING:
+    from assistant.guardrails import Action, Guardrails
 
 MARKER = re.compile(r"\[(\d+)\]")
 REFUSAL = "I could not find this in documents you can access."
@@ -90,8 +94,10 @@ def split_sentences(text: str) -> tuple[list[str], str]:
 class CitationCheck:
     """Checks a draft sentence by sentence as it streams (`feed`), then gives the answer."""
 
-    def __init__(self, sources: Sequence[Source]) -> None:
+    def __init__(self, sources: Sequence[Source], guard: Guardrails | None = None) -> None:
         self.by_n = {s.n: s for s in sources}
+        self.guard = guard
+        self.actions: list[Action] = []  # guardrail interventions, for the audit log
         self.quotes: dict[int, str] = {}  # what the provider says each claim rests on
         self._quote_of: dict[int, str] = {}  # the quote each citation shows
         self._pending = ""
@@ -119,20 +125,28 @@ class CitationCheck:
         if not sentence:
             return ""
         claim = MARKER.sub("", sentence)
-        kept: list[int] = []
-
-        def keep(match: re.Match[str]) -> str:
-            n = int(match.group(1))
-            if n not in kept and self._supported(n, claim):
-                kept.append(n)
-                return f"[{self._number(n)}]"
-            return ""
-
-        text = re.sub(r"\s+([.,;:!?])", r"\1", MARKER.sub(keep, sentence))
-        text = re.sub(r"\s{2,}", " ", text).strip()
-        if not kept:
+        cited = dict.fromkeys(int(m.group(1)) for m in MARKER.finditer(sentence))
+        valid = {n for n in cited if self._supported(n, claim)}
+        if not valid:
             self.dropped += 1
             return ""
+        if self.guard is not None:
+            verdict = self.guard.sentence(sentence)
+            self.actions.extend(verdict.actions)
+            if verdict.text is None:
+                return ""
+            sentence = verdict.text
+        seen: set[int] = set()
+
+        def renumber(match: re.Match[str]) -> str:
+            n = int(match.group(1))
+            if n not in valid or n in seen:
+                return ""
+            seen.add(n)
+            return f"[{self._number(n)}]"
+
+        text = re.sub(r"\s+([.,;:!?])", r"\1", MARKER.sub(renumber, sentence))
+        text = re.sub(r"\s{2,}", " ", text).strip()
         out = text if not self._kept else " " + text
         self._kept.append(text)
         return out
@@ -152,8 +166,10 @@ class CitationCheck:
             # Renumbered 1..m in order of appearance so the person sees [1], [2], ...
             self._order[n] = len(self._order) + 1
             s = self.by_n[n]
-            self._citations.append(Citation(self._order[n], s.doc_id, s.title, s.url,
-                                            self._quote_of[n]))
+            quote = self._quote_of[n]
+            if self.guard is not None:
+                quote = self.guard.quote(quote)
+            self._citations.append(Citation(self._order[n], s.doc_id, s.title, s.url, quote))
         return self._order[n]
 
 

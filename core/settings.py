@@ -88,10 +88,19 @@ class RetrievalSettings(Section):
     passages_per_document: int = Field(default=3, ge=1, le=20)
 
 
+class DeniedTopicSettings(Section):
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    examples: list[str] = []
+    # cosine similarity of the question to the description or an example that denies it
+    threshold: float = Field(default=0.75, gt=0.0, le=1.0)
+
+
 class GuardrailSettings(Section):
-    denied_topics: list[dict[str, Any]] = []
+    denied_topics: list[DeniedTopicSettings] = []
     blocked_words: list[str] = []
-    pii: dict[str, Literal["redact", "block"]] = {}
+    pii: dict[Literal["email", "phone", "credit_card", "iban", "us_ssn", "aws_access_key"],
+              Literal["redact", "block"]] = {}
 
 
 class WebSettings(Section):
@@ -202,7 +211,7 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 # Sections that parse but whose features are not built yet: a setting that silently does
 # nothing would mislead an administrator, so each is refused until its feature exists.
-UNSUPPORTED_SECTIONS = ("guardrails", "web", "slack", "teams")
+UNSUPPORTED_SECTIONS = ("web", "slack", "teams")
 SUPPORTED_PROVIDERS = ("extractive", "bedrock")
 
 

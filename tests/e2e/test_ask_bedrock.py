@@ -153,3 +153,31 @@ def test_bedrock_config_mistakes_are_exit_2(cli: BedrockCli, tmp_path: Path, bod
                                                f'"docs"\nkind = "files"\nroot = "{tmp_path}"\n')
     r = BedrockCli(cli.home, config, tmp_path)("ask", "office?", "--as", ADA)
     assert expected in one_error_line(r, 2)
+
+
+def guardrails_cli(cli: BedrockCli, tmp_path: Path, section: str) -> BedrockCli:
+    body = cli.config.read_text().replace("[[connectors]]", f"{section}\n[[connectors]]", 1)
+    return BedrockCli(cli.home, write_config(tmp_path / "g.toml", body), tmp_path)
+
+
+def test_guardrails_apply_from_the_config(cli: BedrockCli, tmp_path: Path) -> None:
+    g = guardrails_cli(cli, tmp_path, '[guardrails]\nblocked_words = ["Hamburg"]\n'
+                                      'pii = { email = "block" }\n')
+    r = g("ask", "Is the office moving to Hamburg?", "--as", ADA, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["refused"]
+    assert "Hamburg" not in r.stdout
+    r = g("ask", "Who is bob@example.org?", "--as", ADA, "--json")
+    assert "personal data (email)" in json.loads(r.stdout)["answer"]
+    audit = [json.loads(line) for line in (cli.home / "audit.jsonl").read_text().splitlines()]
+    assert audit[-1]["guardrails"] == [{"stage": "question", "action": "blocked",
+                                        "rule": "pii:email"}]
+    assert "bob@example.org" not in audit[-1]["question"]
+
+
+@pytest.mark.parametrize("section", ['[guardrails]\npii = { passport = "redact" }\n',
+                                     '[guardrails]\ndenied_topics = [{ name = "x" }]\n',
+                                     '[guardrails]\nblock_words = ["x"]\n'])
+def test_guardrail_config_mistakes_are_exit_2(cli: BedrockCli, tmp_path: Path,
+                                              section: str) -> None:
+    r = guardrails_cli(cli, tmp_path, section)("ask", "office?", "--as", ADA)
+    assert "guardrails" in one_error_line(r, 2)

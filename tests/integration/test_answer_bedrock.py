@@ -192,3 +192,39 @@ def test_the_audit_record_names_the_provider_tokens_and_dropped_claims(world: Wo
 def test_a_question_with_nothing_readable_never_reaches_the_model(world: World) -> None:
     answer = world.ask("When does the Berlin office open?", "stranger@elsewhere.org")
     assert answer.refused and world.emulator.requests == []
+
+
+def guarded(world: World, **cfg: Any) -> None:
+    from assistant.guardrails import Guardrails
+    from core.settings import GuardrailSettings
+
+    world.assistant.guard = Guardrails.from_settings(GuardrailSettings.model_validate(cfg),
+                                                     HashingEmbedder())
+
+
+def test_a_blocked_question_never_reaches_retrieval_or_the_model(world: World) -> None:
+    guarded(world, blocked_words=["Nightjar"], pii={"email": "redact"})
+    answer = world.ask("What is the Nightjar deal? Mail ceo@acme.com", CEO)
+    assert answer.refused and "Nightjar" not in answer.answer and not answer.citations
+    assert world.emulator.requests == []
+    [record] = [json.loads(line) for line in world.audit_path.read_text().splitlines()]
+    assert record["guardrails"] == [{"stage": "question", "action": "blocked",
+                                     "rule": "blocked_word"}]
+    assert record["hits"] == [] and "ceo@acme.com" not in record["question"]
+
+
+def test_pii_in_the_question_is_redacted_before_the_model_sees_it(world: World) -> None:
+    guarded(world, pii={"email": "redact"})
+    answer = world.ask("When does the Berlin office open for ada@acme.com?", ADA)
+    assert not answer.refused
+    assert world.prompts() and not any("ada@acme.com" in p for p in world.prompts())
+    record = json.loads(world.audit_path.read_text().splitlines()[-1])
+    assert {"stage": "question", "action": "redacted", "rule": "pii:email"} in record["guardrails"]
+    assert "ada@acme.com" not in json.dumps(record["question"])
+
+
+def test_an_answer_withheld_by_a_guardrail_says_so_without_the_text(world: World) -> None:
+    guarded(world, blocked_words=["seven thirty"])
+    answer = world.ask("When does the Berlin office open?", ADA)
+    assert answer.refused and "seven thirty" not in json.dumps(answer.to_json())
+    assert "withheld" in answer.answer
