@@ -154,4 +154,9 @@ class Runtime:
         from assistant.guardrails import from_settings
 
         guard = from_settings(self.settings.file.guardrails, self.query_embedder)
-        return Assistant(self.retriever, self.provider, audit=self.audit, guard=guard)
+        from assistant.conversations import ConversationStore
+
+        conversations = ConversationStore(self.settings.home / "conversations.sqlite3",
+                                          window=self.settings.file.llm.history_turns)
+        return Assistant(self.retriever, self.provider, audit=self.audit, guard=guard,
+                         conversations=conversations)

@@ -37,6 +37,7 @@ class AuditRecord:
     dropped_claims: int = 0
     # guardrail interventions: {"stage", "action", "rule"} (never the matched text)
     guardrails: list[dict[str, str]] = field(default_factory=list)
+    conversation: str | None = None  # the asker's conversation name, if any
 
 
 def elapsed_ms(started: float) -> float:

@@ -71,6 +71,8 @@ class LlmSettings(Section):
     retry_base_seconds: float = Field(default=0.5, ge=0.0, le=60.0)
     retry_max_seconds: float = Field(default=8.0, ge=0.0, le=300.0)
     timeout_seconds: float = Field(default=60.0, gt=0.0, le=900.0)
+    # Conversations: how many recent turns (a question or an answer each) a follow-up sees.
+    history_turns: int = Field(default=6, ge=0, le=100)
 
 
 class EmbedderSettings(Section):

@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL")
         p.add_argument("--k", type=_k, default=None,
                        help=f"documents to return (ask: to answer from), 1 to {MAX_K}")
+    # p is the ask parser here (the last of the loop)
+    p.add_argument("--conversation", metavar="NAME", default=None,
+                   help="a follow-up in your conversation NAME (started if new)")
     p = command("explain", "say whether a person may read a document, and why")
     p.add_argument("doc_id")
     p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL")
@@ -316,11 +319,18 @@ def cmd_search(rt: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_ask(rt: Runtime, args: argparse.Namespace) -> int:
     identity = rt.identity(args.as_email)
+    name = args.conversation
+    if name is not None:
+        from assistant.conversations import ConversationStore
+
+        ConversationStore.check_name(name)
     if not args.json and sys.stdout.isatty():  # a person watching: print as it streams
         return _each_question(
-            args, lambda q: output.stream_answer(rt.assistant.ask_stream(q, identity, k=args.k)),
+            args, lambda q: output.stream_answer(
+                rt.assistant.ask_stream(q, identity, k=args.k, conversation=name)),
             lambda answer: answer.to_json(), lambda answer: None, header_first=True)
-    return _each_question(args, lambda q: rt.assistant.ask(q, identity, k=args.k),
+    return _each_question(args, lambda q: rt.assistant.ask(q, identity, k=args.k,
+                                                           conversation=name),
                           lambda answer: answer.to_json(), output.print_answer)
 
 

@@ -181,3 +181,16 @@ def test_guardrail_config_mistakes_are_exit_2(cli: BedrockCli, tmp_path: Path,
                                               section: str) -> None:
     r = guardrails_cli(cli, tmp_path, section)("ask", "office?", "--as", ADA)
     assert "guardrails" in one_error_line(r, 2)
+
+
+def test_a_follow_up_through_the_cli_and_a_bad_conversation_name(
+        cli: BedrockCli, emulator: BedrockEmulator) -> None:
+    r = cli("ask", "When does the Berlin office open?", "--as", ADA, "--conversation", "t1",
+            "--json")
+    assert r.returncode == 0, r.stderr
+    emulator.requests.clear()
+    r = cli("ask", "And is it in the morning?", "--as", ADA, "--conversation", "t1", "--json")
+    assert set(json.loads(r.stdout)) == {"answer", "citations", "refused"}
+    assert [m["role"] for m in emulator.requests[-1]["messages"]] == ["user", "assistant", "user"]
+    bad = cli("ask", "office?", "--as", ADA, "--conversation", "../etc")
+    assert "--conversation" in one_error_line(bad, 2)

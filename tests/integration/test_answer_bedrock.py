@@ -17,6 +17,7 @@ import pytest
 from assistant.answer import AnswerDelta, AnswerDone, Assistant
 from assistant.audit import AuditLog
 from assistant.citations import REFUSAL
+from assistant.conversations import ConversationStore
 from assistant.llm.bedrock import BedrockConfig, BedrockProvider
 from auth.identity import resolve
 from connectors.files.connector import FilesConnector
@@ -85,7 +86,8 @@ def world(tmp_path: Path) -> Iterator[World]:
             str(server.ca_bundle)), session=session)
         audit_path = tmp_path / "audit.jsonl"
         assistant = Assistant(Retriever(store, embedder, RetrievalParams()), provider,
-                              audit=AuditLog(audit_path))
+                              audit=AuditLog(audit_path),
+                              conversations=ConversationStore(tmp_path / "conv.sqlite3"))
         yield World(store, emulator, assistant, audit_path)
     store.close()
 
@@ -228,3 +230,34 @@ def test_an_answer_withheld_by_a_guardrail_says_so_without_the_text(world: World
     answer = world.ask("When does the Berlin office open?", ADA)
     assert answer.refused and "seven thirty" not in json.dumps(answer.to_json())
     assert "withheld" in answer.answer
+
+
+def test_a_follow_up_retrieves_with_the_earlier_question_and_sends_the_history(
+        world: World) -> None:
+    ada = resolve(world.store, ADA)
+    first = world.assistant.ask("Who approves annual leave requests?", ada, conversation="c1")
+    assert [c.doc_id for c in first.citations] == ["docs:handbook/leave.md"]
+    world.emulator.requests.clear()
+    follow = world.assistant.ask("And how many days do employees get?", ada, conversation="c1")
+    assert [c.doc_id for c in follow.citations] == ["docs:handbook/leave.md"]
+    assert "twenty-eight days" in follow.answer
+    [sent] = world.emulator.requests
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    assert sent["messages"][0]["content"][0]["text"] == "Who approves annual leave requests?"
+    assert sent["messages"][1]["content"][0]["text"] == first.answer
+    record = json.loads(world.audit_path.read_text().splitlines()[-1])
+    assert record["conversation"] == "c1"
+
+
+def test_another_persons_conversation_of_the_same_name_is_not_theirs(world: World) -> None:
+    ceo, ada = resolve(world.store, CEO), resolve(world.store, ADA)
+    secret = world.assistant.ask("Which company is Acme planning to acquire?", ceo,
+                                 conversation="deal")
+    assert EXEC_DOC in {c.doc_id for c in secret.citations}
+    world.emulator.requests.clear()
+    follow = world.assistant.ask("And for how much?", ada, conversation="deal")
+    assert EXEC_DOC not in json.dumps(follow.to_json())
+    assert not any(w in json.dumps(follow.to_json()) for w in EXEC_WORDS)
+    # Ada's "deal" is her own, new conversation: the CEO's turns were never sent for her.
+    assert all(len(r["messages"]) == 1 for r in world.emulator.requests)
+    assert not any(w in p for p in world.prompts() for w in EXEC_WORDS)
