@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.audit import AuditLog, AuditRecord, elapsed_ms
+from assistant.audit import AuditLog, AuditRecord, acl_hash, elapsed_ms
 from assistant.citations import Answer, CitationCheck, refusal
 from assistant.conversations import ConversationStore, standalone
 from assistant.guardrails import Action, Guardrails
@@ -148,7 +148,18 @@ class Assistant:
             latency_ms=elapsed_ms(started), provider=provider,
             input_tokens=done.usage.input_tokens, output_tokens=done.usage.output_tokens,
             stop_reason=done.stop_reason if provider else None, dropped_claims=answer.dropped,
-            guardrails=[a.to_json() for a in actions], conversation=conversation))
+            guardrails=[a.to_json() for a in actions], conversation=conversation,
+            cited=self._provenance(answer)))
+
+    def _provenance(self, answer: Answer) -> list[dict[str, str]]:
+        """Each cited document's version and a hash of the ACL it had at answer time, so an
+        auditor can replay who could see what was shown."""
+        out: list[dict[str, str]] = []
+        for doc_id in dict.fromkeys(c.doc_id for c in answer.citations):
+            doc = self.retriever.store.document(doc_id)
+            out.append({"doc_id": doc_id, "version": doc.content_hash if doc else "",
+                        "acl_hash": acl_hash(doc.acl) if doc else ""})
+        return out
 
     def search(self, query: str, identity: Identity, k: int) -> list[Hit]:
         """The caller's best k documents, audited like a question."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from auth.identity import Identity
+from core.acl import Acl
 from core.errors import StoreError
 
 
@@ -38,6 +40,16 @@ class AuditRecord:
     # guardrail interventions: {"stage", "action", "rule"} (never the matched text)
     guardrails: list[dict[str, str]] = field(default_factory=list)
     conversation: str | None = None  # the asker's conversation name, if any
+    # ask: per cited document, {"doc_id", "version" (content hash), "acl_hash"} at answer time
+    cited: list[dict[str, str]] = field(default_factory=list)
+
+
+def acl_hash(acl: Acl) -> str:
+    """A stable hash of an ACL (gates, deny list, unknown reason), principals sorted."""
+    canonical = json.dumps({"gates": sorted(sorted(g) for g in acl.gates),
+                            "deny": sorted(acl.deny), "unknown": acl.unknown_reason},
+                           sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def elapsed_ms(started: float) -> float:

@@ -261,3 +261,16 @@ def test_another_persons_conversation_of_the_same_name_is_not_theirs(world: Worl
     # Ada's "deal" is her own, new conversation: the CEO's turns were never sent for her.
     assert all(len(r["messages"]) == 1 for r in world.emulator.requests)
     assert not any(w in p for p in world.prompts() for w in EXEC_WORDS)
+
+
+def test_the_audit_record_holds_each_cited_version_and_acl_hash(world: World) -> None:
+    from assistant.audit import acl_hash
+
+    world.ask("When does the Berlin office open?", ADA)
+    record = json.loads(world.audit_path.read_text().splitlines()[-1])
+    doc = world.store.document("docs:handbook/office.md")
+    assert doc is not None
+    assert record["cited"] == [{"doc_id": doc.doc_id, "version": doc.content_hash,
+                                "acl_hash": acl_hash(doc.acl)}]
+    exec_doc = world.store.document(EXEC_DOC)
+    assert exec_doc is not None and acl_hash(exec_doc.acl) != acl_hash(doc.acl)
