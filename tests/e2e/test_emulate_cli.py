@@ -70,7 +70,7 @@ def test_emulate_on_a_given_port_with_the_example_tenant_over_plain_http(tmp_pat
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["nosuch"], "unknown emulator 'nosuch' (known: httpfiles"),
+    (["nosuch"], "unknown emulator 'nosuch' (known: bedrock, httpfiles)"),
     (["httpfiles", "--tenant", "missing.json"], "tenant file missing.json"),
     (["httpfiles", "--port", "70000"], "not a port number"),
 ])
