@@ -129,6 +129,10 @@ class Runtime:
     @cached_property
     def provider(self) -> LlmProvider:
         llm = self.settings.file.llm
+        if llm.provider == "bedrock":
+            from assistant.llm.bedrock import bedrock_provider
+
+            return bedrock_provider(llm, self.settings.config_dir)
         if llm.provider != "extractive":
             raise ConfigError(f"llm provider {llm.provider!r} is not available in this build yet")
         return ExtractiveAnswerer(self.query_embedder, min_evidence=llm.min_evidence)
@@ -147,4 +151,12 @@ class Runtime:
 
     @cached_property
     def assistant(self) -> Assistant:
-        return Assistant(self.retriever, self.provider, audit=self.audit)
+        from assistant.guardrails import from_settings
+
+        guard = from_settings(self.settings.file.guardrails, self.query_embedder)
+        from assistant.conversations import ConversationStore
+
+        conversations = ConversationStore(self.settings.home / "conversations.sqlite3",
+                                          window=self.settings.file.llm.history_turns)
+        return Assistant(self.retriever, self.provider, audit=self.audit, guard=guard,
+                         conversations=conversations)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from auth.identity import Identity
+from core.acl import Acl
 from core.errors import StoreError
 
 
@@ -29,6 +31,25 @@ class AuditRecord:
     # explain only: the document asked about and whether the person may read it (None: unknown)
     doc_id: str | None = None
     allowed: bool | None = None
+    # ask only: who drafted the answer, what it cost, why it stopped, claims dropped as unsupported
+    provider: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    stop_reason: str | None = None
+    dropped_claims: int = 0
+    # guardrail interventions: {"stage", "action", "rule"} (never the matched text)
+    guardrails: list[dict[str, str]] = field(default_factory=list)
+    conversation: str | None = None  # the asker's conversation name, if any
+    # ask: per cited document, {"doc_id", "version" (content hash), "acl_hash"} at answer time
+    cited: list[dict[str, str]] = field(default_factory=list)
+
+
+def acl_hash(acl: Acl) -> str:
+    """A stable hash of an ACL (gates, deny list, unknown reason), principals sorted."""
+    canonical = json.dumps({"gates": sorted(sorted(g) for g in acl.gates),
+                            "deny": sorted(acl.deny), "unknown": acl.unknown_reason},
+                           sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def elapsed_ms(started: float) -> float:

@@ -76,3 +76,8 @@ class EmbedderUnavailable(ClearanceError):
 
 class UnknownDocument(ClearanceError):
     """A document id that the index does not hold."""
+
+
+class ProviderError(ClearanceError):
+    """The LLM provider failed (throttled past its retries, model error, unreachable): exit 1,
+    one line, no answer."""

@@ -60,6 +60,19 @@ class LlmSettings(Section):
     api_key_env: str | None = None
     # Extractive answerer: below this evidence score the answer is a refusal.
     min_evidence: float = 0.3
+    # Bedrock: an inference profile id or ARN, when set, is what Converse is called with.
+    inference_profile: str | None = None
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_tokens: int = Field(default=1024, ge=1, le=200_000)
+    ca_bundle: str | None = None  # a PEM file to trust for endpoint_url (a private CA)
+    stream: bool = True  # ConverseStream; false: Converse
+    # Throttling/unavailable: retries with doubling delays from retry_base_seconds, capped.
+    max_retries: int = Field(default=4, ge=0, le=20)
+    retry_base_seconds: float = Field(default=0.5, ge=0.0, le=60.0)
+    retry_max_seconds: float = Field(default=8.0, ge=0.0, le=300.0)
+    timeout_seconds: float = Field(default=60.0, gt=0.0, le=900.0)
+    # Conversations: how many recent turns (a question or an answer each) a follow-up sees.
+    history_turns: int = Field(default=6, ge=0, le=100)
 
 
 class EmbedderSettings(Section):
@@ -77,10 +90,19 @@ class RetrievalSettings(Section):
     passages_per_document: int = Field(default=3, ge=1, le=20)
 
 
+class DeniedTopicSettings(Section):
+    name: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    examples: list[str] = []
+    # cosine similarity of the question to the description or an example that denies it
+    threshold: float = Field(default=0.75, gt=0.0, le=1.0)
+
+
 class GuardrailSettings(Section):
-    denied_topics: list[dict[str, Any]] = []
+    denied_topics: list[DeniedTopicSettings] = []
     blocked_words: list[str] = []
-    pii: dict[str, Literal["redact", "block"]] = {}
+    pii: dict[Literal["email", "phone", "credit_card", "iban", "us_ssn", "aws_access_key"],
+              Literal["redact", "block"]] = {}
 
 
 class WebSettings(Section):
@@ -191,8 +213,8 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 # Sections that parse but whose features are not built yet: a setting that silently does
 # nothing would mislead an administrator, so each is refused until its feature exists.
-UNSUPPORTED_SECTIONS = ("guardrails", "web", "slack", "teams")
-SUPPORTED_PROVIDERS = ("extractive",)
+UNSUPPORTED_SECTIONS = ("web", "slack", "teams")
+SUPPORTED_PROVIDERS = ("extractive", "bedrock")
 
 
 def _refuse_unbuilt(raw: dict[str, Any], path: Path) -> None:

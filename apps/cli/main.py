@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL")
         p.add_argument("--k", type=_k, default=None,
                        help=f"documents to return (ask: to answer from), 1 to {MAX_K}")
+    # p is the ask parser here (the last of the loop)
+    p.add_argument("--conversation", metavar="NAME", default=None,
+                   help="a follow-up in your conversation NAME (started if new)")
     p = command("explain", "say whether a person may read a document, and why")
     p.add_argument("doc_id")
     p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL")
@@ -316,20 +319,34 @@ def cmd_search(rt: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_ask(rt: Runtime, args: argparse.Namespace) -> int:
     identity = rt.identity(args.as_email)
-    return _each_question(args, lambda q: rt.assistant.ask(q, identity, k=args.k),
+    name = args.conversation
+    if name is not None:
+        from assistant.conversations import ConversationStore
+
+        ConversationStore.check_name(name)
+    if not args.json and sys.stdout.isatty():  # a person watching: print as it streams
+        return _each_question(
+            args, lambda q: output.stream_answer(
+                rt.assistant.ask_stream(q, identity, k=args.k, conversation=name)),
+            lambda answer: answer.to_json(), lambda answer: None, header_first=True)
+    return _each_question(args, lambda q: rt.assistant.ask(q, identity, k=args.k,
+                                                           conversation=name),
                           lambda answer: answer.to_json(), output.print_answer)
 
 
 def _each_question(args: argparse.Namespace, run: Callable[[str], T],
-                   as_json: Callable[[T], Any], show: Callable[[T], None]) -> int:
+                   as_json: Callable[[T], Any], show: Callable[[T], None],
+                   header_first: bool = False) -> int:
     """One question from the argument, or one per stdin line (one JSON line each, in order)."""
     batch = _questions(args)
     for q in batch if batch is not None else [args.query]:
+        if header_first and batch is not None and not args.json:
+            print(f"# {output.text(q)}")  # the answer streams after it
         result = run(q)
         if args.json:
             output.print_json(as_json(result))
         else:
-            if batch is not None:
+            if batch is not None and not header_first:
                 print(f"# {output.text(q)}")
             show(result)
     return 0

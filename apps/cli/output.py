@@ -6,9 +6,12 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any, TextIO
 
+from assistant.answer import AnswerDelta, AnswerEvent
 from assistant.citations import Answer
+from core.errors import StoreError
 from core.models import Hit
 from indexer.sync import SyncReport
 
@@ -63,6 +66,31 @@ def print_hits(hits: list[Hit], out: TextIO | None = None) -> None:
 def print_answer(answer: Answer, out: TextIO | None = None) -> None:
     out = out or sys.stdout  # looked up per call: tests and pipes swap the stream
     out.write(prose(answer.answer) + "\n")
+    print_sources(answer, out)
+
+
+def stream_answer(events: Iterable[AnswerEvent], out: TextIO | None = None) -> Answer:
+    """Each checked sentence as it arrives, then the sources (the final event's list)."""
+    out = out or sys.stdout
+    answer: Answer | None = None
+    wrote = False
+    for event in events:
+        if isinstance(event, AnswerDelta):
+            out.write((" " if wrote else "") + prose(event.text))
+            out.flush()
+            wrote = True
+        else:
+            answer = event.answer
+    if answer is None:  # a stream always ends with its answer; fail closed if it did not
+        raise StoreError("the answer stream ended without its final event")
+    if not wrote:
+        out.write(prose(answer.answer))
+    out.write("\n")
+    print_sources(answer, out)
+    return answer
+
+
+def print_sources(answer: Answer, out: TextIO) -> None:
     if answer.citations:
         out.write("\nSources:\n")
         for c in answer.citations:

@@ -4,18 +4,15 @@ verbatim, and cites them. Deterministic, offline, and unable to follow instructi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from assistant.llm.base import Draft, Source
+from assistant.citations import INJECTION
+from assistant.llm.base import Draft, DraftDone, DraftEvent, Source, TextDelta, Turn, collect
 from indexer.chunking import split_sentences
 from indexer.embedding import Embedder
 
 _WORD = re.compile(r"\w+")
-# Text addressed to an assistant is data: never evidence for an answer.
-INJECTION = re.compile(
-    r"\b(ignore|disregard|forget|override)\b[^.]{0,40}\b(instructions?|prompts?|rules)\b"
-    r"|\bsystem prompt\b|\byou are now\b|\bact as\b", re.IGNORECASE)
 _STOP = frozenset((
     "a an and are as at be by can do does for from how i in is it many much of on or our the "
     "to was we what when where which who why will with you your"
@@ -59,10 +56,11 @@ class ExtractiveAnswerer:
         out.sort(key=lambda c: (-c.score, c.n))
         return out
 
-    def draft(self, question: str, sources: Sequence[Source]) -> Draft:
+    def choose(self, question: str, sources: Sequence[Source]) -> list[Candidate]:
+        """The sentences that answer, best first (none: the evidence is too weak)."""
         ranked = self.candidates(question, sources)
         if not ranked or ranked[0].score < self.min_evidence:
-            return Draft("")
+            return []
         chosen: list[Candidate] = []
         floor = max(self.min_evidence, ranked[0].score * 0.85)
         for c in ranked:
@@ -72,8 +70,18 @@ class ExtractiveAnswerer:
             if any(c.n == o.n or _similar(c.sentence, o.sentence) for o in chosen):
                 continue
             chosen.append(c)
-        return Draft(" ".join(f"{c.sentence} [{c.n}]" for c in chosen),
-                     {c.n: c.sentence for c in chosen})
+        return chosen
+
+    def draft(self, question: str, sources: Sequence[Source]) -> Draft:
+        return collect(self.stream(question, sources))
+
+    def stream(self, question: str, sources: Sequence[Source],
+               history: Sequence[Turn] = ()) -> Iterator[DraftEvent]:
+        """One delta per chosen sentence, with its quote (history is not needed: it answers
+        the standalone question only)."""
+        for i, c in enumerate(self.choose(question, sources)):
+            yield TextDelta(("" if i == 0 else " ") + f"{c.sentence} [{c.n}]", {c.n: c.sentence})
+        yield DraftDone()
 
 
 def _similar(a: str, b: str) -> bool:

@@ -1,0 +1,57 @@
+"""Conversations: the standalone rewrite of a follow-up, the bounded window, and that a
+conversation is only ever its starter's (another person with the same name gets their own)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from assistant.conversations import ConversationStore, standalone
+from assistant.llm.base import Turn
+from core.errors import UsageError
+
+pytestmark = pytest.mark.unit
+HISTORY = [Turn("user", "Who approves annual leave?"), Turn("assistant", "Your manager [1].")]
+
+
+@pytest.mark.parametrize("follow_up,expected", [
+    ("And how many days do I get?", "Who approves annual leave? And how many days do I get?"),
+    ("How long does it take?", "Who approves annual leave? How long does it take?"),
+    ("In Berlin?", "Who approves annual leave? In Berlin?"),
+    ("When does the Berlin office open on Saturdays?",
+     "When does the Berlin office open on Saturdays?"),
+])
+def test_a_follow_up_that_leans_on_the_last_question_is_made_standalone(
+        follow_up: str, expected: str) -> None:
+    assert standalone(follow_up, HISTORY) == expected
+    assert standalone(follow_up, []) == follow_up
+
+
+def test_turns_are_kept_per_owner_and_name_in_a_private_file(tmp_path: Path) -> None:
+    store = ConversationStore(tmp_path / "c.sqlite3", window=3)
+    store.append("Ada@Example.org", "c1", "q1", "a1")
+    store.append("ada@example.org", "c1", "q2", "a2")
+    store.append("ada@example.org", "c2", "other", "x")
+    assert store.history("ada@example.org", "c1") == [
+        Turn("assistant", "a1"), Turn("user", "q2"), Turn("assistant", "a2")]  # window 3
+    assert store.history("bob@example.org", "c1") == []  # Bob's c1 is his own, empty
+    assert stat.S_IMODE((tmp_path / "c.sqlite3").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("name", ["", "../x", "a b", "x" * 129, "-rf"])
+def test_bad_names_are_usage_errors(name: str) -> None:
+    with pytest.raises(UsageError):
+        ConversationStore.check_name(name)
+
+
+def test_an_unusable_store_is_a_store_error(tmp_path: Path) -> None:
+    from core.errors import StoreError
+
+    (tmp_path / "dir.sqlite3").mkdir()
+    with pytest.raises(StoreError):
+        ConversationStore(tmp_path / "dir.sqlite3").history("a@b.c", "c1")
+    (tmp_path / "junk.sqlite3").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError):
+        ConversationStore(tmp_path / "junk.sqlite3").append("a@b.c", "c1", "q", "a")
