@@ -62,8 +62,12 @@ class LlmSettings(Section):
     min_evidence: float = 0.3
 
 
+EmbedderName = Literal["minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "hashing"]
+
+
 class EmbedderSettings(Section):
-    name: Literal["minilm", "hashing"] = "minilm"
+    # "minilm-onnx-int8": the same model on ONNX Runtime, int8 (bench/RESULTS.md, issue 12).
+    name: EmbedderName = "minilm"
     batch_size: int = Field(default=32, ge=1, le=1024)
 
 
@@ -153,7 +157,7 @@ class Environment(BaseSettings):
     home: Path | None = None
     config: Path | None = None
     broker_url: str | None = None
-    embedder: Literal["minilm", "hashing"] | None = None
+    embedder: EmbedderName | None = None
 
 
 class Settings(BaseModel):
