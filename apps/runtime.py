@@ -78,7 +78,7 @@ class Runtime:
     def embedder(self) -> Embedder:
         """The configured embedder: what sync embeds new content with."""
         cfg = self.settings.file.embedder
-        return load_embedder(cfg.name, batch_size=cfg.batch_size)
+        return load_embedder(cfg.name, batch_size=cfg.batch_size, cache_dir=self.models_dir)
 
     @cached_property
     def query_embedder(self) -> Embedder:
@@ -87,7 +87,13 @@ class Runtime:
         built_with = self.store.embedder_names()
         if not built_with or built_with[0] == self.embedder.name:
             return self.embedder
-        return load_embedder(built_with[0], batch_size=self.settings.file.embedder.batch_size)
+        return load_embedder(built_with[0], batch_size=self.settings.file.embedder.batch_size,
+                             cache_dir=self.models_dir)
+
+    @property
+    def models_dir(self) -> Path:
+        """Where the ONNX embedders keep the graphs they build from the shipped weights."""
+        return self.settings.home / "models"
 
     def connectors(self, names: list[str] | None = None) -> list[Connector]:
         configured = self.settings.file.connectors

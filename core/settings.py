@@ -75,8 +75,12 @@ class LlmSettings(Section):
     history_turns: int = Field(default=6, ge=0, le=100)
 
 
+EmbedderName = Literal["minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "hashing"]
+
+
 class EmbedderSettings(Section):
-    name: Literal["minilm", "hashing"] = "minilm"
+    # "minilm-onnx-int8": the same model on ONNX Runtime, int8 (bench/RESULTS.md, issue 12).
+    name: EmbedderName = "minilm"
     batch_size: int = Field(default=32, ge=1, le=1024)
 
 
@@ -175,7 +179,7 @@ class Environment(BaseSettings):
     home: Path | None = None
     config: Path | None = None
     broker_url: str | None = None
-    embedder: Literal["minilm", "hashing"] | None = None
+    embedder: EmbedderName | None = None
 
 
 class Settings(BaseModel):

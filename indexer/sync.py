@@ -26,6 +26,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -321,12 +322,109 @@ def _require_indexed(indexed: int, listed: int) -> None:
                         "sync indexes them again")
 
 
+_Embedded = tuple[Document, list[Chunk], npt.NDArray[np.float32]]
+
+
+@dataclass
+class _PagePlan:
+    """A content page sorted against the index: what _apply writes, what the embedder gets."""
+
+    page: ContentPage
+    docs: list[Document] = field(default_factory=list)
+    acl_ops: list[tuple[str, Acl]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)  # another connector's ids: refused
+    unchanged: list[str] = field(default_factory=list)
+    acl_only: list[Document] = field(default_factory=list)
+    changed: list[Document] = field(default_factory=list)
+
+    def touches(self, page: ContentPage) -> bool:
+        """Whether `page` names a document this plan writes (then it must be planned after
+        these writes, or it would be sorted against the index as it was before them)."""
+        mine = {d.doc_id for d in self.docs} | {d for d, _ in self.acl_ops} | set(self.deletes)
+        return any((op.document.doc_id if isinstance(op, Upsert) else op.doc_id) in mine
+                   for op in page.operations)
+
+
+class _PagePipeline:
+    """Content pages through a two-stage pipeline: one worker thread chunks and embeds page N+1
+    while this thread writes page N, commits its cursor and fetches (extracts) page N+2.
+
+    Everything but chunking and embedding stays on the calling thread and in page order: the
+    store, the report and the run are never touched by the worker. A page is planned (sorted
+    against the index) before the previous page's writes only when it names none of that page's
+    documents and has no failures (failures write); otherwise the previous page is finished
+    first. A page's cursor is committed by `done` after its writes, as in the sequential loop; a
+    failure anywhere cancels what is in flight and leaves the last committed cursor.
+    """
+
+    def __init__(self, pipeline: Pipeline, run: _Pass,
+                 done: Callable[[ContentPage], None]) -> None:
+        self._p, self._run, self._done = pipeline, run, done
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sync-embed")
+        self._pending: tuple[_PagePlan, Future[list[_Embedded]]] | None = None
+
+    def __enter__(self) -> _PagePipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pending is not None:
+            self._pending[1].cancel()
+            self._pending = None
+        self._pool.shutdown(wait=True, cancel_futures=True)  # no embedding outlives the run
+
+    def run(self, pages: Iterable[ContentPage]) -> None:
+        source = iter(pages)
+        while True:
+            try:
+                page = next(source)
+            except StopIteration:
+                break
+            except Exception:
+                # The source failed fetching the next page: the page in hand is good, and the
+                # sequential loop would have committed it before asking.
+                self._finish()
+                raise
+            self._feed(page)
+        self._finish()
+
+    def _feed(self, page: ContentPage) -> None:
+        pending = self._pending
+        if page.failures or (pending is not None and pending[0].touches(page)):
+            self._finish()
+        if page.failures:
+            self._p._page(page, self._run)
+            self._done(page)
+            return
+        plan = self._p._plan(page, self._run)
+        future = self._pool.submit(self._p._embed, plan.changed)
+        try:
+            self._finish()
+        except BaseException:
+            future.cancel()
+            raise
+        self._pending = (plan, future)
+
+    def _finish(self) -> None:
+        """The pending page's writes (once its vectors are in), then its commit."""
+        if self._pending is None:
+            return
+        plan, future = self._pending
+        self._pending = None
+        embedded = future.result()
+        self._p._page_notes(plan.page, self._run)  # warnings only: no failures on this path
+        self._p._apply(plan, embedded, self._run)
+        self._done(plan.page)
+
+
 class Pipeline:
     def __init__(self, store: Store, embedder: Embedder, *,
                  policy: ChunkingPolicy | None = None, budget: ErrorBudget | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, pipelined: bool = True) -> None:
         self.store = store
         self.embedder = embedder
+        # Embedding of page N+1 overlaps the writes of page N (see _PagePipeline).
+        self.pipelined = pipelined
         self.policy = policy or ChunkingPolicy(
             max_tokens=min(230, embedder.max_tokens - 26),
             target_tokens=min(200, embedder.max_tokens - 56))
@@ -428,8 +526,9 @@ class Pipeline:
         self._save_checkpoint(key, cursor, report, enumerating=enumerating,
                               reconciles=reconciles, pages=pages)
         last = cursor
-        for page in connector.content(cursor):
-            self._page(page, run)
+
+        def done(page: ContentPage) -> None:  # after the page's writes: now durable
+            nonlocal pages, last
             if self.budget.spent(report):
                 raise SyncError(f"error budget spent: {report.error_count} documents failed "
                                 f"(last: {report.errors[-1] if report.errors else '?'})")
@@ -441,6 +540,8 @@ class Pipeline:
                                       reconciles=reconciles, pages=pages)
                 self._commit_cursor(connector.name, "content", report, page.cursor, pages)
             self.progress(report)
+
+        self._pages(connector.content(cursor), run, done)
         self._reconcile(connector, run, reconciles)
         self._commit_cursor(connector.name, "content", report, last, pages, done=True,
                             feed=connector.capabilities.change_feed)
@@ -497,6 +598,13 @@ class Pipeline:
         self._content(connector, report, key, None, enumerating=True, reconciles=True)
 
     def _page(self, page: ContentPage, run: _Pass) -> None:
+        """One page, start to end: its failures, then its plan, embedding and writes."""
+        self._page_notes(page, run)
+        plan = self._plan(page, run)
+        self._apply(plan, self._embed(plan.changed), run)
+
+    def _page_notes(self, page: ContentPage, run: _Pass) -> None:
+        """The page's warnings and failures (failures may write: closed ACLs, removals)."""
         report = run.report
         for warning in page.warnings:
             report.warn(warning)
@@ -508,58 +616,76 @@ class Pipeline:
                 self._document_failure(failure, failure.doc_id, run)
             elif not failure.doc_id:
                 report.fail(failure)
-        docs: list[Document] = []
-        acl_ops: list[tuple[str, Acl]] = []
-        deletes: list[str] = []
+
+    def _plan(self, page: ContentPage, run: _Pass) -> _PagePlan:
+        """What the page's operations do to the index as it is now. Reads only: the report, the
+        run and the store are changed by _apply."""
+        plan = _PagePlan(page)
         for op in page.operations:
-            if not _own(op.document.doc_id if isinstance(op, Upsert) else op.doc_id, run):
-                continue
-            if isinstance(op, Upsert):
-                docs.append(dataclasses.replace(
+            doc_id = op.document.doc_id if isinstance(op, Upsert) else op.doc_id
+            if not _own(doc_id, run, report=False):
+                plan.foreign.append(doc_id)
+            elif isinstance(op, Upsert):
+                plan.docs.append(dataclasses.replace(
                     op.document, acl=deny_guard(op.document.acl, run.identities_known)))
             elif isinstance(op, AclUpdate):
-                acl_ops.append((op.doc_id, deny_guard(op.acl, run.identities_known)))
+                plan.acl_ops.append((op.doc_id, deny_guard(op.acl, run.identities_known)))
             elif isinstance(op, Delete):
-                deletes.append(op.doc_id)
-        for doc_id in [d.doc_id for d in docs] + deletes:
-            if run.transient.pop(doc_id, None) is not None:
-                run.transient_dirty = True
-        states = self.store.document_states([d.doc_id for d in docs])
-        unchanged: list[str] = []
-        acl_only: list[Document] = []
-        changed: list[Document] = []
-        for doc in docs:
-            report.documents += 1
-            if not doc.acl.readable_by_somebody:
-                report.readable_by_nobody += 1
+                plan.deletes.append(op.doc_id)
+        states = self.store.document_states([d.doc_id for d in plan.docs])
+        for doc in plan.docs:
             state = states.get(doc.doc_id)
             if (state and state.content_hash == doc.content_hash
                     and state.embedder == self.embedder.name):
                 if state.acl_key == doc.acl.key():
-                    unchanged.append(doc.doc_id)
+                    plan.unchanged.append(doc.doc_id)
                 else:
-                    acl_only.append(doc)
+                    plan.acl_only.append(doc)
             else:
-                changed.append(doc)
-        embedded = self._embed(changed)  # outside the write transaction: it is the slow part
-        gone = list(self.store.document_states(deletes))
+                plan.changed.append(doc)
+        return plan
+
+    def _apply(self, plan: _PagePlan, embedded: list[_Embedded], run: _Pass) -> None:
+        """The page's writes, in one store batch, and its counts."""
+        report = run.report
+        for doc_id in plan.foreign:
+            _own(doc_id, run)  # refused and reported
+        for doc_id in [d.doc_id for d in plan.docs] + plan.deletes:
+            if run.transient.pop(doc_id, None) is not None:
+                run.transient_dirty = True
+        for doc in plan.docs:
+            report.documents += 1
+            if not doc.acl.readable_by_somebody:
+                report.readable_by_nobody += 1
+        gone = list(self.store.document_states(plan.deletes))
         with self.store.batch():
-            for doc in acl_only:
+            for doc in plan.acl_only:
                 self.store.update_acl(doc.doc_id, doc.acl, run.seen_run)
-            for doc_id, acl in acl_ops:
+            for doc_id, acl in plan.acl_ops:
                 # Not indexed yet: nothing to update (its content arrives as an upsert).
                 if self.store.update_acl(doc_id, acl, run.seen_run):
                     report.acl_updated += 1
-            self.store.mark_seen(unchanged, run.seen_run)
+            self.store.mark_seen(plan.unchanged, run.seen_run)
             for doc, chunks, vectors in embedded:
                 self.store.upsert(doc, chunks, vectors, self.embedder.name, run.seen_run
                                   or run.report.run_id)
                 report.chunks_embedded += len(chunks)
             self.store.delete(gone)
-        report.acl_updated += len(acl_only)
-        report.unchanged += len(unchanged)
+        report.acl_updated += len(plan.acl_only)
+        report.unchanged += len(plan.unchanged)
         report.indexed += len(embedded)
         report.deleted += len(gone)
+
+    def _pages(self, pages: Iterable[ContentPage], run: _Pass,
+               done: Callable[[ContentPage], None]) -> None:
+        """Every page through _page, then `done` (its checkpoint and cursor commit)."""
+        if not self.pipelined:
+            for page in pages:
+                self._page(page, run)
+                done(page)
+            return
+        with _PagePipeline(self, run, done) as pipeline:
+            pipeline.run(pages)
 
     def _document_failure(self, failure: Failure, doc_id: str, run: _Pass) -> None:
         """Keep the last good content (under the ACL the source has now) only while the failure
@@ -615,8 +741,7 @@ class Pipeline:
                                  TransientFailures(runs=run.transient).model_dump(mode="json"))
             run.transient_dirty = False
 
-    def _embed(self, docs: Sequence[Document]
-               ) -> list[tuple[Document, list[Chunk], npt.NDArray[np.float32]]]:
+    def _embed(self, docs: Sequence[Document]) -> list[_Embedded]:
         """Chunk every changed document of a page and embed all their chunks in one call."""
         count = self.embedder.count_tokens
         per_doc = [(doc, chunk_document(doc, count, self.policy)) for doc in docs]

