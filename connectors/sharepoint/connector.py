@@ -417,8 +417,9 @@ class SharePointConnector:
         run = self._directory()
         drives = self._drives()
         if state["todo"] is None:
-            state["todo"] = [str(d["id"]) for d in drives]
-            gone = sorted(set(state["old"]) - set(state["todo"]))
+            todo = [str(d["id"]) for d in drives]
+            state["todo"] = todo
+            gone = sorted(set(state["old"]) - set(todo))
             if gone:  # drives no longer in scope: everything of theirs leaves the index
                 ops: list[Operation] = []
                 for key in sorted(state["items"]):

@@ -378,8 +378,8 @@ class GraphEmulator(Emulator):
     def _drive_json(self, request: Request, site: JsonObject, drive: JsonObject) -> JsonObject:
         out: JsonObject = {"id": drive["id"], "name": drive.get("name", "Documents"),
                            "driveType": drive.get("driveType", "documentLibrary"),
-                           "webUrl": drive.get("webUrl", f"{self._site_json(request, site)['webUrl']}"
-                                                         f"/{drive.get('name', 'Documents')}")}
+                           "webUrl": drive.get("webUrl", self._site_json(request, site)["webUrl"]
+                                               + f"/{drive.get('name', 'Documents')}")}
         if drive.get("owner"):
             user = self._user(drive["owner"]) or {"id": drive["owner"]}
             out["owner"] = {"user": {"id": user["id"], "email": user.get("mail"),
@@ -469,7 +469,8 @@ class GraphEmulator(Emulator):
             state = _unb64(token)
             if state is None or state.get("drive") != did or not isinstance(state.get("seq"), int):
                 return Response.error(400, "invalidRequest", "Invalid token.")
-            if int(state.get("issued", state["seq"])) < self.floor.get(did, 0):
+            issued = state.get("issued", state["seq"])
+            if not isinstance(issued, int) or issued < self.floor.get(did, 0):
                 return Response.json({"error": {"code": "resyncRequired", "message":
                                                 "Resync required. Replace any local items with "
                                                 "the server's version."}}, 410)
@@ -550,7 +551,8 @@ class GraphEmulator(Emulator):
         return Response(200, data, {"Content-Type": "application/octet-stream"})
 
     # -- permissions -------------------------------------------------------------------------
-    def _effective(self, drive: JsonObject, item: JsonObject) -> list[tuple[JsonObject, str | None]]:
+    def _effective(self, drive: JsonObject, item: JsonObject
+                   ) -> list[tuple[JsonObject, str | None]]:
         """(permission, id of the ancestor it is inherited from or None) of an item."""
         items = self._items(drive)
         out: list[tuple[JsonObject, str | None]] = []

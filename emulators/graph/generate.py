@@ -16,7 +16,7 @@ JsonObject = dict[str, Any]
 TENANT_ID = "8d2f0c1e-0000-4000-8000-00000000c0de"
 DOMAIN = "contoso.example"
 CLIENT_ID = "app-clearance"
-CLIENT_SECRET = "emulator-client-secret"  # noqa: S105 - a test tenant's made-up secret
+CLIENT_SECRET = "emulator-client-secret"
 ALL_USERS = f"c:0-.f|rolemanager|spo-grid-all-users/{TENANT_ID}"
 PAST = "2020-01-01T00:00:00Z"
 NEVER = "0001-01-01T00:00:00Z"
@@ -67,7 +67,7 @@ def root(perms: list[JsonObject]) -> JsonObject:
 def example_tenant() -> JsonObject:
     users = [
         user("u-ann", "ann"), user("u-bob", "bob"), user("u-carl", "carl"),
-        user("u-dana", "dana", upn=f"dana.upn@contoso.onmicrosoft.example"),
+        user("u-dana", "dana", upn="dana.upn@contoso.onmicrosoft.example"),
         user("u-eve", "eve"),
         user("u-gus", "gus", mail="gus@gmail.example",
              upn="gus_gmail.example#EXT#@contoso.onmicrosoft.example", guest=True),

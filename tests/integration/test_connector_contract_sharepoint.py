@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from connectors.base import Connector
+from connectors.http import HttpLimits, HttpPolicy
 from connectors.sharepoint.client import Credential, GraphClient
 from connectors.sharepoint.connector import SharePointConnector
 from emulators.base import EmulatorServer, Fault
@@ -29,7 +30,6 @@ from emulators.graph.generate import (
     grant_user,
     item,
 )
-from connectors.http import HttpLimits, HttpPolicy
 from indexer.sync import Pipeline
 from tests.contract.connector_contract import (
     ConnectorContract,
@@ -144,9 +144,8 @@ class GraphTenant(Tenant):
         login = to.get("siteUser", {}).get("loginName", "")
         if "spo-grid-all-users" in login:
             return internal
-        if login == "c:0(.s|true":
-            return True
-        return False  # site groups (secret-only app), applications, the unknown
+        # site groups (secret-only app), applications, the unknown: nothing
+        return login == "c:0(.s|true"
 
     def readable(self, site: dict[str, Any], drive: dict[str, Any], entry: dict[str, Any],
                  email: str) -> bool:
