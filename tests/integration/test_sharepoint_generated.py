@@ -62,7 +62,7 @@ def test_every_person_finds_exactly_what_the_source_lets_them_open(world: World)
 
 def test_permissions_are_read_once_per_file_and_not_again_when_nothing_changed(
         world: World) -> None:
-    tenant, store, server, pipeline = world
+    tenant, _, server, pipeline = world
     by_path = server.emulator.counters.to_json()["by_path"]
     perm_calls = sum(n for p, n in by_path.items() if p.endswith("/permissions"))
     assert perm_calls == len(tenant.doc_ids())
