@@ -14,7 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+import jwt
 import requests
 
 from connectors.http import HttpPolicy, redact_text
@@ -44,16 +46,16 @@ class GraphClient:
     def __init__(self, policy: HttpPolicy, credential: Credential, *,
                  authority_host: str = "https://login.microsoftonline.com",
                  graph_url: str = "https://graph.microsoft.com/v1.0", page_size: int = 200,
-                 max_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_bytes: int = 64 * 1024 * 1024, sharepoint_url: str | None = None) -> None:
         self.policy = policy
         self.credential = credential
         self.authority = f"{authority_host.rstrip('/')}/{credential.tenant_id}"
         self.graph = graph_url.rstrip("/")
         self.page_size = page_size
         self.max_bytes = max_bytes
+        self.sharepoint_url = sharepoint_url.rstrip("/") if sharepoint_url else None
         self.session = policy.session()
-        self._token: str | None = None
-        self._expires = 0.0
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, renew at)
         self._lock = threading.Lock()
         self._app: Any = None
         self.token_requests = 0
@@ -76,17 +78,23 @@ class GraphClient:
                                       f"{redact_text(str(exc)).splitlines()[0][:300]}") from None
         return self._app
 
-    def token(self, *, renew: bool = False) -> str:
+    def token(self, *, renew: bool = False, scope: str = GRAPH_SCOPE) -> str:
         with self._lock:
-            if not renew and self._token and time.monotonic() < self._expires:
-                return self._token
+            held = self._tokens.get(scope)
+            if not renew and held and time.monotonic() < held[1]:
+                return held[0]
             app = self._msal()
             self.token_requests += 1
             if renew:
                 for account in app.get_accounts():
                     app.remove_account(account)
                 app.token_cache = type(app.token_cache)()
-            result = app.acquire_token_for_client(scopes=[GRAPH_SCOPE])
+            try:
+                result = app.acquire_token_for_client(scopes=[scope])
+            except (ValueError, TypeError, jwt.PyJWTError) as exc:  # a key msal cannot sign with
+                raise SourceAuthError(f"sign-in for client {self.credential.client_id}: the "
+                                      f"credential cannot be used ({type(exc).__name__})"
+                                      ) from None
             token = result.get("access_token") if isinstance(result, dict) else None
             if not isinstance(token, str) or not token:
                 error = result.get("error", "no token") if isinstance(result, dict) else "?"
@@ -97,8 +105,7 @@ class GraphClient:
                                       f"{self.authority} refused: {error}"
                                       f"{f' ({first})' if first else ''}")
             lifetime = float(result.get("expires_in", 3599))
-            self._token = token
-            self._expires = time.monotonic() + max(0.0, lifetime - RENEW_BEFORE)
+            self._tokens[scope] = (token, time.monotonic() + max(0.0, lifetime - RENEW_BEFORE))
             return token
 
     # -- raw ---------------------------------------------------------------------------------
@@ -106,11 +113,11 @@ class GraphClient:
         return path_or_url if "://" in path_or_url else f"{self.graph}/{path_or_url.lstrip('/')}"
 
     def request(self, path_or_url: str, params: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None, *, stream: bool = False
-                ) -> requests.Response:
+                headers: dict[str, str] | None = None, *, stream: bool = False,
+                scope: str = GRAPH_SCOPE) -> requests.Response:
         url = self._url(path_or_url)
         for attempt in (0, 1):
-            sent = {"Authorization": f"Bearer {self.token(renew=attempt == 1)}",
+            sent = {"Authorization": f"Bearer {self.token(renew=attempt == 1, scope=scope)}",
                     **(headers or {})}
             try:
                 return self.session.get(url, params=params, headers=sent, stream=stream)
@@ -120,8 +127,8 @@ class GraphClient:
         raise AssertionError("unreachable")
 
     def get(self, path_or_url: str, params: dict[str, str] | None = None,
-            headers: dict[str, str] | None = None) -> JsonObject:
-        response = self.request(path_or_url, params, headers)
+            headers: dict[str, str] | None = None, *, scope: str = GRAPH_SCOPE) -> JsonObject:
+        response = self.request(path_or_url, params, headers, scope=scope)
         self.policy.check(response, every_error=True)
         try:
             answer = response.json()
@@ -211,3 +218,31 @@ class GraphClient:
     def transitive_members(self, group_id: str) -> Iterator[JsonObject]:
         return self.listing(f"groups/{group_id}/transitiveMembers",
                             {"$select": "id,userPrincipalName,mail,otherMails,userType"})
+
+    # -- SharePoint REST (certificate credentials only) --------------------------------------
+    def rest_site(self, web_url: str) -> tuple[str, str]:
+        """(REST base of a site, its token scope) from the site's webUrl; `sharepoint_url`
+        replaces the host (tests, unusual tenants)."""
+        parts = urlsplit(web_url)
+        if parts.scheme != "https" or not parts.netloc:
+            raise SourceError("a site without an https webUrl")
+        host = self.sharepoint_url or f"https://{parts.netloc}"
+        return f"{host}{parts.path.rstrip('/')}", f"https://{parts.netloc}/.default"
+
+    def site_groups(self, web_url: str) -> list[JsonObject]:
+        base, scope = self.rest_site(web_url)
+        answer = self.get(f"{base}/_api/web/sitegroups", {"$select": "Id,Title"},
+                          {"Accept": "application/json;odata=nometadata"}, scope=scope)
+        value = answer.get("value")
+        if not isinstance(value, list):
+            raise SourceError("sitegroups: no 'value' list")
+        return [v for v in value if isinstance(v, dict)]
+
+    def site_group_members(self, web_url: str, group_id: str) -> list[JsonObject]:
+        base, scope = self.rest_site(web_url)
+        answer = self.get(f"{base}/_api/web/sitegroups/GetById({int(group_id)})/users", None,
+                          {"Accept": "application/json;odata=nometadata"}, scope=scope)
+        value = answer.get("value")
+        if not isinstance(value, list):
+            raise SourceError(f"site group {group_id}: no 'value' list")
+        return [v for v in value if isinstance(v, dict)]

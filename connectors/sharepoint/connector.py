@@ -89,10 +89,15 @@ class SharePointOptions(HttpConnectorOptions):
     internal_domains: list[str] | None = None  # default: the tenant's verified domains
     page_size: int = Field(default=200, ge=1, le=999)
     max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    # SharePoint REST host override (`https://contoso.sharepoint.com` is read from each site's
+    # webUrl); used only with a certificate, for site-group members.
+    sharepoint_url: str | None = None
 
-    @field_validator("authority_host", "graph_url")
+    @field_validator("authority_host", "graph_url", "sharepoint_url")
     @classmethod
-    def _https(cls, value: str) -> str:
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith("https://") or "@" in value.split("/")[2]:
             raise ValueError("must be an https URL without credentials in it")
         return value.rstrip("/")
@@ -223,7 +228,8 @@ class SharePointConnector:
                                 options.certificate_thumbprint)
         client = GraphClient(policy, credential, authority_host=options.authority_host,
                              graph_url=options.graph_url, page_size=options.page_size,
-                             max_bytes=options.max_file_bytes)
+                             max_bytes=options.max_file_bytes,
+                             sharepoint_url=options.sharepoint_url)
         return cls(name, client, sites=options.sites, include_onedrive=options.include_onedrive,
                    organization_links=options.organization_links,
                    anonymous_links=options.anonymous_links,
@@ -296,10 +302,11 @@ class SharePointConnector:
             out.add(P.group(str(group["id"]), source="entra"))
         elif isinstance(site_group, dict) and site_group.get("id") is not None:
             out.add(P.group(f"{site_id}:{site_group['id']}", source="spsite"))
-            run.warn(f"sitegroup:{site_id}:{site_group['id']}",
-                     f"site group {site_group.get('displayName') or site_group['id']} on site "
-                     f"{site_id}: its members need SharePoint REST with a certificate; it "
-                     "grants nobody")
+            if not self.client.credential.certificate:
+                run.warn(f"sitegroup:{site_id}:{site_group['id']}",
+                         f"site group {site_group.get('displayName') or site_group['id']} on "
+                         f"site {site_id}: its members need SharePoint REST with a "
+                         "certificate; it grants nobody")
         elif isinstance(site_user, dict):
             login = str(site_user.get("loginName", ""))
             if login == EVERYONE_CLAIM:
@@ -531,6 +538,27 @@ class SharePointConnector:
                 yield PermissionPage(tuple(acls), failures,
                                      _dump(state) if state["todo"] else None, said)
 
+    def _site_group_pages(self) -> Iterator[IdentityPage]:
+        """Site groups of every site in scope, through SharePoint REST (certificate only)."""
+        site_ids = self.sites if self.sites is not None else \
+            sorted(str(s["id"]) for s in self.client.sites())
+        for site_id in site_ids:
+            web_url = str(self.client.site(site_id).get("webUrl", ""))
+            memberships: list[Membership] = []
+            for group in self.client.site_groups(web_url):
+                gid = str(group.get("Id", ""))
+                if not gid.isdigit():
+                    continue
+                principal = P.group(f"{site_id}:{gid}", source="spsite")
+                for entry in self.client.site_group_members(web_url, gid):
+                    member = _site_member(entry)
+                    if member is None:
+                        log.warning("sharepoint %s: a member of site group %s on %s is not "
+                                    "mapped (grants nothing)", self.name, gid, site_id)
+                        continue
+                    memberships.append(Membership(group=principal, member=member))
+            yield IdentityPage(tuple(memberships))
+
     # -- identity pass -----------------------------------------------------------------------
     def identities(self, cursor: str | None = None) -> Iterator[IdentityPage]:
         try:
@@ -555,9 +583,29 @@ class SharePointConnector:
                     if address:
                         memberships.append(Membership(group=principal, member=P.user(address)))
                 yield IdentityPage(tuple(memberships))
+            if self.client.credential.certificate:
+                yield from self._site_group_pages()
         except SourceError as exc:
             yield IdentityPage(failures=(Failure("groups", f"groups could not be read ({exc})",
                                                  scope="identities", transient=True),))
+
+
+def _site_member(entry: JsonObject) -> str | None:
+    """A SharePoint REST site-group member as a principal (users and Entra groups)."""
+    kind = entry.get("PrincipalType")
+    login = str(entry.get("LoginName", ""))
+    if kind == 1:
+        for candidate in (entry.get("Email"), login.removeprefix(MEMBER_CLAIM)
+                          if login.lower().startswith(MEMBER_CLAIM) else None):
+            if isinstance(candidate, str) and P.domain_of(candidate) and "#ext#" not in \
+                    candidate.lower():
+                return P.user(candidate)
+        return None
+    if kind == 4 and "|" in login:
+        gid = login.rsplit("|", 1)[1]
+        if gid and not gid.endswith("_o") and "spo-grid-all-users" not in login:
+            return P.group(gid, source="entra")
+    return None
 
 
 def _new_state(phase: str) -> JsonObject:

@@ -242,6 +242,7 @@ class GraphEmulator(Emulator):
         self.route("GET", f"{g}/users", self._users)
         self.route("GET", f"{g}/users/{{user}}", self._user_get)
         self.route("GET", f"{g}/users/{{user}}/drive", self._user_drive)
+        self.route("GET", "/sites/{site}/_api/web/sitegroups", self._sp_groups)
         self.route("GET", "/sites/{site}/_api/web/sitegroups/{which}/users", self._sp_members)
 
     def _base(self, request: Request) -> str:
@@ -351,7 +352,8 @@ class GraphEmulator(Emulator):
     def _site_json(self, request: Request, site: JsonObject) -> JsonObject:
         return {"id": site["id"], "name": site.get("name", site["id"]),
                 "displayName": site.get("displayName", site.get("name", site["id"])),
-                "webUrl": site.get("webUrl", f"{self._base(request)}/sites/{site['id']}")}
+                "webUrl": site.get("webUrl", f"{self._base(request)}/sites/"
+                                           f"{site.get('name', site['id'])}")}
 
     def _organization(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
@@ -685,12 +687,29 @@ class GraphEmulator(Emulator):
         return Response.error(404, "ResourceNotFound", "User's mysite not found.")
 
     # -- SharePoint REST ---------------------------------------------------------------------
-    def _sp_members(self, request: Request) -> Response:
+    def _sp_auth(self, request: Request) -> Response | None:
         claims = self._claims(request)
         if claims is None:
             return Response.error(401, "invalid_token", "Invalid JWT token.")
         if claims.get("appidacr") != "2":
             return Response.error(401, "Unsupported", "Unsupported app only token.")
+        if "sharepoint" not in str(claims.get("aud", "")):
+            return Response.error(401, "invalid_token", "Invalid audience.")
+        return None
+
+    def _sp_groups(self, request: Request) -> Response:
+        if (denied := self._sp_auth(request)) is not None:
+            return denied
+        site = next((s for s in self.tenant["sites"]
+                     if s.get("name") == request.params["site"]), None)
+        if site is None:
+            return Response.error(404, "itemNotFound", "Site cannot be found.")
+        return Response.json({"value": [{"Id": int(g["id"]), "Title": g.get("displayName")}
+                                        for g in site.get("siteGroups", [])]})
+
+    def _sp_members(self, request: Request) -> Response:
+        if (denied := self._sp_auth(request)) is not None:
+            return denied
         site = next((s for s in self.tenant["sites"]
                      if s.get("name") == request.params["site"]), None)
         which = request.params["which"]

@@ -47,7 +47,9 @@ TEXT_SUFFIXES = (".md", ".txt", ".html", ".htm", ".pdf", ".docx", ".pptx", ".xls
 class GraphTenant(Tenant):
     def __init__(self, emulator: GraphEmulator, name: str, *, scope: Sequence[str] = SCOPE,
                  onedrive: bool = True, users: Sequence[str] | None = None,
-                 organization_domain: bool = False, anonymous_everyone: bool = False) -> None:
+                 organization_domain: bool = False, anonymous_everyone: bool = False,
+                 site_groups: bool = False) -> None:
+        self.site_groups = site_groups
         self.emu, self.name = emulator, name
         self.scope = list(scope)
         self.onedrive = onedrive
@@ -114,7 +116,7 @@ class GraphTenant(Tenant):
         return grants
 
     def _admits(self, grant: dict[str, Any], email: str, person: dict[str, Any] | None,
-                groups: set[str]) -> bool:
+                groups: set[str], site: dict[str, Any]) -> bool:
         roles = {r.lower() for r in grant.get("roles", [])}
         if not roles or roles <= {"limited access"}:
             return False
@@ -141,6 +143,10 @@ class GraphTenant(Tenant):
             return uid is not None and to["user"]["id"] == uid
         if "group" in to:
             return to["group"]["id"] in groups
+        if "siteGroup" in to:  # readable through SharePoint REST with a certificate only
+            members = next((g["members"] for g in site.get("siteGroups", [])
+                            if g["id"] == to["siteGroup"]["id"]), [])
+            return self.site_groups and (uid in members or bool(groups & set(members)))
         login = to.get("siteUser", {}).get("loginName", "")
         if "spo-grid-all-users" in login:
             return internal
@@ -154,7 +160,8 @@ class GraphTenant(Tenant):
         if uid is not None and (uid in site.get("admins", []) or drive.get("owner") == uid):
             return True
         groups = self._groups_of(uid) if uid else set()
-        return any(self._admits(g, email, person, groups) for g in self._grants(drive, entry))
+        return any(self._admits(g, email, person, groups, site)
+                   for g in self._grants(drive, entry))
 
     def truth(self) -> Truth:
         out = {}
@@ -202,13 +209,16 @@ class GraphTenant(Tenant):
 
 
 def make_connector(name: str, server: EmulatorServer, *, sites: list[str] | None = None,
-                   page_size: int = 2, secret: str = CLIENT_SECRET, onedrive: bool = True,
+                   page_size: int = 2, secret: str | None = CLIENT_SECRET,
+                   onedrive: bool = True, certificate: tuple[str, str] | None = None,
                    **kwargs: Any) -> SharePointConnector:
     policy = HttpPolicy(name, HttpLimits(rate=0, backoff_base=0.01),
                         ca_bundle=str(server.ca_bundle))
-    client = GraphClient(policy, Credential(TENANT_ID, CLIENT_ID, secret),
-                         authority_host=server.base_url, graph_url=f"{server.base_url}/v1.0",
-                         page_size=page_size)
+    credential = Credential(TENANT_ID, CLIENT_ID, secret) if certificate is None else \
+        Credential(TENANT_ID, CLIENT_ID, None, certificate[0], certificate[1])
+    client = GraphClient(policy, credential, authority_host=server.base_url,
+                         graph_url=f"{server.base_url}/v1.0", page_size=page_size,
+                         sharepoint_url=server.base_url)
     return SharePointConnector(name, client, sites=SCOPE if sites is None else sites,
                                include_onedrive=onedrive, **kwargs)
 

@@ -244,3 +244,54 @@ def test_clearance_emulate_graph_serves_the_tenant_file(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def app_certificate() -> tuple[str, str, str]:
+    """(private key PEM, SHA-1 thumbprint hex, certificate PEM) of a throwaway app cert."""
+    import trustme
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    issued = trustme.CA(key_type=trustme.KeyType.RSA).issue_cert(
+        "clearance-app.example", key_type=trustme.KeyType.RSA)
+    cert_pem = issued.cert_chain_pems[0].bytes()
+    thumb = x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA1()).hex()
+    return issued.private_key_pem.bytes().decode(), thumb, cert_pem.decode()
+
+
+def test_with_a_certificate_site_groups_grant_their_members(tmp_path: Path) -> None:
+    key, thumb, cert = app_certificate()
+    data = example_tenant()
+    data["apps"][0]["certificate_pem"] = cert
+    with EmulatorServer(GraphEmulator(data)) as srv:
+        tenant = GraphTenant(emu(srv), NAME, site_groups=True)
+
+        class WithCertificate(GraphHarness):
+            def connector(self) -> SharePointConnector:
+                return make_connector(NAME, srv, secret=None, certificate=(key, thumb))
+
+        harness = WithCertificate(tenant, srv)
+        harness.name = NAME
+        store = SqliteStore(tmp_path / "i.sqlite3")
+        try:
+            pipeline = Pipeline(store, HashingEmbedder())
+            assert pipeline.full_sync(harness.connector()).status == "ok"
+            ConnectorContract().assert_matches_truth(store, harness)
+            truth = tenant.truth()
+            # Eng Visitors (site group 4, bob) reads the library; Eng Members (3, ann) visitors.md.
+            assert f"{NAME}:d-eng:i-plan" in truth["bob@contoso.example"]
+            assert f"{NAME}:d-eng:i-sg" in truth["ann@contoso.example"]
+            assert f"{NAME}:d-eng:i-sg" not in truth["bob@contoso.example"]
+            assert calls(srv, "/_api/web/sitegroups") >= 1
+        finally:
+            store.close()
+        # A wrong certificate is refused in one line.
+        other_key, other_thumb, _ = app_certificate()
+        with pytest.raises(SourceAuthError, match="invalid_client"):
+            run(make_connector(NAME, srv, secret=None, certificate=(other_key, other_thumb)))
+
+
+def test_a_secret_token_cannot_read_site_groups(server: EmulatorServer) -> None:
+    conn = make_connector(NAME, server)
+    with pytest.raises(SourceAuthError):
+        conn.client.site_groups("https://contoso.sharepoint.example/sites/eng")
