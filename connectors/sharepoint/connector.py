@@ -420,7 +420,7 @@ class SharePointConnector:
         state = _parse_cursor(cursor) if cursor else _new_state("list")
         if state["phase"] == "feed":  # a new incremental pass over the stored deltaLinks
             state = {**_new_state("inc"), "old": state["links"], "items": state["items"],
-                     "acls": state["acls"]}
+                     "acls": state["acls"], "folders": state.get("folders", {})}
         run = self._directory()
         drives = self._drives()
         if state["todo"] is None:
@@ -469,9 +469,21 @@ class SharePointConnector:
             if isinstance(entry.get("id"), str):
                 last.pop(entry["id"], None)
                 last[entry["id"]] = entry
+        folders: dict[str, str] = state.setdefault("folders", {})
         for iid, item in last.items():
             key = f"{did}\x00{iid}"
             known = items.get(key)
+            if "folder" in item and "deleted" not in item:
+                folders[key] = str(item.get("parentReference", {}).get("id") or "")
+            if "deleted" in item and key in folders:
+                # A deleted folder: Graph may not list what was under it. Whatever was known
+                # below it leaves the index too (a later live report brings it back).
+                for below in self._under(did, iid, items, folders):
+                    ops.append(Delete(self.doc_id(*below.split("\x00"))))
+                    del items[below]
+                for sub in [k for k in folders if k == key or
+                            self._below(did, k.split("\x00")[1], iid, folders)]:
+                    del folders[sub]
             if not self._wanted(item):
                 if known is not None:  # deleted, moved out, renamed to a format not read
                     ops.append(Delete(self.doc_id(did, iid)))
@@ -505,6 +517,22 @@ class SharePointConnector:
         for stale in [k for k in acls if k not in used]:
             del acls[stale]
         return ops
+
+    @staticmethod
+    def _below(did: str, node: str, ancestor: str, folders: dict[str, str]) -> bool:
+        """Whether folder/parent id `node` is `ancestor` or lies under it."""
+        seen: set[str] = set()
+        while node and node not in seen:
+            if node == ancestor:
+                return True
+            seen.add(node)
+            node = folders.get(f"{did}\x00{node}", "")
+        return False
+
+    def _under(self, did: str, folder: str, items: dict[str, list[str]],
+               folders: dict[str, str]) -> list[str]:
+        return sorted(k for k, v in items.items() if k.split("\x00")[0] == did
+                      and self._below(did, v[2], folder, folders))
 
     # -- permission pass ---------------------------------------------------------------------
     def permissions(self, cursor: str | None = None) -> Iterator[PermissionPage]:
@@ -610,7 +638,7 @@ def _site_member(entry: JsonObject) -> str | None:
 
 def _new_state(phase: str) -> JsonObject:
     return {"v": _CURSOR_VERSION, "phase": phase, "todo": None, "at": None, "links": {},
-            "old": {}, "items": {}, "acls": {}}
+            "old": {}, "items": {}, "acls": {}, "folders": {}}
 
 
 def _dump(state: JsonObject) -> str:
@@ -628,6 +656,7 @@ def _parse_cursor(cursor: str) -> JsonObject:
             or not isinstance(state.get("items"), dict) \
             or not isinstance(state.get("acls"), dict) \
             or not isinstance(state.get("old"), dict) \
+            or not isinstance(state.get("folders", {}), dict) \
             or not (state.get("todo") is None or isinstance(state.get("todo"), list)) \
             or not (state.get("at") is None or isinstance(state.get("at"), str)):
         raise CursorExpired("not a sharepoint cursor of this version")

@@ -155,8 +155,9 @@ class GraphEmulator(Emulator):
             found[1]["items"].append(item)
             self._touch(drive_id, item["id"])
 
-    def delete(self, drive_id: str, item_id: str) -> None:
-        """The item and everything under it get the `deleted` facet."""
+    def delete(self, drive_id: str, item_id: str, *, report_children: bool = True) -> None:
+        """The item and everything under it get the `deleted` facet (`report_children=False`:
+        the delta reports the folder alone, as SharePoint may)."""
         with self.lock:
             found = self._drive(drive_id)
             assert found is not None
@@ -165,7 +166,8 @@ class GraphEmulator(Emulator):
             while todo:
                 current = todo.pop()
                 self._items(drive)[current]["deleted"] = True
-                self._touch(drive_id, current)
+                if report_children or current == item_id:
+                    self._touch(drive_id, current)
                 todo.extend(i["id"] for i in drive["items"] if i.get("parent") == current
                             and not i.get("deleted"))
 

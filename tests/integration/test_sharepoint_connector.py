@@ -17,7 +17,7 @@ import pytest
 from connectors.base import AclUpdate, ContentPage, Delete, Upsert
 from connectors.sharepoint.connector import SharePointConnector, SharePointOptions, email_of
 from core.errors import ConfigError, CursorExpired, SourceAuthError
-from emulators.base import EmulatorServer
+from emulators.base import EmulatorServer, Fault
 from emulators.graph import GraphEmulator
 from emulators.graph.generate import CLIENT_ID, CLIENT_SECRET, TENANT_ID, example_tenant
 from indexer.embedding.hashing import HashingEmbedder
@@ -82,6 +82,25 @@ def test_delete_and_move_out_of_scope_are_deletions(server: EmulatorServer) -> N
     deleted = sorted(op.doc_id for op in ops(pages) if isinstance(op, Delete))
     assert deleted == [f"{NAME}:d-eng:i-budget", f"{NAME}:d-eng:i-plan", f"{NAME}:d-hr:i-hb"]
     assert not [op for op in ops(pages) if isinstance(op, Upsert)]
+
+
+def test_a_deleted_folder_takes_its_files_along_even_when_only_it_is_reported(
+        server: EmulatorServer) -> None:
+    _, cursor = run(make_connector(NAME, server))
+    emu(server).delete("d-eng", "f-secret", report_children=False)
+    pages, _ = run(make_connector(NAME, server), cursor)
+    deleted = sorted(op.doc_id for op in ops(pages) if isinstance(op, Delete))
+    assert deleted == [f"{NAME}:d-eng:i-keys", f"{NAME}:d-eng:i-limited"]
+
+
+def test_a_malformed_permission_answer_closes_the_file(server: EmulatorServer) -> None:
+    emu(server).faults.add(Fault("/v1.0/drives/d-hr/items/i-hb/permissions", status=200,
+                                 body={"value": "not a list"}, times=None))
+    pages, _ = run(make_connector(NAME, server))
+    docs = {op.document.doc_id: op.document for op in ops(pages) if isinstance(op, Upsert)}
+    assert not docs[f"{NAME}:d-hr:i-hb"].acl.readable_by_somebody
+    assert docs[f"{NAME}:d-hr:i-guest"].acl.readable_by_somebody
+    assert any(f.scope == "acl" for p in pages for f in p.failures)
 
 
 def test_a_permission_only_change_is_an_acl_update_without_download(
