@@ -208,6 +208,13 @@ class GraphEmulator(Emulator):
             group = next(g for g in self.tenant["groups"] if g["id"] == group_id)
             group["members"] = list(members)
 
+    def rotate_signing_key(self) -> None:
+        """Every access token issued so far stops being accepted (401), as after a revocation."""
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        with self.lock:
+            self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
     def expire_tokens(self, drive_id: str | None = None) -> None:
         """Every delta token issued so far (for one drive or all) now answers 410."""
         with self.lock:

@@ -159,6 +159,28 @@ def test_a_short_lived_token_is_renewed_before_it_expires(server: EmulatorServer
     assert conn.client.token_requests > 1  # never sent a token about to expire
 
 
+def test_a_revoked_token_is_renewed_once_and_the_sync_goes_on(server: EmulatorServer) -> None:
+    conn = make_connector(NAME, server)
+    _, cursor = run(conn)
+    assert conn.client.token_requests == 1
+    emu(server).rotate_signing_key()
+    emu(server).edit("d-hr", "i-hb", content="Edited handbook, zephyrmarker.")
+    pages, _ = run(conn, cursor)
+    assert [op.document.doc_id for op in ops(pages) if isinstance(op, Upsert)] == \
+        [f"{NAME}:d-hr:i-hb"]
+    assert conn.client.token_requests == 2
+
+
+def test_a_file_over_the_size_limit_is_reported_not_downloaded(server: EmulatorServer) -> None:
+    from connectors.extract.limits import Limits
+
+    conn = make_connector(NAME, server, limits=Limits(max_bytes=30))
+    pages, _ = run(conn)
+    too_big = [f for p in pages for f in p.failures if "more than the 30" in f.reason]
+    assert too_big and all(f.acl is not None for f in too_big)
+    assert calls(server, "/content") < len(GraphTenant(emu(server), NAME).doc_ids())
+
+
 def test_link_settings_map_organization_and_anonymous_links(server: EmulatorServer,
                                                             tmp_path: Path) -> None:
     tenant = GraphTenant(emu(server), NAME, organization_domain=True, anonymous_everyone=True)
