@@ -96,6 +96,20 @@ class GraphEmulator(Emulator):
                                      "unique strings")
                 if "root" not in ids:
                     raise ValueError(f"graph tenant: drive {drive['id']}: no 'root' item")
+                for entry in drive["items"]:
+                    perms = entry.get("permissions", [])
+                    if not isinstance(perms, list) or not all(isinstance(p, dict)
+                                                              for p in perms):
+                        raise ValueError(f"graph tenant: item {entry['id']}: 'permissions' "
+                                         "must be a list of permission objects")
+                    if entry["id"] != "root" and entry.get("parent", "root") not in ids:
+                        raise ValueError(f"graph tenant: item {entry['id']}: parent "
+                                         f"{entry.get('parent')!r} is not an item of the drive")
+        for app in tenant["apps"]:
+            if not isinstance(app, dict) or not isinstance(app.get("client_id"), str):
+                raise ValueError("graph tenant: every app needs a 'client_id'")
+        if len(seen) != len(tenant["users"]):
+            raise ValueError("graph tenant: user ids must be unique")
 
     @property
     def page_size(self) -> int:

@@ -132,6 +132,10 @@ def test_the_example_tenant_file_is_the_generator_s(tmp_path: Path) -> None:
     (lambda t: t["sites"][0]["drives"][0]["items"].pop(0), "no 'root'"),
     (lambda t: t["sites"][0]["drives"][0]["items"].append({"id": "i-plan"}), "unique"),
     (lambda t: t.update(groups={"g": 1}), "must be a list"),
+    (lambda t: t["sites"][0]["drives"][0]["items"][1].update(permissions="all"), "permission"),
+    (lambda t: t["sites"][0]["drives"][0]["items"][1].update(parent="nowhere"), "parent"),
+    (lambda t: t["users"].append(dict(t["users"][0])), "unique"),
+    (lambda t: t["apps"].append("app"), "client_id"),
 ])
 def test_a_bad_tenant_is_refused(change: object, message: str) -> None:
     data = example_tenant()
