@@ -336,3 +336,17 @@ def test_a_secret_token_cannot_read_site_groups(server: EmulatorServer) -> None:
     conn = make_connector(NAME, server)
     with pytest.raises(SourceAuthError):
         conn.client.site_groups("https://contoso.sharepoint.example/sites/eng")
+
+
+def test_without_a_site_list_every_site_is_discovered_and_onedrives_only_when_asked(
+        server: EmulatorServer) -> None:
+    conn = make_connector(NAME, server, onedrive=False)
+    conn.sites = None
+    pages, _ = run(conn)
+    drives = {op.document.doc_id.split(":")[1] for op in ops(pages) if isinstance(op, Upsert)}
+    assert drives == {"d-eng", "d-hr", "d-arch"}
+    conn = make_connector(NAME, server, onedrive=True)
+    conn.sites = None
+    pages, _ = run(conn)
+    drives = {op.document.doc_id.split(":")[1] for op in ops(pages) if isinstance(op, Upsert)}
+    assert drives == {"d-eng", "d-hr", "d-arch", "d-od-ann"}
