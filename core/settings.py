@@ -75,7 +75,7 @@ class LlmSettings(Section):
     history_turns: int = Field(default=6, ge=0, le=100)
 
 
-EmbedderName = Literal["minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "hashing"]
+EmbedderName = Literal["minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "static", "hashing"]
 
 
 class EmbedderSettings(Section):

