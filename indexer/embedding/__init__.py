@@ -77,3 +77,18 @@ def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = N
         if dim.isdigit() and int(dim) >= 8:
             return HashingEmbedder(dim=int(dim))
     raise ConfigError(f"unknown embedder {name!r}: use one of {', '.join(NAMES)}")
+
+
+def reembed_notice(built_with: Sequence[str], configured: str) -> str | None:
+    """What `clearance status` says when the index was embedded by another model than the
+    configured one (None when it matches or the index is empty). Vectors of two models are never
+    compared: questions use the index's model until a full sync has re-embedded every document."""
+    others = [n for n in built_with if n != configured]
+    if not others:
+        return None
+    if configured in built_with:
+        return (f"index partly embedded with {', '.join(others)}, partly with the configured "
+                f"{configured}: a re-embedding is under way or was interrupted; `clearance sync` "
+                "(full) finishes it")
+    return (f"index embedded with {', '.join(others)}, configured embedder is {configured}: "
+            f"questions use {others[0]} until `clearance sync` (full) re-embeds every document")
