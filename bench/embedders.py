@@ -4,7 +4,9 @@ The passages are real text: consecutive ~210-word windows of the bundled man pag
 (bench/quality), the first `--passages` of them in document order. Every embedder embeds the same
 passages in the same calls; the ratio to numpy MiniLM is what to read (absolute numbers on a
 shared 2-core machine are noisy), so the embedders take turns over `--rounds` and each keeps its
-best round. Query latency: one short question embedded alone, median of 30.
+best round. Query latency: one short question embedded alone, median of 30. Memory: peak RSS
+of a fresh interpreter that loads one embedder and embeds 64 of the passages (one per embedder).
+The static embedder lives in another vector space: it has no cosine to numpy's vectors.
 
     python -m bench.embedders [--passages 300] [--rounds 3] [--cache-dir DIR]
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +26,7 @@ from bench.quality.dataset import load_dataset
 from indexer.embedding import Embedder, load_embedder
 
 WORDS = 210
-NAMES = ("minilm", "minilm-onnx-fp32", "minilm-onnx-int8")
+NAMES = ("minilm", "minilm-onnx-fp32", "minilm-onnx-int8", "static")
 
 
 def passages(count: int, words: int = WORDS) -> list[str]:
@@ -52,6 +56,18 @@ def query_ms(embedder: Embedder) -> float:
     return statistics.median(samples)
 
 
+def peak_rss_mb(name: str, cache_dir: Path | None) -> float:
+    """Peak RSS (MB) of a fresh interpreter loading `name` and embedding 64 passages."""
+    code = ("import resource, sys\nfrom pathlib import Path\nfrom bench.embedders import passages\n"
+            "from indexer.embedding import load_embedder\n"
+            "c = Path(sys.argv[2]) if sys.argv[2] else None\n"
+            "load_embedder(sys.argv[1], cache_dir=c).embed(passages(64))\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, name, str(cache_dir or "")],
+                         capture_output=True, text=True, check=True, timeout=600)
+    return int(out.stdout.split()[-1]) / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--passages", type=int, default=300)
@@ -73,12 +89,17 @@ def main() -> None:
     ref = vectors["minilm"]
     print(f"{len(texts)} passages of {WORDS} words, batches of {args.batch}, "
           f"best of {args.rounds} rounds")
-    print("| embedder | passages/s | ratio to numpy | mean cosine | min cosine | query ms |")
-    print("|---|---|---|---|---|---|")
+    print("| embedder | passages/s | ratio to numpy | mean cosine | min cosine | query ms "
+          "| peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for n, e in embedders.items():
-        cos = np.sum(vectors[n] * ref, axis=1)
+        if vectors[n].shape == ref.shape:
+            cos = np.sum(vectors[n] * ref, axis=1)
+            cells = f"{cos.mean():.4f} | {cos.min():.4f}"
+        else:
+            cells = "other space | other space"
         print(f"| {n} | {len(texts) / best[n]:.1f} | {best['minilm'] / best[n]:.2f} | "
-              f"{cos.mean():.4f} | {cos.min():.4f} | {query_ms(e):.1f} |")
+              f"{cells} | {query_ms(e):.2f} | {peak_rss_mb(n, args.cache_dir):.0f} |", flush=True)
 
 
 if __name__ == "__main__":

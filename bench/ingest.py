@@ -62,20 +62,22 @@ def show(label: str, r: dict[str, float]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=10_000)
-    ap.add_argument("--embedder", default="minilm")
+    ap.add_argument("--embedder", nargs="+", default=["minilm"],
+                    help="one or more embedders, measured in turn in the same run")
     ap.add_argument("--cache-dir", type=Path, default=None, help="ONNX embedders' graphs")
     args = ap.parse_args()
-    embedder = load_embedder(args.embedder, cache_dir=args.cache_dir)
-    embedder.embed(["warm up the model"])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         root = write_tree(work / "generated", args.docs)
-        for pipelined in (True, False):
-            how = "pipelined" if pipelined else "sequential"
-            show(f"{args.embedder}, {how}, acme sample tenant",
-                 measure("acme", TENANT, embedder, work, pipelined))
-            show(f"{args.embedder}, {how}, generated tree ({args.docs} docs)",
-                 measure("generated", root, embedder, work, pipelined))
+        for name in args.embedder:
+            embedder = load_embedder(name, cache_dir=args.cache_dir)
+            embedder.embed(["warm up the model"])
+            for pipelined in (True, False):
+                how = "pipelined" if pipelined else "sequential"
+                show(f"{name}, {how}, acme sample tenant",
+                     measure(f"acme-{name}", TENANT, embedder, work, pipelined))
+                show(f"{name}, {how}, generated tree ({args.docs} docs)",
+                     measure(f"generated-{name}", root, embedder, work, pipelined))
 
 
 if __name__ == "__main__":

@@ -514,12 +514,17 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         {"connector": name, "documents": count} for name, count in
         orphaned_connectors(rt.store, [c.name for c in rt.settings.file.connectors]).items()]
     failing = bool(store_problems) or any(row["index_problem"] for row in rows)
+    from indexer.embedding import reembed_notice  # issue 12: never a mixed index, say so
+    reembed = None if store_problems else reembed_notice(rt.store.embedder_names(),
+                                                         rt.embedder.name)
     if args.json:
         output.print_json({"connectors": rows, "orphaned": orphaned,
-                           "problems": [*store_problems, *problems]})
+                           "problems": [*store_problems, *problems], "re_embed": reembed})
         return 1 if _status_problems(problems) or failing else 0
     for problem in store_problems:
         print(f"PROBLEM: {output.text(problem)}")
+    if reembed:
+        print(f"EMBEDDER: {reembed}")
     for o in orphaned:
         print(f"{o['connector']}: NOT CONFIGURED, {o['documents']} documents still indexed "
               "(deleted by the next sync or prune)")

