@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ class AuditLog:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._lock = threading.Lock()  # servers write from many threads: whole lines only
 
     def write(self, record: AuditRecord) -> None:
         if self.path is None:
@@ -70,7 +72,7 @@ class AuditLog:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as f:
+            with self._lock, os.fdopen(fd, "a", encoding="utf-8") as f:
                 f.write(line)
         except OSError as exc:
             raise StoreError(f"cannot write the audit log {self.path} "
