@@ -36,6 +36,7 @@ class Web:
     idp_url: str
     runtime: Runtime
     home: Path
+    state: Any  # the app's WebApp (sessions, limits)
 
     def token(self, email: str, **overrides: Any) -> str:
         user = next(u for u in USERS if u["email"] == email)
@@ -96,7 +97,7 @@ def make_web(tmp_path: Path) -> Iterator[Callable[..., Web]]:
         app = create_app(rt)
         stops.append(serve(app, sock))
         stops.append(rt.lanes().close)
-        return Web(url, idp, idp_server.base_url, rt, home)
+        return Web(url, idp, idp_server.base_url, rt, home, app.state.web)
 
     yield make
     for stop in reversed(stops):
