@@ -126,7 +126,7 @@ class Hardening:
         headers = [(b"content-security-policy", content_security_policy().encode()),
                    (b"x-content-type-options", b"nosniff"),
                    (b"x-frame-options", b"DENY"),
-                   (b"referrer-policy", b"no-referrer"),
+                   (b"referrer-policy", b"same-origin"),  # no-referrer makes Origin "null"
                    (b"cross-origin-opener-policy", b"same-origin"),
                    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()")]
         if https:

@@ -50,7 +50,7 @@
     comment.maxLength = 2000;
     comment.setAttribute("aria-label", "Feedback comment");
     const status = el("span", "feedback-status");
-    for (const [vote, label] of [["up", "\u{1F44D} Helpful"], ["down", "\u{1F44E} Not helpful"]]) {
+    for (const [vote, label] of [["up", "Helpful"], ["down", "Not helpful"]]) {
       const b = el("button", "vote-" + vote, label);
       b.type = "button";
       b.addEventListener("click", async () => {
