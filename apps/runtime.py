@@ -255,19 +255,21 @@ class LanePool:
     def run(self, work: Callable[[Lane], T]) -> T:
         return self.submit(work).result()
 
-    def stream(self, work: Callable[[Lane], Iterator[T]]) -> queue.Queue[object]:
-        """Runs `work` on a lane, its items put on the queue as they come, then a `Finished`
-        (or the exception it raised)."""
+    def stream(self, work: Callable[[Lane], Iterator[T]],
+               put: Callable[[object], None] | None = None) -> queue.Queue[object]:
+        """Runs `work` on a lane, each item handed to `put` as it comes (default: onto the
+        returned queue), then FINISHED (or the exception it raised)."""
         out: queue.Queue[object] = queue.Queue()
+        emit = put or out.put
 
         def pump(lane: Lane) -> None:
             try:
                 for item in work(lane):
-                    out.put(item)
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                out.put(exc)
+                    emit(item)
+            except Exception as exc:  # handed to the consumer, which reports it
+                emit(exc)
                 return
-            out.put(FINISHED)
+            emit(FINISHED)
 
         self.submit(pump)
         return out

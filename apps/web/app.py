@@ -15,12 +15,11 @@ import importlib.util
 import json
 import logging
 import os
-import queue
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
@@ -44,10 +43,12 @@ from core.errors import ClearanceError, ConfigError, UsageError
 from core.settings import Settings, WebSettings
 
 log = logging.getLogger("clearance.web")
+T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_QUESTION_CHARS = 2000
 MAX_COMMENT_CHARS = 2000
+LOGIN_COOKIE = "clearance_login"
 NO_ANSWER = ("No answer from the documents you can read. If you expected one, rephrase the "
              "question, or ask the document's owner for access.")
 
@@ -135,25 +136,37 @@ class WebApp:
         if not self.limiter.allow(email.casefold()):
             raise ApiError(429, "too many questions: wait a minute and ask again")
 
-    def search(self, email: str, query: str, k: int) -> dict[str, Any]:
+    async def on_lane(self, work: Callable[[Lane], T]) -> T:
+        """`work` on a serving thread, awaited without holding an event-loop thread."""
+        return await asyncio.wrap_future(self.lanes.submit(work))
+
+    async def search(self, email: str, query: str, k: int) -> dict[str, Any]:
         def work(lane: Lane) -> dict[str, Any]:
             hits = lane.assistant.search(query, lane.identity(email), k)
             return {"hits": [{"doc_id": h.doc_id, "title": h.title, "url": h.url,
                               "score": h.score, "snippet": h.snippet} for h in hits]}
-        return self.lanes.run(work)
+        return await self.on_lane(work)
 
-    def ask(self, email: str, question: str, conversation: str) -> dict[str, Any]:
+    async def ask(self, email: str, question: str, conversation: str) -> dict[str, Any]:
         def work(lane: Lane) -> dict[str, Any]:
             answer = lane.assistant.ask(question, lane.identity(email),
                                         conversation=conversation)
             return {**answer.to_json(), "conversation_id": conversation}
-        return self.lanes.run(work)
+        return await self.on_lane(work)
 
-    def ask_events(self, email: str, question: str, conversation: str) -> queue.Queue[object]:
+    def ask_events(self, email: str, question: str,
+                   conversation: str) -> asyncio.Queue[object]:
+        """The answer's events on an asyncio queue, fed from the serving thread."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[object] = asyncio.Queue()
+
         def work(lane: Lane) -> Iterator[object]:
             yield from lane.assistant.ask_stream(question, lane.identity(email),
                                                  conversation=conversation)
-        return self.lanes.stream(work)
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
+        self.lanes.stream(work, put)
+        return events
 
     def feedback(self, email: str, conversation: str, question: str, vote: str,
                  comment: str) -> None:
@@ -262,7 +275,8 @@ def create_app(runtime: Runtime, oidc: OidcClient | None = None) -> FastAPI:
         body = _json_body(await request.body())
         query = _text(body, "query", MAX_QUESTION_CHARS)
         k = _k(body, runtime.settings.file.retrieval.k)
-        result = await asyncio.to_thread(state.search, email, query, k)
+        state.check_rate(email)
+        result = await state.search(email, query, k)
         return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
     @app.post("/api/ask")
@@ -272,7 +286,7 @@ def create_app(runtime: Runtime, oidc: OidcClient | None = None) -> FastAPI:
         question = _text(body, "question", MAX_QUESTION_CHARS)
         conversation = _conversation(body)
         state.check_rate(email)
-        result = await asyncio.to_thread(state.ask, email, question, conversation)
+        result = await state.ask(email, question, conversation)
         return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
     # -- sign-in ---------------------------------------------------------------------------
@@ -285,14 +299,21 @@ def create_app(runtime: Runtime, oidc: OidcClient | None = None) -> FastAPI:
         state.sessions.begin_sign_in(st, {"verifier": verifier, "nonce": nonce})
         target = await asyncio.to_thread(state.oidc.authorize_url, _callback(state), st,
                                          nonce, challenge)
-        return RedirectResponse(target, 303, headers={"Cache-Control": "no-store"})
+        response = RedirectResponse(target, 303, headers={"Cache-Control": "no-store"})
+        # The callback must come back to the browser that started the sign-in (login CSRF).
+        response.set_cookie(LOGIN_COOKIE, st, max_age=600, path="/auth/callback",
+                            secure=state.https, httponly=True, samesite="lax")
+        return response
 
     @app.get("/auth/callback")
     async def callback(request: Request) -> Response:
         if state.oidc is None:
             raise ApiError(404, "no OIDC sign-in here")
         code = request.query_params.get("code")
-        pending = state.sessions.finish_sign_in(request.query_params.get("state", ""))
+        returned = request.query_params.get("state", "")
+        started_here = request.cookies.get(LOGIN_COOKIE, "")
+        pending = state.sessions.finish_sign_in(returned) \
+            if started_here and secrets.compare_digest(started_here, returned) else None
         if pending is None or not code:
             return page("Sign-in failed", "<h1>Sign-in failed</h1><p>The sign-in expired or "
                         "was not started here. <a href=\"/auth/login\">Sign in again</a>.</p>",
@@ -313,6 +334,8 @@ def create_app(runtime: Runtime, oidc: OidcClient | None = None) -> FastAPI:
                         ". <a href=\"/auth/login\">Try again</a>.</p>", script=False)
         response = RedirectResponse("/", 303)
         state.set_cookie(response, state.sessions.create(email))
+        response.delete_cookie(LOGIN_COOKIE, path="/auth/callback", secure=state.https,
+                               httponly=True, samesite="lax")
         return response
 
     @app.get("/auth/dev")
@@ -388,7 +411,7 @@ def create_app(runtime: Runtime, oidc: OidcClient | None = None) -> FastAPI:
         async def stream() -> AsyncIterator[bytes]:
             yield _sse("start", {"conversation_id": conversation})
             while True:
-                item = await asyncio.to_thread(events.get)
+                item = await events.get()
                 if item is FINISHED:
                     return
                 if isinstance(item, BaseException):

@@ -35,7 +35,9 @@ def sign_in(web: Web, username: str, password: str) -> requests.Session:
     assert r.status_code == 302, r.text
     r = s.get(r.headers["location"], allow_redirects=False, timeout=10)
     assert r.status_code == 303, r.text
-    s.headers["X-Test-Set-Cookie"] = r.headers["set-cookie"]  # what the callback set
+    session_cookie = [c for c in r.raw.headers.getlist("set-cookie")
+                      if c.startswith("clearance=")]
+    s.headers["X-Test-Set-Cookie"] = session_cookie[0]  # what the callback set
     return s
 
 
@@ -85,7 +87,7 @@ def test_sign_in_sets_a_hardened_session_cookie(web: Web) -> None:
     # The cookie's attributes as the server sent them.
     login = requests.Session()
     r = login.get(f"{web.url}/auth/login", allow_redirects=False, timeout=10)
-    assert "httponly" not in r.headers.get("set-cookie", "").lower()  # no session before sign-in
+    assert [c.name for c in login.cookies] == ["clearance_login"]  # no session before sign-in
 
 
 def test_callback_checks_state_and_is_single_use(web: Web) -> None:
@@ -101,9 +103,15 @@ def test_callback_checks_state_and_is_single_use(web: Web) -> None:
                                                   "password": "ada-pass"},
                allow_redirects=False, timeout=10)
     callback = r.headers["location"]
-    assert requests.get(callback, allow_redirects=False, timeout=10).status_code == 303
-    again = requests.get(callback, allow_redirects=False, timeout=10)
-    assert again.status_code == 200 and "Sign-in failed" in again.text
+    # Login CSRF: the victim's browser, which did not start this sign-in, is not signed in.
+    victim = requests.Session()
+    r = victim.get(callback, allow_redirects=False, timeout=10)
+    assert r.status_code == 200 and "Sign-in failed" in r.text and not victim.cookies
+    assert s.get(callback, allow_redirects=False, timeout=10).status_code == 303
+    login_cookie = s.cookies.get("clearance_login", path="/auth/callback")
+    again = requests.get(callback, allow_redirects=False, timeout=10,
+                         cookies={"clearance_login": login_cookie or fields["state"]})
+    assert again.status_code == 200 and "Sign-in failed" in again.text  # used once only
 
 
 def test_token_endpoint_checks_pkce(web: Web) -> None:
