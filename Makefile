@@ -39,6 +39,16 @@ test-services:
 	  $$SUDO apt-get install -y -qq redis-server >/dev/null 2>&1 \
 	    || { $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq redis-server >/dev/null; }; \
 	  command -v redis-server >/dev/null 2>&1 || { echo "could not install redis-server" >&2; exit 1; }; }
+	@# The browser tests (tests/web/test_browser.py) drive Debian's chromium through Playwright
+	@# (no browser download): installed the same way.
+	@command -v chromium >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "make test needs chromium: install it" >&2; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing chromium (the browser tests drive it)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+	    || { $$SUDO apt-get update -qq >/dev/null && $$SUDO apt-get install -y -qq chromium >/dev/null; }; \
+	  command -v chromium >/dev/null 2>&1 || { echo "could not install chromium" >&2; exit 1; }; }
 
 unit: install
 	$(BIN)/pytest -m unit

@@ -5,10 +5,15 @@ The one place that maps configuration to implementations; surfaces (CLI, web, bo
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cached_property
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from assistant.answer import Assistant
 from assistant.audit import AuditLog
@@ -26,9 +31,12 @@ from retriever.hybrid import RetrievalParams, Retriever
 if TYPE_CHECKING:
     from celery import Celery
 
+    from assistant.conversations import ConversationStore
+    from assistant.guardrails import Guardrails
     from indexer.store.opensearch import OpenSearchStore
 
 CONNECTOR_GROUP = "clearance.connectors"
+T = TypeVar("T")
 
 
 def connector_class(kind: str) -> ConnectorFactory:
@@ -60,9 +68,17 @@ class Runtime:
         # Read commands (search, ask, explain, status) never create a store's indices: a lost
         # identities index re-created empty would make every deny group deny nobody.
         self.read_only = read_only
+        # cached_property is not locked: servers build shared components from many threads.
+        self._build_lock = threading.RLock()
+        self._lanes: LanePool | None = None
 
     @cached_property
     def store(self) -> SqliteStore | OpenSearchStore:
+        with self._build_lock:
+            return self.open_store()
+
+    def open_store(self) -> SqliteStore | OpenSearchStore:
+        """A new store handle (its own connection and caches): one per serving thread."""
         cfg = self.settings.file.store
         if cfg.kind == "opensearch":
             import os
@@ -117,7 +133,8 @@ class Runtime:
 
     @cached_property
     def resolver(self) -> CachedResolver:
-        return CachedResolver(self.store, self.connector_names)
+        with self._build_lock:
+            return CachedResolver(self.store, self.connector_names)
 
     def identity(self, email: str) -> Identity:
         if "@" not in email or email.strip() != email or " " in email:
@@ -126,11 +143,17 @@ class Runtime:
 
     @cached_property
     def retriever(self) -> Retriever:
+        with self._build_lock:
+            return self.retriever_for(self.store)
+
+    def retriever_for(self, store: SqliteStore | OpenSearchStore) -> Retriever:
         r = self.settings.file.retrieval
         params = RetrievalParams(k=r.k, candidates=r.candidates, fusion=r.fusion, rrf_k=r.rrf_k,
                                  dense_weight=r.dense_weight,
                                  passages_per_document=r.passages_per_document)
-        return Retriever(self.store, self.query_embedder, params)
+        with self._build_lock:
+            embedder = self.query_embedder
+        return Retriever(store, embedder, params)
 
     @cached_property
     def provider(self) -> LlmProvider:
@@ -156,13 +179,112 @@ class Runtime:
         return AuditLog(self.settings.home / "audit.jsonl")
 
     @cached_property
-    def assistant(self) -> Assistant:
+    def guard(self) -> Guardrails | None:
         from assistant.guardrails import from_settings
 
-        guard = from_settings(self.settings.file.guardrails, self.query_embedder)
+        with self._build_lock:
+            return from_settings(self.settings.file.guardrails, self.query_embedder)
+
+    @cached_property
+    def conversations(self) -> ConversationStore:
         from assistant.conversations import ConversationStore
 
-        conversations = ConversationStore(self.settings.home / "conversations.sqlite3",
-                                          window=self.settings.file.llm.history_turns)
-        return Assistant(self.retriever, self.provider, audit=self.audit, guard=guard,
-                         conversations=conversations)
+        return ConversationStore(self.settings.home / "conversations.sqlite3",
+                                 window=self.settings.file.llm.history_turns)
+
+    def assistant_for(self, retriever: Retriever) -> Assistant:
+        with self._build_lock:
+            guard, provider, audit = self.guard, self.provider, self.audit
+        return Assistant(retriever, provider, audit=audit, guard=guard,
+                         conversations=self.conversations)
+
+    @cached_property
+    def assistant(self) -> Assistant:
+        with self._build_lock:
+            return self.assistant_for(self.retriever)
+
+    def lanes(self, size: int = 4) -> LanePool:
+        """The serving threads of a long-running surface (web, bots): each has its own store
+        connection, retriever and identity cache; everything else is shared."""
+        with self._build_lock:
+            if self._lanes is None:
+                self._lanes = LanePool(self, size)
+            return self._lanes
+
+
+@dataclass
+class Lane:
+    """What one serving thread asks with: its own store handle and the caches on it."""
+
+    store: SqliteStore | OpenSearchStore
+    resolver: CachedResolver
+    assistant: Assistant
+
+    def identity(self, email: str) -> Identity:
+        return self.resolver(email)
+
+
+class LanePool:
+    """A fixed number of worker threads, each with one lane built on first use (a store
+    connection per thread: SQLite connections and the store's caches are not shared)."""
+
+    def __init__(self, runtime: Runtime, size: int) -> None:
+        self.runtime = runtime
+        self.size = max(1, size)
+        self._local = threading.local()
+        self._executor = ThreadPoolExecutor(max_workers=self.size,
+                                            thread_name_prefix="clearance-lane")
+        self._built: list[Lane] = []
+        self._lock = threading.Lock()
+
+    def _lane(self) -> Lane:
+        lane: Lane | None = getattr(self._local, "lane", None)
+        if lane is None:
+            rt = self.runtime
+            store = rt.open_store()
+            lane = Lane(store, CachedResolver(store, rt.connector_names),
+                        rt.assistant_for(rt.retriever_for(store)))
+            self._local.lane = lane
+            with self._lock:
+                self._built.append(lane)
+        return lane
+
+    def submit(self, work: Callable[[Lane], T]) -> Future[T]:
+        return self._executor.submit(lambda: work(self._lane()))
+
+    def run(self, work: Callable[[Lane], T]) -> T:
+        return self.submit(work).result()
+
+    def stream(self, work: Callable[[Lane], Iterator[T]],
+               put: Callable[[object], None] | None = None) -> queue.Queue[object]:
+        """Runs `work` on a lane, each item handed to `put` as it comes (default: onto the
+        returned queue), then FINISHED (or the exception it raised)."""
+        out: queue.Queue[object] = queue.Queue()
+        emit = put or out.put
+
+        def pump(lane: Lane) -> None:
+            try:
+                for item in work(lane):
+                    emit(item)
+            except Exception as exc:  # handed to the consumer, which reports it
+                emit(exc)
+                return
+            emit(FINISHED)
+
+        self.submit(pump)
+        return out
+
+    @property
+    def built(self) -> int:
+        with self._lock:
+            return len(self._built)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with self._lock:
+            for lane in self._built:
+                lane.store.close()
+            self._built.clear()
+
+
+FINISHED = object()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ class AuditRecord:
     citations: list[str]
     refused: bool
     latency_ms: float
-    action: Literal["ask", "search", "explain"] = "ask"
+    action: Literal["ask", "search", "explain", "feedback"] = "ask"
     # explain only: the document asked about and whether the person may read it (None: unknown)
     doc_id: str | None = None
     allowed: bool | None = None
@@ -42,6 +43,9 @@ class AuditRecord:
     conversation: str | None = None  # the asker's conversation name, if any
     # ask: per cited document, {"doc_id", "version" (content hash), "acl_hash"} at answer time
     cited: list[dict[str, str]] = field(default_factory=list)
+    # feedback only: {"vote": "up"|"down", "comment"} on the asker's answer to `question` in
+    # `conversation` (the ask record with the same email, conversation and question)
+    feedback: dict[str, str] | None = None
 
 
 def acl_hash(acl: Acl) -> str:
@@ -62,6 +66,7 @@ class AuditLog:
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
+        self._lock = threading.Lock()  # servers write from many threads: whole lines only
 
     def write(self, record: AuditRecord) -> None:
         if self.path is None:
@@ -70,7 +75,7 @@ class AuditLog:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as f:
+            with self._lock, os.fdopen(fd, "a", encoding="utf-8") as f:
                 f.write(line)
         except OSError as exc:
             raise StoreError(f"cannot write the audit log {self.path} "

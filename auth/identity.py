@@ -8,7 +8,8 @@ admits the person only to that source's documents.
 
 from __future__ import annotations
 
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -160,22 +161,41 @@ def resolve(store: IdentityStore, email: str,
 
 
 class CachedResolver:
-    """Caches identities until the identity store changes (a group sync invalidates)."""
+    """Caches identities until the identity store changes (a group sync invalidates).
 
-    def __init__(self, store: IdentityStore, connectors: Iterable[str] | None = None) -> None:
+    Safe to share between threads (one lock) and bounded (`max_entries`, least recently used
+    first out): a long-running server meets an unbounded number of people. The store's identity
+    version is read on every call, so a group sync that lands while the server runs (another
+    process writing the same index) is seen by the next question."""
+
+    def __init__(self, store: IdentityStore, connectors: Iterable[str] | None = None,
+                 max_entries: int = 4096) -> None:
         self.store = store
         self.connectors = None if connectors is None else tuple(sorted(set(connectors)))
+        self.max_entries = max(1, max_entries)
         self._version = -1
-        self._cache: dict[str, Identity] = {}
+        self._cache: OrderedDict[str, Identity] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __call__(self, email: str) -> Identity:
-        version = self.store.identity_version()
-        if version != self._version:
-            self._cache, self._version = {}, version
         key = P.normalize_email(email)
-        if key not in self._cache:
-            self._cache[key] = resolve(self.store, key, self.connectors)
-        return self._cache[key]
+        with self._lock:  # the store may be one connection: its calls are serialised here too
+            version = self.store.identity_version()
+            if version != self._version:
+                self._cache, self._version = OrderedDict(), version
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)
+                return found
+            found = resolve(self.store, key, self.connectors)
+            self._cache[key] = found
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+            return found
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._cache)
 
 
 @dataclass(frozen=True)

@@ -111,11 +111,34 @@ class GuardrailSettings(Section):
 
 class WebSettings(Section):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None  # for OIDC redirects; default http://host:port
     oidc_issuer: str | None = None
     client_id: str | None = None
     client_secret_env: str | None = None
     admin_group: str | None = None
+    # A local sign-in by typed email, for development only: refused unless on loopback.
+    dev_login: bool = False
+    session_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
+    asks_per_minute: int = Field(default=20, ge=1, le=10_000)  # per person
+    max_request_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    workers: int = Field(default=4, ge=1, le=64)  # serving threads, one store connection each
+
+    @field_validator("oidc_issuer", "public_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an https:// URL")
+        if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("must be https (plain http only for a loopback host)")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must not carry credentials, a query or a fragment")
+        return value.rstrip("/")
 
 
 class SlackSettings(Section):
@@ -217,7 +240,7 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 # Sections that parse but whose features are not built yet: a setting that silently does
 # nothing would mislead an administrator, so each is refused until its feature exists.
-UNSUPPORTED_SECTIONS = ("web", "slack", "teams")
+UNSUPPORTED_SECTIONS = ("slack", "teams")
 SUPPORTED_PROVIDERS = ("extractive", "bedrock")
 
 

@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
+    bind = getattr(emulator, "bind", None)
+    if callable(bind):  # an emulator that names itself (the OIDC issuer) learns its URL
+        bind(server.base_url)
     with server:
         if getattr(args, "json", False):
             print(json.dumps({"base_url": server.base_url,

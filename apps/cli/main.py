@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reindex", "OpenSearch: build the next index version and swap the alias")
     p.add_argument("--dimension", type=int, default=None,
                    help="vector dimension of the new index (default: the current one)")
+    from apps.web.server import add_arguments as web_arguments
+    web_arguments(command("web", "serve the web Q&A page, its JSON API and the admin page"))
     from emulators.cli import add_arguments as emulate_arguments
     emulate_arguments(command("emulate", "serve a source's loopback emulator; print its base URL"))
     return parser
@@ -676,16 +678,22 @@ def cmd_emulate(rt: Runtime, args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_web(rt: Runtime, args: argparse.Namespace) -> int:
+    from apps.web.server import run
+
+    return run(rt, args)
+
+
 def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
     return run_demo(rt.settings.home, json_output=args.json)
 
 
-READ_ONLY = frozenset({"search", "ask", "explain", "status"})  # they create no index
+READ_ONLY = frozenset({"search", "ask", "explain", "status", "web"})  # they create no index
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
             "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
-            "reindex": cmd_reindex, "emulate": cmd_emulate}
+            "reindex": cmd_reindex, "emulate": cmd_emulate, "web": cmd_web}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
