@@ -27,7 +27,7 @@ class AuditRecord:
     citations: list[str]
     refused: bool
     latency_ms: float
-    action: Literal["ask", "search", "explain"] = "ask"
+    action: Literal["ask", "search", "explain", "feedback"] = "ask"
     # explain only: the document asked about and whether the person may read it (None: unknown)
     doc_id: str | None = None
     allowed: bool | None = None
@@ -42,6 +42,9 @@ class AuditRecord:
     conversation: str | None = None  # the asker's conversation name, if any
     # ask: per cited document, {"doc_id", "version" (content hash), "acl_hash"} at answer time
     cited: list[dict[str, str]] = field(default_factory=list)
+    # feedback only: {"vote": "up"|"down", "comment"} on the asker's answer to `question` in
+    # `conversation` (the ask record with the same email, conversation and question)
+    feedback: dict[str, str] | None = None
 
 
 def acl_hash(acl: Acl) -> str:

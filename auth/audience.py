@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from auth.identity import Identity
 from assistant.answer import Assistant
+from auth.identity import Identity
 from core.acl import Acl, AclFilter
 from retriever.filters import acl_filter
 from retriever.hybrid import Passage, Retriever

@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reindex", "OpenSearch: build the next index version and swap the alias")
     p.add_argument("--dimension", type=int, default=None,
                    help="vector dimension of the new index (default: the current one)")
+    command("slack", "run the Slack bot in Socket Mode ([slack] app_token_env)")
     from emulators.cli import add_arguments as emulate_arguments
     emulate_arguments(command("emulate", "serve a source's loopback emulator; print its base URL"))
     return parser
@@ -671,6 +672,13 @@ def cmd_emulate(rt: Runtime, args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_slack(rt: Runtime, args: argparse.Namespace) -> int:
+    from apps.slack.app import run_socket_mode
+
+    run_socket_mode(rt, rt.settings)
+    return 0
+
+
 def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
@@ -681,6 +689,7 @@ READ_ONLY = frozenset({"search", "ask", "explain", "status"})  # they create no 
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
             "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
             "reindex": cmd_reindex, "emulate": cmd_emulate}
+COMMANDS["slack"] = cmd_slack
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -357,7 +357,9 @@ def test_an_error_naming_a_document_is_escaped_too(spoofing: Cli) -> None:
 UNBUILT = {
     "[web]": ('[web]\nport = 8080\n', "[web] is not supported yet"),
     "[web] empty": ('[web]\n', "[web] is not supported yet"),
-    "[slack]": ('[slack]\nbot_token_env = "SLACK_BOT_TOKEN"\n', "[slack] is not supported yet"),
+    # [slack] is built (apps/slack): its keys are checked like every section's.
+    "[slack] unknown key": ('[slack]\nbot_tokn_env = "SLACK_BOT_TOKEN"\n',
+                            "slack.bot_tokn_env: unknown key"),
     "[teams]": ('[teams]\napp_id = "x"\n', "[teams] is not supported yet"),
     "openai": ('[llm]\nprovider = "openai"\n', "[llm] provider 'openai' is not supported yet"),
 }

@@ -82,7 +82,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     w.store.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(asker=st.sampled_from(PEOPLE), others=st.sets(st.sampled_from(PEOPLE), max_size=5))
 def test_channel_passages_are_readable_by_every_member(world: World, asker: str,
                                                        others: set[str]) -> None:
@@ -91,7 +92,8 @@ def test_channel_passages_are_readable_by_every_member(world: World, asker: str,
     asker_id = world.who(asker)
     got = {p.chunk.doc_id for p in AudienceRetriever(world.retriever, audience).passages(
         "budget plan", acl_filter(asker_id), 50)}
-    own = {p.chunk.doc_id for p in world.retriever.passages("budget plan", acl_filter(asker_id), 50)}
+    own = {p.chunk.doc_id for p in world.retriever.passages(
+        "budget plan", acl_filter(asker_id), 50)}
     for doc_id in own:
         everyone_reads = all(world.reads(m, doc_id) for m in members)
         # denied side: one member who cannot read it keeps it out; and nothing is over-dropped
