@@ -146,11 +146,17 @@ class SlackSettings(Section):
     signing_secret_env: str | None = None
     app_token_env: str | None = None
     api_url: str | None = None
+    # "audience": a channel answer cites only what every member reads; "ephemeral": the asker's
+    # own answer, shown to the asker alone (apps/slack/README.md)
+    channel_replies: Literal["audience", "ephemeral"] = "audience"
 
 
 class TeamsSettings(Section):
     app_id: str | None = None
     app_password_env: str | None = None
+    app_tenant_id: str | None = None
+    openid_metadata_url: str | None = None
+    oauth_endpoint: str | None = None
 
 
 class ConnectorSettings(BaseModel):
@@ -240,7 +246,7 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 # Sections that parse but whose features are not built yet: a setting that silently does
 # nothing would mislead an administrator, so each is refused until its feature exists.
-UNSUPPORTED_SECTIONS = ("slack", "teams")
+UNSUPPORTED_SECTIONS = ("teams",)  # [slack]: apps/slack, [web]: apps/web
 SUPPORTED_PROVIDERS = ("extractive", "bedrock")
 
 

@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vector dimension of the new index (default: the current one)")
     from apps.web.server import add_arguments as web_arguments
     web_arguments(command("web", "serve the web Q&A page, its JSON API and the admin page"))
+    command("slack", "run the Slack bot in Socket Mode ([slack] app_token_env)")
     from emulators.cli import add_arguments as emulate_arguments
     emulate_arguments(command("emulate", "serve a source's loopback emulator; print its base URL"))
     return parser
@@ -684,6 +685,13 @@ def cmd_web(rt: Runtime, args: argparse.Namespace) -> int:
     return run(rt, args)
 
 
+def cmd_slack(rt: Runtime, args: argparse.Namespace) -> int:
+    from apps.slack.app import run_socket_mode
+
+    run_socket_mode(rt, rt.settings)
+    return 0
+
+
 def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
@@ -694,6 +702,7 @@ READ_ONLY = frozenset({"search", "ask", "explain", "status", "web"})  # they cre
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
             "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
             "reindex": cmd_reindex, "emulate": cmd_emulate, "web": cmd_web}
+COMMANDS["slack"] = cmd_slack
 
 
 def main(argv: Sequence[str] | None = None) -> int:

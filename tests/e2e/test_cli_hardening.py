@@ -358,7 +358,9 @@ UNBUILT = {
     # [web] is built: a plain-http issuer off loopback is still refused at load.
     "[web] http issuer": ('[web]\noidc_issuer = "http://idp.example.com"\n',
                           "web.oidc_issuer: Value error, must be https"),
-    "[slack]": ('[slack]\nbot_token_env = "SLACK_BOT_TOKEN"\n', "[slack] is not supported yet"),
+    # [slack] is built (apps/slack): its keys are checked like every section's.
+    "[slack] unknown key": ('[slack]\nbot_tokn_env = "SLACK_BOT_TOKEN"\n',
+                            "slack.bot_tokn_env: unknown key"),
     "[teams]": ('[teams]\napp_id = "x"\n', "[teams] is not supported yet"),
     "openai": ('[llm]\nprovider = "openai"\n', "[llm] provider 'openai' is not supported yet"),
 }

@@ -1,0 +1,1 @@
+"""The Slack bot (slack-bolt): HTTP Events at POST /slack/events, or Socket Mode."""
