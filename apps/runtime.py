@@ -165,4 +165,6 @@ class Runtime:
         conversations = ConversationStore(self.settings.home / "conversations.sqlite3",
                                           window=self.settings.file.llm.history_turns)
         return Assistant(self.retriever, self.provider, audit=self.audit, guard=guard,
-                         conversations=conversations)
+                         conversations=conversations,
+                         exclude_overshared=self.settings.file.guardrails.oversharing
+                         == "exclude")
