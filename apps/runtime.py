@@ -158,8 +158,10 @@ class Runtime:
     @cached_property
     def assistant(self) -> Assistant:
         from assistant.guardrails import from_settings
+        from assistant.llm.bedrock_guardrail import bedrock_guardrail
 
-        guard = from_settings(self.settings.file.guardrails, self.query_embedder)
+        remote = bedrock_guardrail(self.settings.file.llm, self.settings.config_dir)
+        guard = from_settings(self.settings.file.guardrails, self.query_embedder, remote)
         from assistant.conversations import ConversationStore
 
         conversations = ConversationStore(self.settings.home / "conversations.sqlite3",
