@@ -181,9 +181,11 @@ class Runtime:
     @cached_property
     def guard(self) -> Guardrails | None:
         from assistant.guardrails import from_settings
+        from assistant.llm.bedrock_guardrail import bedrock_guardrail
 
         with self._build_lock:
-            return from_settings(self.settings.file.guardrails, self.query_embedder)
+            remote = bedrock_guardrail(self.settings.file.llm, self.settings.config_dir)
+            return from_settings(self.settings.file.guardrails, self.query_embedder, remote)
 
     @cached_property
     def conversations(self) -> ConversationStore:
@@ -196,7 +198,9 @@ class Runtime:
         with self._build_lock:
             guard, provider, audit = self.guard, self.provider, self.audit
         return Assistant(retriever, provider, audit=audit, guard=guard,
-                         conversations=self.conversations)
+                         conversations=self.conversations,
+                         exclude_overshared=self.settings.file.guardrails.oversharing
+                         == "exclude")
 
     @cached_property
     def assistant(self) -> Assistant:

@@ -7,7 +7,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
+from assistant import oversharing
 from assistant.audit import AuditLog, AuditRecord, acl_hash, elapsed_ms
 from assistant.citations import Answer, CitationCheck, refusal
 from assistant.conversations import ConversationStore, standalone
@@ -46,8 +48,11 @@ class Assistant:
     def __init__(self, retriever: Retriever, provider: LlmProvider, *, max_sources: int = 6,
                  audit_path: Path | None = None, audit: AuditLog | None = None,
                  guard: Guardrails | None = None,
-                 conversations: ConversationStore | None = None) -> None:
+                 conversations: ConversationStore | None = None,
+                 exclude_overshared: bool = True) -> None:
         self.retriever = retriever
+        # Documents with sensitive data shared with everyone/a domain never feed an answer.
+        self.exclude_overshared = exclude_overshared
         self.guard = guard
         self.conversations = conversations
         self.provider = provider
@@ -57,10 +62,24 @@ class Assistant:
     def sources(self, question: str, identity: Identity, k: int | None = None) -> list[Source]:
         """The best passages the caller may read, numbered from 1, at most two per document and
         (with k) from at most k documents."""
+        return self._sources(question, identity, k)[0]
+
+    def _sources(self, question: str, identity: Identity, k: int | None
+                 ) -> tuple[list[Source], list[str]]:
+        """The sources, and the overshared documents kept out of them."""
         sources: list[Source] = []
         per_doc: dict[str, int] = {}
+        overshared: dict[str, bool] = {}
         limit = self.max_sources if k is None else 2 * k
         for p in self.retriever.passages(question, acl_filter(identity), k):
+            if self.exclude_overshared:
+                doc_id = p.chunk.doc_id
+                if doc_id not in overshared:
+                    overshared[doc_id] = oversharing.check(
+                        cast(oversharing.DocumentStore, self.retriever.store),
+                        doc_id) is not None
+                if overshared[doc_id]:
+                    continue
             seen = per_doc.get(p.chunk.doc_id, 0)
             if seen >= 2 or (k is not None and not seen and len(per_doc) == k):
                 continue
@@ -69,7 +88,7 @@ class Assistant:
                                   p.chunk.text))
             if len(sources) == limit:
                 break
-        return sources
+        return sources, [d for d, flag in overshared.items() if flag]
 
     def ask(self, question: str, identity: Identity, k: int | None = None,
             history: Sequence[Turn] = (), conversation: str | None = None) -> Answer:
@@ -118,7 +137,9 @@ class Assistant:
             asked = verdict.text
         # Retrieval with the current identity, for the follow-up made standalone.
         query = standalone(asked, history)
-        sources = self.sources(query, identity, k)
+        sources, kept_out = self._sources(query, identity, k)
+        if kept_out:
+            actions.append(Action("answer", "withheld", "oversharing"))
         check = CitationCheck(sources, self.guard)
         done = DraftDone()
         if sources:
@@ -132,7 +153,8 @@ class Assistant:
         for sentence in last:
             yield AnswerDelta(sentence)
         actions.extend(check.actions)
-        if answer.refused and any(a.action == "withheld" for a in actions):
+        if answer.refused and any(a.action == "withheld" and a.rule != "oversharing"
+                                  for a in actions):
             answer = Answer(WITHHELD, (), True, answer.dropped)
         self._audit_ask(identity, asked, sources, answer, started,
                         self.provider.name if sources else None, done, actions, conversation)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -66,6 +66,22 @@ DETECTORS: dict[str, Detector] = {
 }
 
 
+class RemoteVerdictLike(Protocol):
+    @property
+    def text(self) -> str | None: ...
+    @property
+    def masked(self) -> bool: ...
+
+
+class RemoteGuardrail(Protocol):
+    """A guardrail service (assistant.llm.bedrock_guardrail.BedrockGuardrail)."""
+
+    @property
+    def rule(self) -> str: ...
+
+    def apply(self, text: str, source: Literal["INPUT", "OUTPUT"]) -> RemoteVerdictLike: ...
+
+
 @dataclass(frozen=True)
 class Action:
     """One intervention, as the audit log records it (never the matched text)."""
@@ -98,6 +114,8 @@ class Guardrails:
     pii: dict[str, Literal["redact", "block"]]
     topics: list[DeniedTopic] = field(default_factory=list)
     embedder: Embedder | None = None
+    # Amazon Bedrock Guardrails (ApplyGuardrail), after the local rules
+    remote: RemoteGuardrail | None = None
 
     @classmethod
     def from_settings(cls, cfg: GuardrailSettings, embedder: Embedder) -> Guardrails:
@@ -111,7 +129,7 @@ class Guardrails:
 
     @property
     def active(self) -> bool:
-        return bool(self.blocked or self.pii or self.topics)
+        return bool(self.blocked or self.pii or self.topics or self.remote)
 
     def question(self, text: str) -> Verdict:
         if self.blocked is not None and self.blocked.search(text):
@@ -126,6 +144,14 @@ class Guardrails:
             return Verdict(None, (*actions, Action("question", "blocked",
                                                    f"denied_topic:{topic}")),
                            f"Questions about {topic} are not answered here.")
+        if self.remote is not None:
+            remote = self.remote.apply(redacted, "INPUT")
+            if remote.text is None:
+                return Verdict(None, (*actions, Action("question", "blocked", self.remote.rule)),
+                               "This question was stopped by the organisation's guardrail.")
+            if remote.masked:
+                actions = (*actions, Action("question", "redacted", self.remote.rule))
+                redacted = remote.text
         return Verdict(redacted, actions)
 
     def sentence(self, text: str) -> Verdict:
@@ -135,6 +161,13 @@ class Guardrails:
         redacted, actions, blocked_by = self._pii(text, "answer")
         if blocked_by:
             return Verdict(None, (Action("answer", "withheld", f"pii:{blocked_by}"),))
+        if self.remote is not None:
+            remote = self.remote.apply(redacted, "OUTPUT")
+            if remote.text is None:
+                return Verdict(None, (*actions, Action("answer", "withheld", self.remote.rule)))
+            if remote.masked:
+                actions = (*actions, Action("answer", "redacted", self.remote.rule))
+                redacted = remote.text
         return Verdict(redacted, actions)
 
     def quote(self, text: str) -> str:
@@ -142,6 +175,9 @@ class Guardrails:
         for name, detector in DETECTORS.items():
             if name in self.pii:
                 text = _replace(detector, name, text)
+        if self.remote is not None:
+            remote = self.remote.apply(text, "OUTPUT")
+            text = "[WITHHELD BY GUARDRAIL]" if remote.text is None else remote.text
         return text
 
     def _pii(self, text: str, stage: Literal["question", "answer"]
@@ -175,7 +211,9 @@ def _replace(detector: Detector, name: str, text: str) -> str:
     return detector.pattern.sub(lambda m: label if detector.valid(m.group()) else m.group(), text)
 
 
-def from_settings(cfg: GuardrailSettings, embedder: Embedder) -> Guardrails | None:
+def from_settings(cfg: GuardrailSettings, embedder: Embedder,
+                  remote: RemoteGuardrail | None = None) -> Guardrails | None:
     guard = Guardrails.from_settings(cfg, embedder)
+    guard.remote = remote
     return guard if guard.active else None
 

@@ -107,6 +107,9 @@ class GuardrailSettings(Section):
     blocked_words: list[str] = []
     pii: dict[Literal["email", "phone", "credit_card", "iban", "us_ssn", "aws_access_key"],
               Literal["redact", "block"]] = {}
+    # Documents with sensitive data shared with everyone or a whole domain: kept out of
+    # answers ("exclude", the default) or answered from like any other ("allow").
+    oversharing: Literal["exclude", "allow"] = "exclude"
 
 
 class WebSettings(Section):

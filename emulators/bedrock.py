@@ -28,7 +28,15 @@ do not contain the answer. Tenant (all keys optional):
       ]
     }
 
-`times` (default: unlimited) counts uses of a reply. `GET /_admin/requests` returns the bodies
+`times` (default: unlimited) counts uses of a reply.
+
+    POST /guardrail/{id}/version/{version}/apply   ApplyGuardrail: tenant "guardrails":
+        {"gr-1": {"versions": ["1", "DRAFT"], "blocked_words": ["nightjar"],
+                  "anonymize_emails": true, "message": "Sorry, I cannot help with that."}}
+      a blocked word (case-insensitive, in the INPUT or OUTPUT text) intervenes with the
+      message as the output; an email address with anonymize_emails intervenes with the text
+      masked as {EMAIL}; otherwise action NONE. Unknown id or version:
+      ResourceNotFoundException. `GET /_admin/requests` returns the bodies
 of the Converse requests seen (tests read the system prompt and the history the provider sent).
 """
 
@@ -142,7 +150,7 @@ class BedrockEmulator(Emulator):
         super().__init__(tenant)
 
     def validate(self, tenant: JsonObject) -> None:
-        unknown = set(tenant) - {"models", "chunk_size", "replies"}
+        unknown = set(tenant) - {"models", "chunk_size", "replies", "guardrails"}
         if unknown:
             raise ValueError(f"unknown tenant key(s) {sorted(unknown)}")
         chunk = tenant.get("chunk_size", 16)
@@ -155,10 +163,16 @@ class BedrockEmulator(Emulator):
         if not isinstance(replies, list) or not all(
                 isinstance(r, dict) and isinstance(r.get("when", "*"), str) for r in replies):
             raise ValueError("replies is a list of objects with a 'when' string")
+        guardrails = tenant.get("guardrails", {})
+        if not isinstance(guardrails, dict) or not all(
+                isinstance(g, dict) for g in guardrails.values()):
+            raise ValueError("guardrails maps a guardrail id to an object")
 
     def setup(self) -> None:
         self.route("POST", "/model/{model_id}/converse", self.converse)
         self.route("POST", "/model/{model_id}/converse-stream", self.converse_stream)
+        self.route("POST", "/guardrail/{guardrail_id}/version/{version}/apply",
+                   self.apply_guardrail)
 
     def admin(self, request: Request, rest: str) -> Response | None:
         if rest == "requests" and request.method == "GET":
@@ -200,6 +214,47 @@ class BedrockEmulator(Emulator):
                        event_frame("metadata", {"usage": self._usage(body, text),
                                                 "metrics": {"latencyMs": 1}})]
         return Response(200, b"".join(frames), {"Content-Type": EVENTSTREAM})
+
+    def apply_guardrail(self, request: Request) -> Response:
+        if not _SIGV4.match(request.headers.get("authorization", "")) \
+                or "x-amz-date" not in request.headers:
+            return aws_error("UnrecognizedClientException",
+                             "The security token included in the request is invalid.")
+        guardrail = (self.tenant.get("guardrails") or {}).get(request.params["guardrail_id"])
+        if not isinstance(guardrail, dict) or request.params["version"] not in \
+                [str(v) for v in guardrail.get("versions", ["DRAFT", "1"])]:
+            return aws_error("ResourceNotFoundException", "The guardrail was not found.")
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        content = body.get("content") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or body.get("source") not in ("INPUT", "OUTPUT") \
+                or not isinstance(content, list) or not content:
+            return aws_error("ValidationException", "source and content are required")
+        self.requests.append({"guardrail": request.params["guardrail_id"], **body})
+        text = "\n".join(str((c.get("text") or {}).get("text", "")) for c in content
+                         if isinstance(c, dict) and isinstance(c.get("text"), dict))
+        usage = {"topicPolicyUnits": 0, "contentPolicyUnits": 0, "wordPolicyUnits": 1,
+                 "sensitiveInformationPolicyUnits": 1, "sensitiveInformationPolicyFreeUnits": 0,
+                 "contextualGroundingPolicyUnits": 0}
+        words = [str(w) for w in guardrail.get("blocked_words", [])
+                 if str(w).lower() in text.lower()]
+        if words:
+            return Response.json({
+                "usage": usage, "action": "GUARDRAIL_INTERVENED",
+                "outputs": [{"text": str(guardrail.get("message", "Blocked."))}],
+                "assessments": [{"wordPolicy": {"customWords": [
+                    {"match": w, "action": "BLOCKED", "detected": True} for w in words]}}]})
+        email = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+        if guardrail.get("anonymize_emails") and email.search(text):
+            return Response.json({
+                "usage": usage, "action": "GUARDRAIL_INTERVENED",
+                "outputs": [{"text": email.sub("{EMAIL}", text)}],
+                "assessments": [{"sensitiveInformationPolicy": {"piiEntities": [
+                    {"match": "", "type": "EMAIL", "action": "ANONYMIZED", "detected": True}]}}]})
+        return Response.json({"usage": usage, "action": "NONE", "outputs": [],
+                              "assessments": [{}]})
 
     # -- helpers ---------------------------------------------------------------------------
     def _accept(self, request: Request) -> tuple[Response | None, JsonObject]:

@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from assistant import oversharing
 from connectors.base import (
     PASSES,
     AclUpdate,
@@ -670,6 +671,8 @@ class Pipeline:
                 self.store.upsert(doc, chunks, vectors, self.embedder.name, run.seen_run
                                   or run.report.run_id)
                 report.chunks_embedded += len(chunks)
+            if embedded:  # sensitive-data scan for the oversharing guard (types only)
+                oversharing.record(self.store, [doc for doc, _, _ in embedded])
             self.store.delete(gone)
         report.acl_updated += len(plan.acl_only)
         report.unchanged += len(plan.unchanged)

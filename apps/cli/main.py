@@ -475,6 +475,15 @@ def _print_jobs_status(row: dict[str, Any], now: float) -> None:
               f"{'failed' if ran is None else ran['status']}")
 
 
+def _overshared(rt: Runtime, connector: str, store_problems: list[str]) -> list[dict[str, Any]]:
+    """Documents with sensitive data shared with everyone or a whole domain (issue 13)."""
+    from assistant import oversharing
+
+    if store_problems:
+        return []
+    return [f.to_json() for f in oversharing.flagged(rt.store, [connector])]
+
+
 def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     from indexer.jobs.records import skipped_key
 
@@ -512,6 +521,7 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             "resume": _pending_resume(rt, cfg.name),
             **_jobs_status(rt, cfg.name, modes, problems),
             **pass_status(rt.store, cfg.name, now),
+            "overshared": _overshared(rt, cfg.name, store_problems),
         })
     orphaned = [] if store_problems else [
         {"connector": name, "documents": count} for name, count in
@@ -543,6 +553,10 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         print(output.text(f"{row['connector']} ({row['kind']}): last sync {when}"))
         print(f"  {row['documents']} documents, {row['chunks']} chunks, "
               f"{row['readable_by_nobody']} readable by nobody")
+        for o in row["overshared"]:
+            print(output.text(f"  OVERSHARED: {o['doc_id']} ({o['title']}) holds "
+                              f"{', '.join(o['types'])} and is shared with {o['shared_with']}: "
+                              "kept out of answers; fix its sharing at the source"))
         flag = "  OVER TARGET" if row["permission_freshness_over_target"] else ""
         print(f"  permission freshness: oldest ACL confirmed "
               f"{'n/a' if fresh is None else output.ago(fresh) + ' ago'} "

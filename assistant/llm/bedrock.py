@@ -141,9 +141,6 @@ def bedrock_provider(llm: LlmSettings, base_dir: Path) -> BedrockProvider:
         raise ConfigError("[llm] provider 'bedrock' needs model_id (or inference_profile)")
     if not llm.region:
         raise ConfigError("[llm] provider 'bedrock' needs region")
-    if llm.guardrail_id or llm.guardrail_version:
-        raise ConfigError("[llm] guardrail_id/guardrail_version (Bedrock Guardrails) are not "
-                          "supported yet; remove them")
     ca_bundle = None
     if llm.ca_bundle:
         path = Path(llm.ca_bundle).expanduser()

@@ -142,7 +142,7 @@ def test_provider_failures_are_one_line_exit_1_and_leak_no_secret(
     ('provider = "bedrock"\nmodel_id = "m"\n', "needs region"),
     ('provider = "bedrock"\nregion = "us-east-1"\n', "needs model_id"),
     ('provider = "bedrock"\nmodel_id = "m"\nregion = "r"\nguardrail_id = "g"\n',
-     "not supported yet"),
+     "need both guardrail_id and guardrail_version"),
     ('provider = "bedrock"\nmodel_id = "m"\nregion = "r"\nca_bundle = "/nonexistent.pem"\n',
      "is not a file"),
     ('provider = "bedrock"\nmodel_id = "m"\nregion = "r"\ntemperature = 3\n', "temperature"),
