@@ -150,7 +150,7 @@ class SlackSettings(Section):
     app_token_env: str | None = None
     api_url: str | None = None
     # "audience": a channel answer cites only what every member reads; "ephemeral": the asker's
-    # own answer, shown to the asker alone (apps/slack/README.md)
+    # own answer, shown to the asker alone (README.md, `[slack]`)
     channel_replies: Literal["audience", "ephemeral"] = "audience"
 
 
