@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -303,3 +303,23 @@ def as_connector(source: Any) -> Connector:
 
 def doc_ids(pages: Iterable[ContentPage | DocumentPage]) -> list[str]:
     return [d.doc_id for p in pages for d in p.documents]
+
+
+@dataclass
+class PassNotes:
+    """What one pass of a SaaS connector reports besides its pages: failures, and warnings said
+    once each (keyed), handed to the next page by `drain`."""
+
+    warned: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def warn(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            self.warnings.append(message)
+
+    def drain(self) -> tuple[tuple[Failure, ...], tuple[str, ...]]:
+        out = (tuple(self.failures), tuple(self.warnings))
+        self.failures, self.warnings = [], []
+        return out

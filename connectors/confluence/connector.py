@@ -44,6 +44,7 @@ from connectors.base import (
     HttpConnectorOptions,
     IdentityPage,
     Operation,
+    PassNotes,
     PermissionPage,
     Upsert,
 )
@@ -127,25 +128,12 @@ class ConfluenceOptions(HttpConnectorOptions):
 
 
 @dataclass
-class _Pass:
+class _Pass(PassNotes):
     """What one pass learnt (caches, warnings said once)."""
 
     spaces: dict[str, tuple[frozenset[str], str | None]] = field(default_factory=dict)
     restrictions: dict[str, tuple[frozenset[str] | None, str | None]] = field(
         default_factory=dict)
-    warned: set[str] = field(default_factory=set)
-    warnings: list[str] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    def warn(self, key: str, message: str) -> None:
-        if key not in self.warned:
-            self.warned.add(key)
-            self.warnings.append(message)
-
-    def drain(self) -> tuple[tuple[Failure, ...], tuple[str, ...]]:
-        out = (tuple(self.failures), tuple(self.warnings))
-        self.failures, self.warnings = [], []
-        return out
 
 
 def _acl_key(acl: Acl) -> str:

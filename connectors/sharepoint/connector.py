@@ -47,6 +47,7 @@ from connectors.base import (
     HttpConnectorOptions,
     IdentityPage,
     Operation,
+    PassNotes,
     PermissionPage,
     Upsert,
 )
@@ -121,25 +122,12 @@ class SharePointOptions(HttpConnectorOptions):
 
 
 @dataclass
-class _Pass:
+class _Pass(PassNotes):
     """What one pass learnt: the directory, each drive's owner, warnings said once."""
 
     emails: dict[str, str | None] = field(default_factory=dict)  # oid -> email
     by_upn: dict[str, str] = field(default_factory=dict)  # upn (lower) -> email
     domains: tuple[str, ...] = ()
-    warned: set[str] = field(default_factory=set)
-    warnings: list[str] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    def warn(self, key: str, message: str) -> None:
-        if key not in self.warned:
-            self.warned.add(key)
-            self.warnings.append(message)
-
-    def drain(self) -> tuple[tuple[Failure, ...], tuple[str, ...]]:
-        out = (tuple(self.failures), tuple(self.warnings))
-        self.failures, self.warnings = [], []
-        return out
 
 
 def email_of(user: JsonObject) -> str | None:
