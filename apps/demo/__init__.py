@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apps.demo.sources import Running, connector_toml, serve
+from apps.demo.sources import SOURCES, DemoSource, Running, connector_toml, serve, toml_string
 from apps.runtime import Runtime
 from assistant.citations import Answer
 from auth.identity import Decision, explain
@@ -32,7 +32,7 @@ def write_demo_config(home: Path, running: Sequence[Running] = ()) -> Path:
                          "run the demo with another --home")
     home.mkdir(parents=True, exist_ok=True)
     text = (f"{MARKER}; edit freely, but remove this line to keep the demo from rewriting it\n"
-            f'[[connectors]]\nname = "acme"\nkind = "files"\nroot = {json.dumps(str(TENANT))}\n')
+            f'[[connectors]]\nname = "acme"\nkind = "files"\nroot = {toml_string(str(TENANT))}\n')
     if running:
         text += ("\n# The connectors below read emulators that run only while `clearance demo` "
                  "does,\n# with a fresh secret each run (set in the demo's own environment): "
@@ -102,7 +102,8 @@ def _show(differences: list[Difference]) -> None:
             print("    " + output.text(a.line()))
 
 
-def run_demo(home: Path, json_output: bool = False) -> int:
+def run_demo(home: Path, json_output: bool = False,
+             sources: Sequence[DemoSource] = SOURCES) -> int:
     from apps.cli import output
     from indexer.jobs.runner import run_exclusive
     from indexer.locks import cli_holder, sync_lock
@@ -112,7 +113,7 @@ def run_demo(home: Path, json_output: bool = False) -> int:
     say(f"Clearance demo: syncing the Acme sample tenant ({TENANT}) into {home}")
     progress = output.TerminalProgress()
     reports = []
-    with serve(home) as running:
+    with serve(home, sources) as running:
         for r in running:
             say(f"  and {r.source.title}, served by a local emulator at {r.served.base_url}")
         config = write_demo_config(home, running)

@@ -26,7 +26,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from secrets import token_urlsafe
-from typing import Any
 
 from emulators.base import Emulator, EmulatorServer, JsonObject, Request, Response, load_tenant
 from emulators.confluence import ConfluenceEmulator
@@ -52,7 +51,7 @@ class DemoSource:
     kind: str  # the connector kind (`confluence`, `sharepoint`, ...)
     title: str  # one line for the demo's header
     emulator: Callable[[JsonObject], Emulator]  # the emulator class (or a factory) for a tenant
-    tenant: str  # file name under apps/demo/tenants/
+    tenant: str | Path  # a file name under apps/demo/tenants/ (or a path)
     # The connector's keys (besides name and kind), given where the emulator runs.
     options: Callable[[Served], Mapping[str, TomlValue]]
     # Environment variable -> puts that run's fresh secret into the tenant (the emulator's side).
@@ -171,19 +170,25 @@ def serve(home: Path, sources: Sequence[DemoSource] = SOURCES) -> Iterator[list[
         yield running
 
 
+def toml_string(value: str) -> str:
+    """A TOML basic string. JSON's escapes are TOML's, except that TOML takes no surrogate
+    pairs (so characters beyond the BMP stay as they are) and wants DEL escaped."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def toml_value(value: TomlValue) -> str:
-    """A TOML literal for the few value types connector keys take (JSON strings are TOML basic
-    strings)."""
+    """A TOML literal for the few value types connector keys take."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, list):
-        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
-    return json.dumps(value)
+        return "[" + ", ".join(toml_string(v) for v in value) + "]"
+    return toml_string(value)
 
 
-def connector_toml(name: str, kind: str, options: Mapping[str, Any]) -> str:
-    lines = ["[[connectors]]", f"name = {json.dumps(name)}", f"kind = {json.dumps(kind)}"]
+def connector_toml(name: str, kind: str, options: Mapping[str, TomlValue]) -> str:
+    """One `[[connectors]]` table."""
+    lines = ["[[connectors]]", f"name = {toml_string(name)}", f"kind = {toml_string(kind)}"]
     lines += [f"{key} = {toml_value(value)}" for key, value in options.items()]
     return "\n".join(lines) + "\n"
