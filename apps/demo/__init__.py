@@ -107,6 +107,7 @@ def run_demo(home: Path, json_output: bool = False,
     from apps.cli import output
     from indexer.jobs.runner import run_exclusive
     from indexer.locks import cli_holder, sync_lock
+    from indexer.sync import _checkpoint_key as checkpoint_key
 
     script = json.loads(PEOPLE.read_text(encoding="utf-8"))
     say = (lambda *a: None) if json_output else print
@@ -119,7 +120,13 @@ def run_demo(home: Path, json_output: bool = False,
         config = write_demo_config(home, running)
         rt = Runtime(load_settings(home, config))
         lock = sync_lock(rt.settings)  # the demo's own home: the file lock (no broker configured)
+        emulated = {r.source.name for r in running}
         for connector in rt.connectors():
+            if connector.name in emulated:
+                # Its emulator restarted (another port, a new secret): a checkpoint left by an
+                # interrupted run points at the old one. Start over; unchanged documents are
+                # not re-embedded, so nothing is lost.
+                rt.store.delete_state(checkpoint_key(connector.name, "full"))
             reports += run_exclusive(lock, rt.store, rt.pipeline, connector, "full",
                                      cli_holder("demo"), progress=progress).reports
             progress.done()

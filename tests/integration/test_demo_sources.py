@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import threading
 import tomllib
@@ -171,3 +172,83 @@ def test_toml_strings_round_trip(value: str) -> None:
                                                     "flag": True, "size": 3}))
     assert table["connectors"][0] == {"name": "n", "kind": "k", "root": value,
                                       "list": [value, "x"], "flag": True, "size": 3}
+
+
+def test_no_secret_in_the_demos_output_logs_or_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The whole demo in this process, with each source's emulator built through a factory
+    that keeps the tenant it was given (so the test learns the run's secrets)."""
+    from apps.demo import run_demo
+
+    for name in [k for k in os.environ if k.startswith("CLEARANCE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CLEARANCE_EMBEDDER", "hashing")
+    tenants: list[dict[str, object]] = []
+
+    def keeping(make: object) -> object:
+        def build(tenant: dict[str, object]) -> object:
+            tenants.append(tenant)
+            return make(tenant)  # type: ignore[operator]
+        return build
+
+    sources = [dataclasses.replace(s, emulator=keeping(s.emulator))  # type: ignore[arg-type]
+               for s in SOURCES]
+    caplog.set_level(logging.DEBUG)
+    home = tmp_path / "home"
+    assert run_demo(home, json_output=False, sources=sources) == 0
+    out = capsys.readouterr()
+    found = [str(c["token"]) for t in tenants for c in t.get("credentials", [])  # type: ignore[attr-defined]
+             if c.get("token")]
+    found += [str(a["client_secret"]) for t in tenants for a in t.get("apps", [])  # type: ignore[attr-defined]
+              if a.get("client_secret")]
+    assert len(found) == len(SOURCES) and all(len(v) >= 20 for v in found)
+    assert "red team exercise" in out.out.lower()  # it did run the emulated sources' rounds
+    logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    for secret in found:
+        assert secret not in out.out and secret not in out.err and secret not in logged
+        for path in home.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+    assert not [e for e in ENVS if e in os.environ]
+
+
+def test_a_rerun_starts_over_where_an_interrupted_run_pointed_at_the_old_emulator(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A run killed midway leaves a checkpoint naming its emulator (Graph's nextLink carries
+    the old port): the next demo starts that source over instead of resuming into a dead
+    port, and re-embeds nothing doing so."""
+    from apps.demo import run_demo
+    from apps.runtime import Runtime
+    from core.settings import load_settings
+    from indexer.sync import Checkpoint, SyncReport
+    from indexer.sync import _checkpoint_key as checkpoint_key
+
+    for name in [k for k in os.environ if k.startswith("CLEARANCE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CLEARANCE_EMBEDDER", "hashing")
+    home = tmp_path / "home"
+    assert run_demo(home, json_output=True) == 0
+    capsys.readouterr()
+    # The cursor after the first page of a SharePoint enumeration, from an emulator that is
+    # then gone (one item per page, so that a next page exists).
+    sp = source("sharepoint")
+    with serve(tmp_path / "old", [sp]) as running:
+        scratch = tmp_path / "scratch.toml"
+        scratch.write_text(connector_toml(sp.name, sp.kind, {**running[0].options(),
+                                                              "page_size": 1}),
+                           encoding="utf-8")
+        connector = Runtime(load_settings(tmp_path / "scratch", scratch)).connectors()[0]
+        cursor = next(iter(connector.content())).cursor
+        old = running[0].served.base_url
+    assert cursor is not None and old in cursor  # it does point at the old emulator
+    rt = Runtime(load_settings(home, home / "clearance.toml"))
+    stale = Checkpoint(cursor=cursor, report=SyncReport(sp.name, "full", "interrupted-run"),
+                       pages=1)
+    rt.store.set_state(checkpoint_key(sp.name, "full"), stale.model_dump(mode="json"))
+    assert run_demo(home, json_output=True) == 0
+    syncs = {r["connector"]: r for r in json.loads(capsys.readouterr().out)["syncs"]}
+    report = syncs[sp.name]
+    assert report["status"] == "ok" and not report["resumed"], report
+    assert report["documents"] > 0 and report["chunks_embedded"] == 0, report
