@@ -13,7 +13,12 @@ under the demo home (it is public; its private key never leaves the emulator's p
 Stability: the emulators' ports change from run to run, so nothing that lands in a document's
 text, id or URL may come from the port. The Graph tenant gives each site a fixed `webUrl`; the
 Confluence emulator answers as a site behind a proxy at a fixed public host (`public_host`), so
-`_links.base` (web URLs, the links inside pages) is the same on every run.
+`_links.base` (web URLs, the links inside pages) is the same on every run. Cursors do carry the
+port (Graph's nextLink): `clearance demo` drops an emulated source's checkpoint before its sync.
+Adding a source: its tenant file in `tenants/` (the Acme people, no secret in it), an entry in
+`SOURCES`, and a scripted question in `acme_people.json` whose two answers differ because of
+that source's own access rule (with a test against a reference evaluator, as in
+tests/e2e/test_demo.py).
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ class DemoSource:
     tenant: str | Path  # a file name under apps/demo/tenants/ (or a path)
     # The connector's keys (besides name and kind), given where the emulator runs.
     options: Callable[[Served], Mapping[str, TomlValue]]
-    # Environment variable -> puts that run's fresh secret into the tenant (the emulator's side).
-    secrets: Mapping[str, Callable[[JsonObject, str], None]] = field(default_factory=dict)
+    # Environment variable -> makes this run's fresh secret, puts the emulator's side of it
+    # into the tenant (a token, a client secret, a public key) and returns the variable's value.
+    secrets: Mapping[str, Callable[[JsonObject], str]] = field(default_factory=dict)
+    tls: bool = True  # served over TLS with a throwaway CA (written under the demo home)
 
     def load_tenant(self) -> JsonObject:
         return load_tenant(TENANTS / self.tenant)
@@ -87,10 +94,16 @@ class PublicConfluence(ConfluenceEmulator):
         return super().dispatch(request)
 
 
-def _confluence_token(tenant: JsonObject, secret: str) -> None:
+def fresh_secret() -> str:
+    return token_urlsafe(24)
+
+
+def _confluence_token(tenant: JsonObject) -> str:
+    secret = fresh_secret()
     for cred in tenant.get("credentials", []):
         if cred.get("email") == CONFLUENCE_USER:
             cred["token"] = secret
+    return secret
 
 
 def _confluence_options(served: Served) -> Mapping[str, TomlValue]:
@@ -108,10 +121,12 @@ SHAREPOINT_CLIENT_ID = "clearance-demo"
 SHAREPOINT_SECRET_ENV = "CLEARANCE_DEMO_SHAREPOINT_SECRET"
 
 
-def _sharepoint_secret(tenant: JsonObject, secret: str) -> None:
+def _sharepoint_secret(tenant: JsonObject) -> str:
+    secret = fresh_secret()
     for app in tenant.get("apps", []):
         if app.get("client_id") == SHAREPOINT_CLIENT_ID:
             app["client_secret"] = secret
+    return secret
 
 
 def _sharepoint_options(served: Served) -> Mapping[str, TomlValue]:
@@ -155,12 +170,12 @@ def serve(home: Path, sources: Sequence[DemoSource] = SOURCES) -> Iterator[list[
         running: list[Running] = []
         for source in sources:
             tenant = source.load_tenant()
-            for env, install in source.secrets.items():
-                secret = token_urlsafe(24)
-                install(tenant, secret)
+            for env, make in source.secrets.items():
+                secret = make(tenant)
                 saved.setdefault(env, os.environ.get(env))
                 os.environ[env] = secret
-            server = stack.enter_context(EmulatorServer(source.emulator(tenant)))
+            server = stack.enter_context(EmulatorServer(source.emulator(tenant),
+                                                        tls=source.tls))
             ca: Path | None = None
             if server.ca_bundle is not None:
                 certs.mkdir(parents=True, exist_ok=True)
