@@ -357,3 +357,9 @@ def test_after_the_demo_sync_says_in_one_line_why_each_emulated_source_cannot(
         assert any(env in line for env in source.secrets), line  # names the variable
     # The files source still syncs (nothing changed: nothing embedded).
     assert re.search(r"^acme: full sync ok, .* 0 chunks embedded", r.stdout, re.M), r.stdout
+    # --json: the same lines on stderr, and the one object on stdout holds the files source.
+    r = subprocess.run([clearance_exe(), "--home", str(home), "sync", "--json", "--config",
+                        str(home / "clearance.toml")],
+                       capture_output=True, text=True, env=cli_env(), timeout=600)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == len(SOURCES), r.stderr
+    assert [s["connector"] for s in json.loads(r.stdout)["syncs"]] == ["acme"]
