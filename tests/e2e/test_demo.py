@@ -18,6 +18,7 @@ import pytest
 
 from apps.demo import PEOPLE
 from apps.demo.sources import SOURCES, TENANTS
+from auth.identity import explain as explain_acl
 from tests.e2e.test_cli import cli_env
 from tests.support import clearance_exe
 
@@ -363,3 +364,47 @@ def test_after_the_demo_sync_says_in_one_line_why_each_emulated_source_cannot(
                        capture_output=True, text=True, env=cli_env(), timeout=600)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == len(SOURCES), r.stderr
     assert [s["connector"] for s in json.loads(r.stdout)["syncs"]] == ["acme"]
+
+
+def test_every_person_reads_exactly_what_the_sources_rules_admit(demo: tuple[Path, str]) -> None:
+    """For every Acme person and every document of the emulated sources, the stored ACL (what
+    `explain` decides from) agrees with the reference evaluators; the anonymous NEWS space
+    reaches even the external partner, who has no Confluence account, and ENG does not."""
+    from apps.runtime import Runtime
+    from core.settings import load_settings
+
+    home, _ = demo
+    rt = Runtime(load_settings(home, home / "clearance.toml"), read_only=True)
+    people = [p["email"] for p in json.loads(PEOPLE.read_text(encoding="utf-8"))["people"]]
+    accounts = {u.get("email") for u in WIKI["users"]}
+    pages = [c["id"] for c in WIKI["content"] if c.get("status", "current") == "current"]
+    drive = GRAPH["sites"][0]["drives"][0]
+    files = [i["id"] for i in drive["items"] if not i.get("folder") and i["id"] != "root"]
+    checked = refused = 0
+    for email in people:
+        identity = rt.identity(email)
+        for page in pages:
+            doc = rt.store.document(f"{WIKI_NAME}:{page}")
+            assert doc is not None, page
+            expected = (wiki_reads(email, page) if email in accounts
+                        else all("everyone" in g for g in wiki_gates(page)[0]))
+            assert explain_acl(doc.acl, identity.at(doc.connector)).allowed == expected, (email,
+                                                                                       page)
+            checked += 1
+            refused += not expected
+        for item in files:
+            doc = rt.store.document(f"{SP_NAME}:{drive['id']}:{item}")
+            assert doc is not None, item
+            expected = email in graph_readers(item)
+            assert explain_acl(doc.acl, identity.at(doc.connector)).allowed == expected, (email,
+                                                                                       item)
+            checked += 1
+            refused += not expected
+    assert checked == len(people) * (len(pages) + len(files)) and 0 < refused < checked
+    partner = next(e for e in people if not e.endswith("@acme.example"))
+    news = [p for p in pages if wiki_page(p)["space"] == "NEWS"]
+    eng = [p for p in pages if wiki_page(p)["space"] == "ENG"]
+    hits = search(home, wiki_page(news[-1])["title"], partner)
+    assert f"{WIKI_NAME}:{news[-1]}" in hits
+    hits = search(home, wiki_page(eng[1])["title"], partner)
+    assert not [h for h in hits if h.startswith(f"{WIKI_NAME}:") and h.split(":")[1] in eng]
