@@ -8,10 +8,13 @@ replies through the Bot Connector at the activity's (token-signed) service URL.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from botbuilder.core import CloudAdapterBase, TurnContext
@@ -35,6 +38,29 @@ from core.settings import Settings, TeamsSettings
 log = logging.getLogger("clearance.teams")
 DEFAULT_METADATA = "https://login.botframework.com/v1/.well-known/openidconfiguration"
 MAX_ACTIVITY_BYTES = 256_000
+# The channel gives up on a delivery after 15 s (and may deliver it again): a turn still
+# running after this long goes on by itself and the delivery is acknowledged.
+ACK_AFTER_SECONDS = 10.0
+MAX_TURNS = 64  # turns in progress at once; more are refused with 503 (the channel retries)
+
+
+class TurnRunner:
+    """The bot's turns on an event loop of their own (a daemon thread): a turn outlives the
+    request that delivered it, whatever server runs the route."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._slots = threading.BoundedSemaphore(MAX_TURNS)
+        threading.Thread(target=self.loop.run_forever, name="clearance-teams-turns",
+                         daemon=True).start()
+
+    def submit(self, turn: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any] | None:
+        if not self._slots.acquire(blocking=False):
+            turn.close()
+            return None
+        future = asyncio.run_coroutine_threadsafe(turn, self.loop)
+        future.add_done_callback(lambda _f: self._slots.release())
+        return future
 
 
 class Adapter(CloudAdapterBase):  # type: ignore[misc]
@@ -77,7 +103,9 @@ def build_router(runtime: Runtime, settings: Settings,
                                   authority(cfg.oauth_endpoint, cfg.app_tenant_id))
     auth = TeamsAuthentication(tokens, credentials)
     adapter = Adapter(auth)
-    bot = TeamsBot(runtime.lanes(settings.file.web.workers), runtime.audit)
+    bot = TeamsBot(runtime.lanes(settings.file.web.workers), runtime.audit,
+                   asks_per_minute=settings.file.web.asks_per_minute)
+    runner = TurnRunner()
     router = APIRouter()
 
     def error(status: int, message: str) -> JSONResponse:
@@ -105,7 +133,17 @@ def build_router(runtime: Runtime, settings: Settings,
             return error(401, str(exc))
         if cfg.app_tenant_id and tenant_of(activity) != cfg.app_tenant_id:
             return error(403, "this bot serves one tenant only")
-        invoke = await adapter.process_activity(result, activity, bot.on_turn)
+        turn = runner.submit(adapter.process_activity(result, activity, bot.on_turn))
+        if turn is None:
+            return error(503, "too many conversations at once: try again")
+        try:
+            invoke = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(turn)),
+                                            ACK_AFTER_SECONDS)
+        except TimeoutError:
+            return Response(status_code=202)  # still answering: acknowledged, not redelivered
+        except Exception as exc:
+            log.error("teams turn failed: %s", redact_text(f"{type(exc).__name__}: {exc}"))
+            return error(502, "the activity could not be processed")
         if invoke is not None:
             return JSONResponse(invoke.body, int(invoke.status))
         return Response(status_code=200)

@@ -40,6 +40,7 @@ LEEWAY_SECONDS = 300  # the Bot Framework's own clock tolerance
 JWKS_REFRESH_SECONDS = 30.0
 METADATA_SECONDS = 24 * 3600.0
 MAX_TOKEN_CHARS = 16_384
+CONNECTOR_TIMEOUT_SECONDS = 10
 
 
 class Unauthorized(Exception):
@@ -181,7 +182,9 @@ class Connectors(ConnectorFactory):  # type: ignore[misc]
         self.credentials = credentials
 
     async def create(self, service_url: str, audience: str | None = None) -> ConnectorClient:
-        return ConnectorClient(self.credentials, base_url=service_url)
+        client = ConnectorClient(self.credentials, base_url=service_url)
+        client.config.connection.timeout = CONNECTOR_TIMEOUT_SECONDS  # msrest's default is 100
+        return client
 
 
 class TeamsAuthentication(BotFrameworkAuthentication):  # type: ignore[misc]

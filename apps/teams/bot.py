@@ -25,6 +25,7 @@ from botbuilder.core.teams import TeamsInfo
 
 from apps.runtime import Lane, LanePool
 from apps.teams.cards import answer_card
+from apps.web.security import RateLimiter
 from assistant.audit import AuditLog, AuditRecord
 from assistant.citations import Answer
 from auth.audience import Audience, for_audience
@@ -41,6 +42,7 @@ NO_CHANNEL_ANSWER = ("I found no answer in documents that everyone in this conve
                      "open. Ask me in a personal chat to search what you can open yourself.")
 EMPTY = "Ask me a question about company documents."
 FAILED = "Something went wrong while answering; nothing was shared. Please try again later."
+TOO_MANY = "You have asked many questions in the last minute: wait a moment and ask again."
 MAX_MEMBERS = 1000  # a longer member list is not read whole: the conversation admits nothing
 PAGE_SIZE = 100
 MAX_QUESTION = 4000
@@ -82,10 +84,11 @@ class Roster:
 
 
 class TeamsBot(ActivityHandler):  # type: ignore[misc]
-    def __init__(self, lanes: LanePool, audit: AuditLog) -> None:
+    def __init__(self, lanes: LanePool, audit: AuditLog, *, asks_per_minute: int = 20) -> None:
         super().__init__()
         self.lanes = lanes
         self.audit = audit
+        self.limiter = RateLimiter(asks_per_minute)
 
     async def _on_lane(self, work: Callable[[Lane], T]) -> T:
         return await asyncio.wrap_future(self.lanes.submit(work))
@@ -156,6 +159,9 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         question = question_of(activity)
         if not question:
             await ctx.send_activity(MessageFactory.text(EMPTY))
+            return
+        if not self.limiter.allow(address.casefold()):
+            await ctx.send_activity(MessageFactory.text(TOO_MANY))
             return
         conversation = getattr(activity.conversation, "id", None) or ""
         personal = getattr(activity.conversation, "conversation_type", None) == "personal"

@@ -64,14 +64,15 @@ TENANT: dict[str, Any] = {
 }
 
 
-def make_runtime(base: Path, emu: EmulatorServer, **teams: Any) -> Runtime:
+def make_runtime(base: Path, emu: EmulatorServer, web: dict[str, Any] | None = None,
+                 **teams: Any) -> Runtime:
     docs = write_tree(base / "docs", TREE)
     section = {"app_id": APP_ID, "app_password_env": "TEAMS_TEST_PASSWORD",
                "openid_metadata_url": f"{emu.base_url}/v1/.well-known/openidconfiguration",
                "oauth_endpoint": emu.base_url, **teams}
     file = FileConfig.model_validate({
-        "embedder": {"name": "hashing"}, "teams": {k: v for k, v in section.items()
-                                                   if v is not None},
+        "embedder": {"name": "hashing"}, "web": web or {},
+        "teams": {k: v for k, v in section.items() if v is not None},
         "connectors": [{"name": "docs", "kind": "files", "root": str(docs)}]})
     runtime = Runtime(Settings(home=base / "home", config_path=None, file=file))
     [conn] = runtime.connectors()

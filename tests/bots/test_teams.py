@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from apps.runtime import Runtime
 from apps.teams.app import build_router
-from apps.teams.bot import NO_CHANNEL_ANSWER, UNKNOWN_USER
+from apps.teams.bot import NO_CHANNEL_ANSWER, TOO_MANY, UNKNOWN_USER
 from emulators.base import EmulatorServer
 from emulators.botframework import BotFrameworkEmulator
 from tests.bots.teams_world import (
@@ -57,10 +58,10 @@ def emu(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
 
 class Bot:
     def __init__(self, base: Path, emu: EmulatorServer, password: str = APP_PASSWORD,
-                 **teams: Any) -> None:
+                 web: dict[str, Any] | None = None, **teams: Any) -> None:
         self.emu = emu
         self.emulator: BotFrameworkEmulator = emu.emulator  # type: ignore[assignment]
-        self.runtime: Runtime = make_runtime(base, emu, **teams)
+        self.runtime: Runtime = make_runtime(base, emu, web, **teams)
         app = FastAPI()
         app.include_router(build_router(self.runtime, self.runtime.settings,
                                         {"TEAMS_TEST_PASSWORD": password}))
@@ -316,3 +317,39 @@ def test_a_wrong_app_password_sends_nothing_and_logs_no_secret(
     finally:
         b.close()
 
+
+
+def test_asking_is_rate_limited_per_person(tmp_path: Path, emu: EmulatorServer) -> None:
+    b = Bot(tmp_path, emu, web={"asks_per_minute": 1})
+    try:
+        first = b.ask(conversation=PERSONAL_ADA, kind="personal", sender="aad-ada", text=LEAVE_Q)
+        second = b.ask(conversation=PERSONAL_ADA, kind="personal", sender="aad-ada",
+                       text=DEAL_Q, activity_id="act-2")
+        assert "twenty-eight" in first["activity"]["text"]
+        assert second["activity"]["text"] == TOO_MANY and "Lumen" not in shown(second)
+        # another person has a budget of their own
+        third = b.ask(conversation=PERSONAL_EVE, kind="personal", sender="aad-eve",
+                      text=LEAVE_Q, activity_id="act-3")
+        assert "twenty-eight" in third["activity"]["text"]
+    finally:
+        b.close()
+
+
+def test_a_slow_turn_is_acknowledged_and_still_answered(bot: Bot,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The channel gives up after 15 s: a turn past the acknowledgement delay goes on, and its
+    reply arrives after the delivery was acknowledged with 202."""
+    import apps.teams.app as teams_app
+    from emulators.base import Fault
+
+    monkeypatch.setattr(teams_app, "ACK_AFTER_SECONDS", 0.05)
+    bot.emulator.faults.add(Fault(path="/v3/conversations/*/activities/*", latency=0.5))
+    r = bot.post(activity(bot.emu, conversation=PERSONAL_ADA, kind="personal",
+                          sender="aad-ada", text=LEAVE_Q))
+    assert r.status_code == 202
+    for _ in range(400):
+        if bot.emulator.sent():
+            break
+        threading.Event().wait(0.025)
+    [reply] = bot.emulator.sent()
+    assert "twenty-eight" in reply["activity"]["text"]
