@@ -90,8 +90,13 @@ class EntraClient(OidcClient):
             raise InvalidToken("the sign-in was not started here") from None
         if flow.get("redirect_uri") != redirect_uri:
             raise InvalidToken("the sign-in was started for another address")
+        import requests
+
         try:
             result = self._app().acquire_token_by_auth_code_flow(flow, params)
+        except requests.RequestException as exc:
+            raise InvalidToken(f"Entra's token endpoint is unreachable "
+                               f"({type(exc).__name__})") from None
         except ValueError:  # msal: state mismatch, missing code
             raise InvalidToken("the sign-in response does not match its request") from None
         except RuntimeError:  # msal: the ID token's nonce is not this sign-in's

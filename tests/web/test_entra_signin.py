@@ -20,7 +20,7 @@ from apps.web.app import create_app
 from apps.web.entra import EntraClient, entra_tenant
 from core.errors import ConfigError
 from core.settings import load_settings
-from emulators.base import EmulatorServer
+from emulators.base import EmulatorServer, Fault
 from emulators.graph import GraphEmulator
 from tests.web.conftest import free_socket, serve
 from tests.web.corpus import ADA, CEO, SECRET_DOC, SECRET_WORDS, build
@@ -185,3 +185,26 @@ def test_multi_tenant_and_non_entra_issuers() -> None:
     with pytest.raises(ConfigError, match="client_secret_env"):
         EntraClient("https://login.microsoftonline.com/abc/v2.0", "app")
 
+
+
+def test_a_replayed_callback_signs_nobody_in_twice(make_site: Callable[..., Site]) -> None:
+    site = make_site()
+    s, target, fields = begin(site)
+    r = s.post(target, data={**fields, "username": CEO, "password": "ceo-pass"},
+               allow_redirects=False, timeout=10)
+    callback = r.headers["location"]
+    assert s.get(callback, allow_redirects=False, timeout=10).status_code == 303
+    again = s.get(callback, allow_redirects=False, timeout=10)
+    assert again.status_code == 200 and "Sign-in failed" in again.text
+
+
+def test_an_unreachable_entra_is_a_clear_failure_not_a_crash(
+        make_site: Callable[..., Site]) -> None:
+    site = make_site()
+    s, target, fields = begin(site)
+    r = s.post(target, data={**fields, "username": CEO, "password": "ceo-pass"},
+               allow_redirects=False, timeout=10)
+    site.idp.faults.add(Fault(path=f"/{TID}/oauth2/v2.0/token", drop=True, times=None))
+    r = s.get(r.headers["location"], allow_redirects=False, timeout=30)
+    assert r.status_code == 200 and "Sign-in failed" in r.text and "unreachable" in r.text
+    assert SECRET not in r.text
