@@ -208,3 +208,42 @@ def test_an_unreachable_entra_is_a_clear_failure_not_a_crash(
     r = s.get(r.headers["location"], allow_redirects=False, timeout=30)
     assert r.status_code == 200 and "Sign-in failed" in r.text and "unreachable" in r.text
     assert SECRET not in r.text
+
+
+@pytest.mark.slow
+def test_entra_sign_in_in_a_real_browser(make_site: Callable[..., Site], tmp_path: Path) -> None:
+    """Debian's chromium through Playwright: the page's sign-in button, msal's authorize URL,
+    the emulated Entra form (its throwaway TLS certificate accepted for the test), back to the
+    page signed in, a question answered with citations."""
+    import shutil
+
+    from tests.support import unavailable
+    from tests.web.test_browser import CHROMIUM, FLAGS, QUESTION
+
+    if not Path(CHROMIUM).is_file() and not shutil.which("chromium"):
+        unavailable("chromium is not installed (make test-services installs it)")
+    from playwright.sync_api import sync_playwright
+
+    site = make_site()
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=FLAGS, headless=True,
+            ignore_https_errors=True)
+        try:
+            page = ctx.new_page()
+            page.goto(site.url)
+            page.click("#signin")
+            page.wait_for_selector("#username")
+            assert page.url.startswith(f"{site.idp_url}/{TID}/oauth2/v2.0/authorize")
+            page.fill("#username", CEO)
+            page.fill("#password", "ceo-pass")
+            page.click("#signin")
+            page.wait_for_selector("#question")
+            assert CEO in page.inner_text("#who")
+            page.fill("#question", QUESTION)
+            page.click("#send")
+            page.wait_for_selector(".turn[data-done='true']", timeout=30_000)
+            page.screenshot(path=str(tmp_path / "entra-ceo.png"), full_page=True)
+            assert any(w in page.inner_text(".turn .answer") for w in SECRET_WORDS)
+        finally:
+            ctx.close()
