@@ -353,3 +353,43 @@ def test_a_slow_turn_is_acknowledged_and_still_answered(bot: Bot,
         threading.Event().wait(0.025)
     [reply] = bot.emulator.sent()
     assert "twenty-eight" in reply["activity"]["text"]
+
+
+def test_concurrent_askers_each_get_their_own_answer(tmp_path: Path,
+                                                     emu: EmulatorServer) -> None:
+    """Twelve deliveries at once on a real server (uvicorn): every one answered, each in its
+    own conversation with its own asker's access (Eve never gets Ada's deal)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from tests.web.conftest import free_socket, serve
+
+    b = Bot(tmp_path, emu)
+    sock = free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/messages"
+    stop = serve(b.http.app, sock)
+    try:
+        jobs = [(PERSONAL_ADA if i % 2 == 0 else PERSONAL_EVE,
+                 "aad-ada" if i % 2 == 0 else "aad-eve", f"act-{i}") for i in range(12)]
+
+        def deliver(job: tuple[str, str, str]) -> int:
+            conversation, sender, activity_id = job
+            body = activity(b.emu, conversation=conversation, kind="personal", sender=sender,
+                            text=DEAL_Q, activity_id=activity_id)
+            return requests.post(url, json=body, timeout=60, headers={
+                "Authorization": f"Bearer {b.token()}"}).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            assert list(pool.map(deliver, jobs)) == [200] * 12
+        sent = b.emulator.sent()
+        assert sorted(s["reply_to"] for s in sent) == sorted(j[2] for j in jobs)
+        for s in sent:
+            if s["conversation"] == PERSONAL_ADA:
+                assert "Lumen" in s["activity"]["text"]
+            else:
+                assert s["conversation"] == PERSONAL_EVE
+                assert not any(w in shown(s) for w in SECRET_WORDS)
+    finally:
+        stop()
+        b.close()
