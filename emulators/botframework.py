@@ -200,8 +200,11 @@ class BotFrameworkEmulator(Emulator):
         found = self._roster(request)
         if isinstance(found, Response):
             return found
-        size = int(request.arg("pageSize") or self.tenant.get("page_size", 50))
-        start = int(request.arg("continuationToken") or 0)
+        try:
+            size = int(request.arg("pageSize") or self.tenant.get("page_size", 50))
+            start = int(request.arg("continuationToken") or 0)
+        except ValueError:
+            return Response.error(400, "BadArgument", "pageSize and continuationToken")
         page = found[start:start + max(1, size)]
         body: JsonObject = {"members": page}
         if start + size < len(found):
