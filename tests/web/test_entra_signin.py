@@ -247,3 +247,39 @@ def test_entra_sign_in_in_a_real_browser(make_site: Callable[..., Site], tmp_pat
             assert any(w in page.inner_text(".turn .answer") for w in SECRET_WORDS)
         finally:
             ctx.close()
+
+
+def test_the_api_takes_entra_bearer_tokens_for_this_app_only(
+        make_site: Callable[..., Site]) -> None:
+    """Bearer tokens on /api/ask are checked as for any issuer: a v2 token of this tenant for
+    `client_id` is the person; the tenant's app-only Graph token (another audience) is not."""
+    site = make_site()
+    s, target, fields = begin(site)
+    r = s.post(target, data={**fields, "username": ADA, "password": "ada-pass"},
+               allow_redirects=False, timeout=10)
+    code = parse_qs(urlsplit(r.headers["location"]).query)["code"][0]
+    flow_token = requests.post(  # the code is the browser's; redeeming it needs the verifier
+        f"{site.idp_url}/{TID}/oauth2/v2.0/token", timeout=10,
+        data={"grant_type": "authorization_code", "code": code, "client_id": CLIENT_ID,
+              "client_secret": SECRET, "redirect_uri": f"{site.url}/auth/callback",
+              "code_verifier": "not-the-verifier"})
+    assert flow_token.status_code == 400 and "Code_Verifier" in flow_token.text
+    graph = requests.post(f"{site.idp_url}/{TID}/oauth2/v2.0/token", timeout=10, data={
+        "grant_type": "client_credentials", "client_id": CLIENT_ID, "client_secret": SECRET,
+        "scope": "https://graph.microsoft.com/.default"}).json()["access_token"]
+    ask = {"question": "How many days of paid annual leave?"}
+    r = requests.post(f"{site.url}/api/ask", json=ask, timeout=30,
+                      headers={"Authorization": f"Bearer {graph}"})
+    assert r.status_code == 401  # no issuer of this tenant's sign-in, another audience
+    import time
+
+    import jwt as pyjwt
+
+    now = int(time.time())
+    mine = pyjwt.encode({"iss": f"{site.idp_url}/{TID}/v2.0", "aud": CLIENT_ID, "iat": now,
+                         "nbf": now, "exp": now + 600, "preferred_username": ADA, "tid": TID},
+                        site.idp._key, algorithm="RS256", headers={"kid": "emu"})
+    r = requests.post(f"{site.url}/api/ask", json=ask, timeout=30,
+                      headers={"Authorization": f"Bearer {mine}"})
+    assert r.status_code == 200, r.text
+    assert "twenty-eight" in r.json()["answer"]
