@@ -393,3 +393,20 @@ def test_concurrent_askers_each_get_their_own_answer(tmp_path: Path,
     finally:
         stop()
         b.close()
+
+
+def test_a_connection_dropped_midway_fails_closed(bot: Bot) -> None:
+    """The member look-up's connection reset: nobody is named, the refusal goes out. The
+    reply's connection reset: the delivery is still acknowledged, nothing half-sent."""
+    from emulators.base import Fault
+
+    bot.emulator.faults.add(Fault(path="/v3/conversations/*/members/*", drop=True, times=None))
+    reply = bot.ask(conversation=PERSONAL_ADA, kind="personal", sender="aad-ada", text=DEAL_Q)
+    assert reply["activity"]["text"] == UNKNOWN_USER
+    bot.emulator.faults.clear()
+    bot.emulator.faults.add(Fault(path="/v3/conversations/*/activities/*", drop=True,
+                                  times=None))
+    r = bot.post(activity(bot.emu, conversation=PERSONAL_ADA, kind="personal",
+                          sender="aad-ada", text=DEAL_Q, activity_id="act-2"))
+    assert r.status_code == 200
+    assert len(bot.emulator.sent()) == 1  # only the first refusal ever arrived
