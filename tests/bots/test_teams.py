@@ -128,6 +128,7 @@ def test_a_channel_reply_never_cites_what_a_member_cannot_read(bot: Bot) -> None
                     team=ALL_TEAM, activity_id="act-3", name="Bob")
     assert "twenty-eight" in reply["activity"]["text"]
     assert "leave.md" in shown(reply) or "Leave" in json.dumps(card_of(reply)["body"][1])
+    assert bot.emulator.token_requests == 1  # msal's cached token signed all three turns
 
 
 def test_a_group_chat_follows_the_audience_rule_too(bot: Bot) -> None:
