@@ -45,6 +45,7 @@ FAILED = "Something went wrong while answering; nothing was shared. Please try a
 TOO_MANY = "You have asked many questions in the last minute: wait a moment and ask again."
 MAX_MEMBERS = 1000  # a longer member list is not read whole: the conversation admits nothing
 PAGE_SIZE = 100
+MAX_PAGES = 100  # pages of a member list read at most (empty pages included)
 MAX_QUESTION = 4000
 _AT = re.compile(r"<at>.*?</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]{0,200}>")
@@ -112,9 +113,10 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
         """Every member of the conversation (all pages), by address; incomplete otherwise."""
         found: list[str] = []
         token: str | None = None
+        seen: set[str] = set()
         bot_id = getattr(ctx.activity.recipient, "id", None)
         try:
-            while True:
+            for _ in range(MAX_PAGES):
                 page = await TeamsInfo.get_paged_members(ctx, token, PAGE_SIZE)
                 members = getattr(page, "members", None)
                 if not isinstance(members, list):
@@ -131,6 +133,11 @@ class TeamsBot(ActivityHandler):  # type: ignore[misc]
                 token = getattr(page, "continuation_token", None)
                 if not token:
                     break
+                if token in seen:  # a list that goes round in circles is never read whole
+                    return Roster((), False)
+                seen.add(token)
+            else:
+                return Roster((), False)
         except Exception as exc:
             log.warning("teams.roster_failed %s", redact_text(type(exc).__name__))
             return Roster((), False)

@@ -411,3 +411,14 @@ def test_a_connection_dropped_midway_fails_closed(bot: Bot) -> None:
                           sender="aad-ada", text=DEAL_Q, activity_id="act-2"))
     assert r.status_code == 200
     assert len(bot.emulator.sent()) == 1  # only the first refusal ever arrived
+
+
+def test_a_member_list_that_never_ends_admits_nothing(bot: Bot) -> None:
+    from emulators.base import Fault
+
+    bot.emulator.faults.add(Fault(path="/v3/conversations/*/pagedmembers", status=200,
+                                  body={"members": [], "continuationToken": "again"},
+                                  times=None))
+    reply = bot.ask(conversation=EXEC_CHANNEL, kind="channel", sender="aad-ada", text=DEAL_Q,
+                    team=EXEC_TEAM)
+    assert reply["activity"]["text"] == NO_CHANNEL_ANSWER
