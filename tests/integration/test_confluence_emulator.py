@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import requests
 
 from emulators.base import EmulatorServer, load_tenant
 from emulators.cli import example_tenant
-from emulators.confluence import ConfluenceEmulator, parse_cql
+from emulators.confluence import ConfluenceEmulator, generate_tenant, parse_cql, validate_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -158,6 +159,132 @@ def test_clearance_emulate_serves_the_confluence_tenant(tmp_path: Path) -> None:
         answer = requests.get(f"{base}/wiki/rest/api/space", headers={"Authorization": BASIC},
                               timeout=10)
         assert answer.status_code == 200 and answer.json()["results"][0]["key"] == "ENG"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+
+
+# -- tenant files ---------------------------------------------------------------------------
+def _example() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(example_tenant("confluence").read_text())
+    return data
+
+
+def _broken(change: str) -> dict[str, Any]:
+    t = _example()
+    if change == "duplicate content id":
+        t["content"][1]["id"] = t["content"][0]["id"]
+    elif change == "attachment reuses a page id":
+        t["content"][0]["attachments"] = [{"id": "1002", "title": "x.txt"}]
+    elif change == "dangling parent":
+        t["content"][1]["parent"] = "9999"
+    elif change == "parent chain loops":
+        t["content"][0]["parent"] = "1003"
+    elif change == "parent in another space":
+        t["content"][4]["type"] = "page"
+        t["content"][4]["parent"] = "1001"
+    elif change == "content is not a list":
+        t["content"] = {"1001": {}}
+    elif change == "content entry is not an object":
+        t["content"].append("1005")
+    elif change == "id of the wrong type":
+        t["content"][0]["id"] = 1001
+    elif change == "unknown space":
+        t["content"][0]["space"] = "NOPE"
+    elif change == "unknown group member":
+        t["groups"][0]["members"].append("acc-ghost")
+    elif change == "restriction names an unknown group":
+        t["content"][1]["restrictions"]["read"]["groups"] = ["g-ghost"]
+    elif change == "duplicate group name":
+        t["groups"][1]["name"] = t["groups"][0]["name"]
+    elif change == "duplicate space key":
+        t["spaces"][1]["key"] = "ENG"
+    elif change == "bad status":
+        t["content"][0]["status"] = "deleted"
+    elif change == "bad time":
+        t["content"][0]["when"] = "yesterday"
+    elif change == "unknown key":
+        t["content"][0]["colour"] = "blue"
+    elif change == "bad time zone":
+        t["timezone"] = "Mars/Olympus"
+    elif change == "boolean where a number goes":
+        t["page_size"] = True
+    return t
+
+
+BROKEN = ["duplicate content id", "attachment reuses a page id", "dangling parent",
+          "parent chain loops", "parent in another space", "content is not a list",
+          "content entry is not an object", "id of the wrong type", "unknown space",
+          "unknown group member", "restriction names an unknown group", "duplicate group name",
+          "duplicate space key", "bad status", "bad time", "unknown key", "bad time zone",
+          "boolean where a number goes"]
+
+
+EXPECTED = dict(zip(BROKEN, [
+    "duplicate id '1001'", "duplicate id '1002'", "unknown parent '9999'", "loops",
+    "is not a page of space 'PUB'", "'content' must be list", "content[5]: an object",
+    "'id' must be str", "unknown space 'NOPE'", "unknown user 'acc-ghost'",
+    "unknown group 'g-ghost'", "duplicate group name", "duplicate space key", "'status' one of",
+    "not an ISO 8601 time", "unknown key 'colour'", "unknown time zone", "must be int, not bool",
+], strict=True))
+
+
+@pytest.mark.parametrize("change", BROKEN)
+def test_a_malformed_tenant_is_refused_in_one_line(change: str) -> None:
+    with pytest.raises(ValueError) as info:
+        ConfluenceEmulator(_broken(change))
+    message = str(info.value)
+    assert message.startswith("confluence tenant: ") and "\n" not in message
+    assert EXPECTED[change] in message
+
+
+def test_the_example_and_generated_tenants_are_valid() -> None:
+    validate_tenant(_example())
+    validate_tenant(generate_tenant(seed=5))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("change", ["duplicate content id", "dangling parent", "not json"])
+def test_clearance_emulate_refuses_a_bad_tenant_file_with_exit_2(tmp_path: Path,
+                                                                  change: str) -> None:
+    path = tmp_path / "tenant.json"
+    if change == "not json":
+        path.write_text('{"content": [1,')
+    else:
+        path.write_text(json.dumps(_broken(change)))
+    exe = Path(sys.executable).parent / "clearance"
+    done = subprocess.run([str(exe), "emulate", "confluence", "--tenant", str(path),
+                           "--port", str(_free_port()), "--plain-http"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
+    assert "tenant" in done.stderr
+
+
+def test_clearance_emulate_serves_any_tenant_file_on_the_port_asked(tmp_path: Path) -> None:
+    data = generate_tenant(seed=2, spaces=2, pages=40)
+    path = tmp_path / "generated.json"
+    path.write_text(json.dumps(data))
+    port = _free_port()
+    exe = Path(sys.executable).parent / "clearance"
+    proc = subprocess.Popen([str(exe), "emulate", "confluence", "--tenant", str(path),
+                             "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().strip()
+        ca = proc.stdout.readline().strip().removeprefix("ca_bundle ")
+        assert base == f"https://127.0.0.1:{port}"
+        auth = "Basic " + base64.b64encode(b"admin@acme.example:generated-token").decode()
+        answer = requests.get(f"{base}/wiki/rest/api/space", headers={"Authorization": auth},
+                              timeout=10, verify=ca)
+        assert answer.status_code == 200
+        assert [s["key"] for s in answer.json()["results"]] == ["S0", "S1"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)

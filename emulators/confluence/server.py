@@ -13,101 +13,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from emulators.base import Emulator, JsonObject, Request, Response
-
-CONTENT_TYPES = ("page", "blogpost")
-STATUSES = ("current", "draft", "trashed", "archived")
-
-
-def tz_of(name: str) -> tzinfo:
-    """`UTC`, an IANA zone name or a `+HH:MM` offset."""
-    match = re.fullmatch(r"([+-])(\d\d):(\d\d)", name)
-    if match:
-        sign = -1 if match.group(1) == "-" else 1
-        return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
-
-
-def parse_when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{moment.microsecond // 1000:03d}Z"
-
-
-class CqlError(ValueError):
-    pass
-
-
-_CLAUSE = re.compile(
-    r"\s*(?P<field>type|space|id|ancestor|lastmodified|created|status)\s*"
-    r"(?:(?P<op>>=|<=|!=|=|>|<)\s*(?P<value>\"[^\"]*\"|[\w.\-]+)"
-    r"|\s+in\s*\((?P<values>[^)]*)\))\s*", re.IGNORECASE)
-_ORDER = re.compile(r"\s+order\s+by\s+(lastmodified|created|id|title)(?:\s+(asc|desc))?\s*$",
-                    re.IGNORECASE)
-_DATE_FORMATS = ("%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d", "%Y/%m/%d")
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
-
-
-def parse_cql(cql: str) -> tuple[list[tuple[str, str, list[str]]], tuple[str, bool]]:
-    """The minimal CQL a connector uses: clauses joined by AND, an optional ORDER BY."""
-    order = ("created", False)
-    match = _ORDER.search(cql)
-    if match:
-        order = (match.group(1).lower(), (match.group(2) or "asc").lower() == "desc")
-        cql = cql[:match.start()]
-    clauses = []
-    for part in re.split(r"\s+and\s+", cql.strip(), flags=re.IGNORECASE):
-        m = _CLAUSE.fullmatch(part)
-        if m is None:
-            raise CqlError(f"Could not parse cql : {part!r}")
-        field = m.group("field").lower()
-        if m.group("values") is not None:
-            clauses.append((field, "in", [_unquote(v) for v in m.group("values").split(",")]))
-        else:
-            clauses.append((field, m.group("op"), [_unquote(m.group("value"))]))
-    return clauses, order
-
-
-def cql_date(text: str, zone: tzinfo) -> datetime:
-    for fmt in _DATE_FORMATS:
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=zone)
-        except ValueError:
-            continue
-    raise CqlError(f"Could not parse cql date {text!r}")
-
-
-def _encode_cursor(offset: int, cql: str) -> str:
-    raw = json.dumps({"o": offset, "q": cql}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, cql: str) -> int | None:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("q") != cql or not isinstance(data.get("o"), int):
-        return None
-    return int(data["o"])
+from emulators.confluence.cql import (
+    CqlError,
+    cql_date,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    parse_cql,
+    parse_when,
+    tz_of,
+)
+from emulators.confluence.tenant import validate_tenant
 
 
 class ConfluenceEmulator(Emulator):
@@ -115,35 +37,7 @@ class ConfluenceEmulator(Emulator):
 
     # -- tenant ------------------------------------------------------------------------------
     def validate(self, tenant: JsonObject) -> None:
-        for key in ("credentials", "users", "groups", "spaces", "content"):
-            if not isinstance(tenant.get(key, []), list):
-                raise ValueError(f"{key!r} is a list")
-        users = {u.get("accountId") for u in tenant.get("users", [])}
-        if None in users:
-            raise ValueError("every user has an accountId")
-        groups = {g.get("id") for g in tenant.get("groups", [])}
-        for g in tenant.get("groups", []):
-            if not isinstance(g.get("name"), str) or not set(g.get("members", [])) <= users:
-                raise ValueError(f"group {g.get('id')!r}: a name and members that are users")
-        keys = {s.get("key") for s in tenant.get("spaces", [])}
-        for s in tenant.get("spaces", []):
-            for perm in s.get("permissions", []):
-                if not set(perm.get("users", [])) <= users or \
-                        not set(perm.get("groups", [])) <= groups:
-                    raise ValueError(f"space {s.get('key')!r}: unknown user or group")
-        ids = [c.get("id") for c in tenant.get("content", [])]
-        ids += [a.get("id") for c in tenant.get("content", []) for a in c.get("attachments", [])]
-        if len(set(ids)) != len(ids) or None in ids:
-            raise ValueError("content ids are unique")
-        for c in tenant.get("content", []):
-            if c.get("type", "page") not in CONTENT_TYPES or c.get("space") not in keys:
-                raise ValueError(f"content {c.get('id')!r}: a page or blogpost in a known space")
-            if c.get("status", "current") not in STATUSES:
-                raise ValueError(f"content {c.get('id')!r}: status one of {STATUSES}")
-            if c.get("parent") is not None and c["parent"] not in ids:
-                raise ValueError(f"content {c['id']!r}: unknown parent {c['parent']!r}")
-            parse_when(c.get("when", "2026-01-01T00:00:00Z"))
-        tz_of(str(tenant.get("timezone", "UTC")))
+        validate_tenant(tenant)
 
     def _list(self, key: str) -> list[JsonObject]:
         items: list[JsonObject] = self.tenant.setdefault(key, [])
@@ -392,7 +286,7 @@ class ConfluenceEmulator(Emulator):
         offset = 0
         cursor = request.arg("cursor")
         if cursor is not None:
-            got = _decode_cursor(cursor, cql)
+            got = decode_cursor(cursor, cql)
             if got is None:
                 return Response.json({"statusCode": 400, "message": "Invalid cursor"}, 400)
             offset = got
@@ -403,7 +297,7 @@ class ConfluenceEmulator(Emulator):
         more = end < len(hits) or (page and self.tenant.get("quirk_empty_last_page", False))
         links: JsonObject = {"base": self._base(request), "context": "/wiki"}
         if more:
-            query = {"cql": cql, "cursor": _encode_cursor(end, cql), "limit": str(limit)}
+            query = {"cql": cql, "cursor": encode_cursor(end, cql), "limit": str(limit)}
             if request.arg("expand"):
                 query["expand"] = request.arg("expand") or ""
             links["next"] = f"/rest/api/content/search?{urlencode(query)}"
@@ -652,59 +546,3 @@ class ConfluenceEmulator(Emulator):
                                        body.get("anonymous"))
             return Response.json(self._space(parts[1]))
         return None
-
-
-def generate_tenant(seed: int = 7, *, spaces: int = 4, pages: int = 300, users: int = 24,
-                    groups: int = 6) -> JsonObject:
-    """A generated tenant: deep page trees, read restrictions at several levels, an anonymous
-    space, flat groups with names that look nested, hidden emails, an app user, drafts and
-    trash. Deterministic for a seed."""
-    import random
-
-    rng = random.Random(seed)
-    people: list[JsonObject] = []
-    for n in range(users):
-        person: JsonObject = {"accountId": f"acc-{n:03d}", "displayName": f"Person {n}"}
-        if n % 7 != 3:  # every seventh person hides their email
-            person["email"] = f"person{n}@acme.example"
-        people.append(person)
-    people.append({"accountId": "acc-bot", "accountType": "app", "displayName": "Bot"})
-    ids = [p["accountId"] for p in people[:users]]
-    group_list = [{"id": f"g-{n}", "name": f"team-{n}/sub-{n % 2}",
-                   "members": sorted(rng.sample(ids, rng.randint(2, max(2, users // 3))))}
-                  for n in range(groups)]
-    gids = [g["id"] for g in group_list]
-    space_list: list[JsonObject] = []
-    for n in range(spaces):
-        anonymous = n == spaces - 1
-        perms = [] if anonymous else [{"operation": "read",
-                                       "groups": rng.sample(gids, rng.randint(1, 2)),
-                                       "users": rng.sample(ids, rng.randint(0, 3))}]
-        space_list.append({"id": 100 + n, "key": f"S{n}", "name": f"Space {n}",
-                           "anonymous": anonymous, "permissions": perms})
-    content: list[JsonObject] = []
-    by_space: dict[str, list[str]] = {s["key"]: [] for s in space_list}
-    for n in range(pages):
-        space = space_list[n % spaces]["key"]
-        siblings = by_space[space]
-        # Mostly a child of a recent page: trees many levels deep.
-        parent = rng.choice(siblings[-6:]) if siblings and rng.random() < 0.85 else None
-        cid = str(10_000 + n)
-        restricted = rng.random() < 0.3
-        read = {"users": rng.sample(ids, rng.randint(0, 4)) if restricted else [],
-                "groups": rng.sample(gids, rng.randint(0, 2)) if restricted else []}
-        status = "draft" if n % 41 == 40 else "trashed" if n % 37 == 36 else "current"
-        kind = "blogpost" if n % 23 == 22 else "page"
-        content.append({
-            "id": cid, "type": kind, "space": space, "parent": None if kind == "blogpost"
-            else parent, "title": f"Page {n}", "status": status, "version": 1,
-            "when": f"2026-0{1 + n % 9}-1{n % 10}T0{n % 10}:00:00.000Z",
-            "created": f"2026-01-01T00:{n % 60:02d}:00.000Z", "author": rng.choice(ids),
-            "body": f"<h1>Page {n}</h1><p>Generated page {n}, zephyrmarker.</p>",
-            "restrictions": {"read": read}})
-        if kind == "page" and status == "current":
-            siblings.append(cid)
-    return {"cloud_id": "generated", "timezone": "UTC", "page_size": 25,
-            "credentials": [{"email": "admin@acme.example", "token": "generated-token",
-                             "admin": True}],
-            "users": people, "groups": group_list, "spaces": space_list, "content": content}
