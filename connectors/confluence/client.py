@@ -10,9 +10,9 @@ followed exactly, joined with the wiki base, and an empty page ends a listing ev
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -22,6 +22,7 @@ from connectors.http import HttpPolicy
 from core.errors import SourceAuthError, SourceError
 
 JsonObject = dict[str, Any]
+T = TypeVar("T")
 
 PAGE_EXPAND = ("body.storage,version,ancestors,space,container,"
                "restrictions.read.restrictions.user,restrictions.read.restrictions.group")
@@ -44,8 +45,12 @@ class ConfluenceClient:
 
     def __init__(self, url: str, policy: HttpPolicy, *, auth: Auth, token: str = "",
                  username: str | None = None, page_size: int = 25,
-                 service_account: ServiceAccount | None = None) -> None:
+                 service_account: ServiceAccount | None = None,
+                 site: str | None = None) -> None:
         self.base = url.rstrip("/")
+        # The site's own wiki base, for web links when an answer carries no `_links.base`
+        # (through the OAuth gateway, `base` is api.atlassian.com's, not the site's).
+        self.site = (site or url).rstrip("/")
         self.policy = policy
         self.page_size = page_size
         self.service_account = service_account
@@ -81,11 +86,24 @@ class ConfluenceClient:
         if self.service_account is not None and time.monotonic() >= self._expires:
             self.api._create_token_session(self._mint(self.api.session))
 
+    def _call(self, request: Callable[[], T]) -> T:
+        """One request with a valid Bearer. A minted Bearer the site refuses (401: expired
+        early or revoked) is minted again once and the request tried once more; a second
+        401 is the answer."""
+        self._fresh()
+        try:
+            return request()
+        except SourceAuthError:
+            if self.service_account is None:
+                raise
+        self._expires = 0.0
+        self._fresh()
+        return request()
+
     # -- raw ---------------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, str] | None = None) -> JsonObject:
         """One GET of a path under the wiki base (`rest/api/...`), a JSON object back."""
-        self._fresh()
-        answer = self.api.get(path.lstrip("/"), params=params or {})
+        answer = self._call(lambda: self.api.get(path.lstrip("/"), params=params or {}))
         if not isinstance(answer, dict):
             raise SourceError(f"GET {path}: not a JSON object")
         return answer
@@ -158,8 +176,7 @@ class ConfluenceClient:
         if not link:
             raise SourceError("attachment without a download link")
         path = self.next_path({"_links": {"next": link}}) or ""
-        self._fresh()
-        data = self.api.get(path, not_json_response=True)
+        data = self._call(lambda: self.api.get(path, not_json_response=True))
         if not isinstance(data, bytes):
             raise SourceError(f"GET {path.split('?')[0]}: no bytes")
         return data

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from connectors.base import (
     AclUpdate,
@@ -82,7 +82,7 @@ def zone(name: str) -> tzinfo:
 
 
 class ConfluenceOptions(HttpConnectorOptions):
-    url: str = Field(min_length=1)  # https://<site>.atlassian.net/wiki or the OAuth gateway's
+    url: str = Field(min_length=1)  # https://<site>.atlassian.net/wiki
     username: str | None = None  # the account's email (Basic auth); not with auth = "oauth"
     # The variable holding the API token (basic) or a Bearer access token (oauth).
     token_env: str | None = Field(default=None, min_length=1)
@@ -90,7 +90,10 @@ class ConfluenceOptions(HttpConnectorOptions):
     # oauth with a service account: client credentials, exchanged at oauth_url for a Bearer.
     client_id: str | None = Field(default=None, min_length=1)
     client_secret_env: str | None = Field(default=None, min_length=1)
-    oauth_url: str = "https://api.atlassian.com/oauth/token"  # the token endpoint
+    # oauth: requests go through {api_url}/ex/confluence/{cloud_id}/wiki (the site's cloudId).
+    cloud_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")
+    api_url: str = "https://api.atlassian.com"
+    oauth_url: str | None = None  # the token endpoint; default {api_url}/oauth/token
     spaces: list[str] | None = None  # space keys; default: every space the account can see
     include_attachments: bool = False
     timezone: str = "UTC"  # the account's time zone: CQL dates are read in it
@@ -98,9 +101,25 @@ class ConfluenceOptions(HttpConnectorOptions):
     account_emails: dict[str, str] = Field(default_factory=dict)  # accountId -> email
     page_size: int = Field(default=25, ge=1, le=250)
 
-    @field_validator("url")
+    @model_validator(mode="after")
+    def _oauth_needs_a_cloud_id(self) -> ConfluenceOptions:
+        if self.auth == "oauth" and not self.cloud_id:
+            raise ValueError("'cloud_id' is required with auth = \"oauth\" (requests go "
+                             "through the gateway, <api_url>/ex/confluence/<cloud_id>/wiki)")
+        return self
+
+    @property
+    def api_base(self) -> str:
+        """Where requests go: the site's wiki (basic) or the OAuth gateway's (oauth)."""
+        if self.auth == "oauth":
+            return f"{self.api_url}/ex/confluence/{self.cloud_id}/wiki"
+        return self.url
+
+    @field_validator("url", "api_url", "oauth_url")
     @classmethod
-    def _wiki_url(cls, value: str) -> str:
+    def _wiki_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("https://", "http://")) or "@" in value.split("/")[2]:
             raise ValueError("must be an http(s) URL without credentials in it")
         return value.rstrip("/")
@@ -172,8 +191,10 @@ class ConfluenceConnector:
             secret = env.get(options.client_secret_env or "", "")
             if not options.client_secret_env or not secret:
                 raise ConfigError(f"connector {name!r}: 'client_secret_env' must name a set "
-                                  "environment variable (the service account's secret)")
-            account = ServiceAccount(options.client_id, secret, options.oauth_url)
+                                  "environment variable holding the service account's "
+                                  f"secret ({options.client_secret_env or 'none given'})")
+            account = ServiceAccount(options.client_id, secret,
+                                     options.oauth_url or f"{options.api_url}/oauth/token")
         else:
             token = env.get(options.token_env or "", "")
             if not options.token_env or not token:
@@ -186,9 +207,9 @@ class ConfluenceConnector:
         if ca_bundle is not None:
             ca_bundle = str((base_dir / Path(ca_bundle).expanduser()).resolve())
         policy = options.model_copy(update={"ca_bundle": ca_bundle}).http_policy(name)
-        client = ConfluenceClient(options.url, policy, auth=options.auth, token=token,
+        client = ConfluenceClient(options.api_base, policy, auth=options.auth, token=token,
                                   username=options.username, page_size=options.page_size,
-                                  service_account=account)
+                                  service_account=account, site=options.url)
         return cls(name, client, spaces=options.spaces, time_zone=options.timezone,
                    overlap_minutes=options.overlap_minutes, account_emails=options.account_emails,
                    include_attachments=options.include_attachments)
@@ -379,7 +400,7 @@ class ConfluenceConnector:
             return
         for page, following in self.client.search(self._scope_cql(keys), PAGE_EXPAND,
                                                   state.get("next") if state else None):
-            base = str(page.get("_links", {}).get("base") or self.client.base)
+            base = str(page.get("_links", {}).get("base") or self.client.site)
             ops: list[Operation] = []
             failures: list[Failure] = []
             for item in page["results"]:
@@ -412,7 +433,7 @@ class ConfluenceConnector:
         cql = f'{self._scope_cql(keys)} AND lastmodified >= "{window}" ORDER BY lastmodified ASC'
         changed: set[tuple[str, str]] = set()  # (id, version): the overlap repeats some
         for page, _ in self.client.search(cql, PAGE_EXPAND):
-            base = str(page.get("_links", {}).get("base") or self.client.base)
+            base = str(page.get("_links", {}).get("base") or self.client.site)
             ops: list[Operation] = []
             failures: list[Failure] = []
             for item in page["results"]:

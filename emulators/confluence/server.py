@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -79,6 +80,8 @@ class ConfluenceEmulator(Emulator):
 
     # -- routes ------------------------------------------------------------------------------
     def setup(self) -> None:
+        self._minted: dict[str, tuple[str, float]] = {}  # Bearer -> (client_id, expires at)
+        self._mints = 0
         routes: list[tuple[str, Callable[[Request], Response]]] = [
             ("/rest/api/content/search", self._search),
             ("/rest/api/content", self._content_list),
@@ -112,6 +115,12 @@ class ConfluenceEmulator(Emulator):
             return handler(request)
         return guarded
 
+    def expire_tokens(self) -> None:
+        """Every Bearer minted so far stops working (expired early or revoked at the source);
+        the client is not told, it learns from the next 401."""
+        with self.lock:
+            self._minted = {t: (c, 0.0) for t, (c, _) in self._minted.items()}
+
     def _token(self, request: Request) -> Response:
         """OAuth 2.0 client credentials of a service account: a Bearer for the gateway path."""
         try:
@@ -126,8 +135,12 @@ class ConfluenceEmulator(Emulator):
         if account is None:
             return Response.json({"error": "access_denied",
                                   "error_description": "Unauthorized"}, 401)
-        return Response.json({"access_token": account["token"], "token_type": "Bearer",
-                              "expires_in": int(account.get("expires_in", 3600)),
+        lifetime = int(account.get("expires_in", 3600))
+        self._mints += 1
+        token = f"{account['token']}.{self._mints}"  # a new Bearer each time, as the real one
+        self._minted[token] = (str(account["client_id"]), time.time() + lifetime)
+        return Response.json({"access_token": token, "token_type": "Bearer",
+                              "expires_in": lifetime,
                               "scope": "read:confluence-content.all"})
 
     def _authenticate(self, request: Request, oauth: bool) -> JsonObject | None:
@@ -137,10 +150,14 @@ class ConfluenceEmulator(Emulator):
             if request.params.get("cloud_id") != self.tenant.get("cloud_id"):
                 return None
             token = request.bearer
-            minted = [{"bearer": a.get("token"), "admin": a.get("admin", True)}
-                      for a in self._list("service_accounts")]
-            return next((c for c in [*creds, *minted] if token and c.get("bearer") == token),
-                        None)
+            if token in self._minted:
+                client_id, expires = self._minted[token]
+                account = next((a for a in self._list("service_accounts")
+                                if a["client_id"] == client_id), None)
+                if account is None or time.time() >= expires:
+                    return None  # expired, revoked, or its service account removed
+                return {"bearer": token, "admin": account.get("admin", True)}
+            return next((c for c in creds if token and c.get("bearer") == token), None)
         if not auth.lower().startswith("basic "):
             return None
         try:
@@ -151,9 +168,11 @@ class ConfluenceEmulator(Emulator):
                      and token), None)
 
     def _base(self, request: Request) -> str:
+        """`_links.base`: the site's wiki, also through the OAuth gateway (web links point at
+        the site, not at api.atlassian.com)."""
         host = request.headers.get("host", "127.0.0.1")
         scheme = self.tenant.get("scheme", "https")
-        return f"{scheme}://{host}{request.params['_prefix']}"
+        return f"{scheme}://{host}/wiki"
 
     # -- shapes ------------------------------------------------------------------------------
     def _user_json(self, account_id: str) -> JsonObject:

@@ -17,7 +17,7 @@ from connectors.confluence.connector import ConfluenceConnector, ConfluenceOptio
 from connectors.http import HttpLimits, HttpPolicy
 from core import principals as P
 from core.errors import ConfigError, SourceAuthError
-from emulators.base import EmulatorServer
+from emulators.base import EmulatorServer, Fault
 from emulators.confluence import ConfluenceEmulator
 from indexer.embedding.hashing import HashingEmbedder
 from indexer.store.sqlite import SqliteStore
@@ -314,30 +314,87 @@ def test_the_entry_points_are_registered() -> None:
     assert registered()["confluence"] is ConfluenceEmulator
 
 
+def _service_account(server: EmulatorServer, **extra: Any) -> ConfluenceOptions:
+    emu(server).tenant["service_accounts"] = [
+        {"client_id": "svc-1", "client_secret": "s3cret-value", "token": "minted-bearer",
+         "expires_in": 3600}]
+    raw = {"url": f"{server.base_url}/wiki", "auth": "oauth", "cloud_id": "cloud-1",
+           "api_url": server.base_url, "client_id": "svc-1", "client_secret_env": "SVC_SECRET",
+           "spaces": SCOPE, "timezone": "Europe/Berlin", "account_emails": MAPPED,
+           "requests_per_second": 0, **extra}
+    options = parse_options(ConfluenceConnector, NAME, "confluence", raw)
+    assert isinstance(options, ConfluenceOptions)
+    return options
+
+
+def _oauth(options: ConfluenceOptions, secret: str = "s3cret-value") -> ConfluenceConnector:
+    return ConfluenceConnector.from_options(NAME, options, Path("."),
+                                            environ={"SVC_SECRET": secret})
+
+
 def test_a_service_account_mints_its_bearer_with_client_credentials(
         server: EmulatorServer, store: SqliteStore) -> None:
     e = emu(server)
-    e.tenant["service_accounts"] = [{"client_id": "svc-1", "client_secret": "s3cret-value",
-                                     "token": "minted-bearer", "expires_in": 30}]
-    raw = {"url": f"{server.base_url}/ex/confluence/cloud-1/wiki", "auth": "oauth",
-           "client_id": "svc-1", "client_secret_env": "SVC_SECRET",
-           "oauth_url": f"{server.base_url}/oauth/token", "spaces": SCOPE,
-           "timezone": "Europe/Berlin", "account_emails": MAPPED, "requests_per_second": 0}
-    options = parse_options(ConfluenceConnector, NAME, "confluence", raw)
-    conn = ConfluenceConnector.from_options(NAME, options, Path("."),
-                                            environ={"SVC_SECRET": "s3cret-value"})
-    report = Pipeline(store, HashingEmbedder()).full_sync(conn)
+    options = _service_account(server)
+    report = Pipeline(store, HashingEmbedder()).full_sync(_oauth(options))
     assert report.status == "ok", report.errors
     assert "103" in sees(store, "ann@acme.example")
-    # expires_in 30 s is within the minute's margin: every call mints again.
-    assert e.counters.to_json()["by_path"]["/oauth/token"] > 1
-    bad = ConfluenceConnector.from_options(NAME, options, Path("."),
-                                           environ={"SVC_SECRET": "wrong-secret"})
+    assert "103" not in sees(store, "bob@acme.example")
+    by_path = e.counters.to_json()["by_path"]
+    assert by_path["/oauth/token"] == 1  # minted once, used until a minute before it expires
+    # Every API request went through the gateway of the configured cloud id.
+    api = [p for p in by_path if p != "/oauth/token"]
+    assert api and all(p.startswith("/ex/confluence/cloud-1/wiki/") for p in api)
+    doc = store.document(f"{NAME}:103")  # web links point at the site, not the gateway
+    assert doc is not None and doc.url.endswith(f":{server.port}/wiki/spaces/ENG/pages/103")
+
+
+def test_a_bearer_about_to_expire_is_minted_again_before_use(server: EmulatorServer) -> None:
+    options = _service_account(server)
+    emu(server).tenant["service_accounts"][0]["expires_in"] = 30  # within the minute's margin
+    list(_oauth(options).content())
+    assert emu(server).counters.to_json()["by_path"]["/oauth/token"] > 1
+
+
+def test_an_expired_or_revoked_bearer_is_renewed_once(server: EmulatorServer,
+                                                      store: SqliteStore) -> None:
+    e = emu(server)
+    conn = _oauth(_service_account(server))
+    pipeline = Pipeline(store, HashingEmbedder())
+    assert pipeline.full_sync(conn).status == "ok"
+    assert e.counters.to_json()["by_path"]["/oauth/token"] == 1
+    e.expire_tokens()  # the site stops honouring the Bearer; the client still thinks it valid
+    e.edit("101", body=f"<p>Edited home, {MARK}.</p>")
+    report = pipeline.incremental_sync(conn)
+    assert report.status == "ok", report.errors
+    assert e.counters.to_json()["by_path"]["/oauth/token"] == 2  # one renewal, not one per call
+
+
+def test_a_bearer_refused_again_after_renewal_is_an_auth_error(server: EmulatorServer) -> None:
+    e = emu(server)
+    conn = _oauth(_service_account(server))
+    e.faults.add(Fault("/ex/confluence/*", status=401, times=None))
     with pytest.raises(SourceAuthError) as info:
-        list(bad.content())
-    assert "wrong-secret" not in str(info.value)
+        list(conn.content())
+    assert e.counters.to_json()["by_path"]["/oauth/token"] == 2  # first mint + one renewal
+    assert "s3cret-value" not in str(info.value) and "minted-bearer" not in str(info.value)
+
+
+def test_a_wrong_client_secret_is_one_line_without_the_secret(server: EmulatorServer) -> None:
+    with pytest.raises(SourceAuthError) as info:
+        list(_oauth(_service_account(server), secret="wrong-secret-4711").content())
+    message = str(info.value)
+    assert "401" in message and "\n" not in message
+    assert "wrong-secret-4711" not in message and "s3cret-value" not in message
+
+
+def test_oauth_without_a_cloud_id_or_a_secret_is_a_config_error(server: EmulatorServer) -> None:
+    with pytest.raises(ConfigError, match="cloud_id"):
+        _service_account(server, cloud_id=None)
+    with pytest.raises(ConfigError, match="cloud_id"):
+        _service_account(server, cloud_id="../../evil")
     with pytest.raises(ConfigError, match="client_secret_env"):
-        ConfluenceConnector.from_options(NAME, options, Path("."), environ={})
+        ConfluenceConnector.from_options(NAME, _service_account(server), Path("."), environ={})
 
 
 def test_moving_a_subtree_from_under_a_restriction_reaches_its_descendants_incrementally(
