@@ -146,6 +146,10 @@ class ConfluenceClient:
                ) -> Iterator[tuple[JsonObject, str | None]]:
         return self.pages("rest/api/content/search", {"cql": cql, "expand": expand}, resume)
 
+    def content(self, content_id: str, expand: str) -> JsonObject:
+        """One content item (a page whose body the search left out)."""
+        return self.get(f"rest/api/content/{content_id}", {"expand": expand})
+
     def spaces(self) -> Iterator[JsonObject]:
         for page, _ in self.pages("rest/api/space", {"status": "current"}):
             yield from page["results"]

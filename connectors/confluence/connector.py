@@ -60,7 +60,14 @@ from connectors.extract.confluence import extract_storage
 from connectors.http import HttpStats
 from core import principals as P
 from core.acl import Acl
-from core.errors import ConfigError, CursorExpired, MalformedDocument, SourceError
+from core.errors import (
+    ConfigError,
+    CursorExpired,
+    MalformedDocument,
+    SourceError,
+    SourceForbidden,
+    SourceNotFound,
+)
 from core.models import Membership, make_document
 
 log = logging.getLogger(__name__)
@@ -327,32 +334,51 @@ class ConfluenceConnector:
 
     def acl(self, item: JsonObject, run: _Pass) -> tuple[Acl, str | None]:
         """Space gate, own gate, one gate per restricted ancestor; the first problem closes."""
+        acl, problem, _ = self._acl(item, run)
+        return acl, problem
+
+    def _acl(self, item: JsonObject, run: _Pass) -> tuple[Acl, str | None, bool]:
+        """The ACL, the problem that closed it, and whether that problem is the page's own
+        (a restriction of it or of an ancestor that answered 403 or failed: skip the page)
+        rather than its space's (every page of the space is closed: a partial sync)."""
         key = str(item.get("space", {}).get("key", ""))
         space, problem = self._space_gate(key, run)
         if problem:
-            return Acl.nobody(problem), problem
+            return Acl.nobody(problem), problem, False
         gates = [space]
         chain = [str(a["id"]) for a in item.get("ancestors", [])]
         for cid in chain:
             got, problem = self._restriction(cid, run)
             if problem:
-                return Acl.nobody(problem), problem
+                return Acl.nobody(problem), problem, True
             if got is not None:
                 gates.append(got)
         if item.get("type") == "attachment":
             # No restriction of its own: the container is its last ancestor, already a gate.
-            return Acl.of(gates), None
+            return Acl.of(gates), None, False
         own, problem = self._own(item, run)
         if problem:
-            return Acl.nobody(problem), problem
+            return Acl.nobody(problem), problem, True
         if own is not None:
             gates.append(own)
-        return Acl.of(gates), None
+        return Acl.of(gates), None, False
+
+    def _listed_acl(self, item: JsonObject, run: _Pass) -> Acl:
+        """The ACL of a listed page (no body read): a problem closes it and is reported."""
+        acl, problem = self.acl(item, run)
+        if problem:
+            run.warn(f"closed:{problem}", f"{problem}: content {item['id']} (and any other "
+                     "it closes) readable by nobody until it can be read")
+        return acl
 
     # -- documents ---------------------------------------------------------------------------
     def _document(self, item: JsonObject, base: str, run: _Pass) -> Upsert | Failure:
-        acl, problem = self.acl(item, run)
+        acl, problem, own_problem = self._acl(item, run)
         cid = str(item["id"])
+        if problem and own_problem:
+            # Skipped and reported; an indexed copy is closed to everyone (never left with a
+            # wider ACL) and tried again next pass. The rest of the sync goes on.
+            return Failure(cid, f"skipped: {problem}", self.doc_id(cid), acl, transient=True)
         if problem:
             run.failures.append(Failure(cid, problem, scope="acl"))
         site = base[: -len("/wiki")] if base.endswith("/wiki") else base
@@ -362,8 +388,13 @@ class ConfluenceConnector:
                 data = self.client.download(str(item.get("_links", {}).get("download", "")))
                 sections = list(extract_bytes(data, title).sections)
             else:
-                body = str(item.get("body", {}).get("storage", {}).get("value", ""))
-                _, sections = extract_storage(body, f"{title} ({cid})", site)
+                _, sections = extract_storage(self._body(item), f"{title} ({cid})", site)
+        except SourceForbidden as exc:
+            closed = Acl.nobody(f"content {cid}: 403")
+            return Failure(cid, f"skipped: content could not be read ({exc})", self.doc_id(cid),
+                           closed, transient=True)
+        except SourceNotFound as exc:  # gone between the listing and the read
+            return Failure(cid, f"content vanished ({exc})", self.doc_id(cid))
         except SourceError as exc:
             return Failure(cid, f"attachment could not be downloaded ({exc})", self.doc_id(cid),
                            acl, transient=True)
@@ -381,6 +412,16 @@ class ConfluenceConnector:
         url = f"{base}{item.get('_links', {}).get('webui', '')}"
         return Upsert(make_document(self.doc_id(cid), title, url, sections, acl, updated,
                                     metadata))
+
+    def _body(self, item: JsonObject) -> str:
+        """The storage body from the expansion; when the search left it out (`_expandable`),
+        read the one page (a 403 there: skip it)."""
+        storage = item.get("body", {}).get("storage")
+        if not isinstance(storage, dict):
+            storage = self.client.content(str(item["id"]), "body.storage").get(
+                "body", {}).get("storage", {})
+        value = storage.get("value", "") if isinstance(storage, dict) else ""
+        return value if isinstance(value, str) else ""
 
     # -- content pass ------------------------------------------------------------------------
     def content(self, cursor: str | None = None) -> Iterator[ContentPage]:
@@ -407,12 +448,11 @@ class ConfluenceConnector:
                 if not self._wanted(item):
                     continue
                 got = self._document(item, base, run)
+                acls[str(item["id"])] = _state_key(got)
                 if isinstance(got, Failure):
                     failures.append(got)
-                    acls[str(item["id"])] = _acl_key(got.acl or Acl.nobody("?"))
                 else:
                     ops.append(got)
-                    acls[str(item["id"])] = _acl_key(got.document.acl)
             more, said = run.drain()
             cursor = _cursor("list", since, acls, keys, following) if following \
                 else _cursor("feed", since, acls, keys)
@@ -432,27 +472,32 @@ class ConfluenceConnector:
         window = since.astimezone(self.zone).strftime("%Y-%m-%d %H:%M")
         cql = f'{self._scope_cql(keys)} AND lastmodified >= "{window}" ORDER BY lastmodified ASC'
         changed: set[tuple[str, str]] = set()  # (id, version): the overlap repeats some
-        for page, _ in self.client.search(cql, PAGE_EXPAND):
-            base = str(page.get("_links", {}).get("base") or self.client.site)
-            ops: list[Operation] = []
-            failures: list[Failure] = []
-            for item in page["results"]:
-                if not self._wanted(item):
-                    continue
-                cid = str(item["id"])
-                stamp = (cid, str(item.get("version", {}).get("number", "")))
-                if stamp in changed:
-                    continue
-                changed.add(stamp)
-                got = self._document(item, base, run)
-                if isinstance(got, Failure):
-                    failures.append(got)
-                    acls[cid] = _acl_key(got.acl or Acl.nobody("?"))
-                else:
-                    ops.append(got)
-                    acls[cid] = _acl_key(got.document.acl)
-            more, said = run.drain()
-            yield ContentPage(tuple(ops), (*failures, *more), None, said)
+        # Pages skipped last time (a 403, a failed download) are read again in full first.
+        retry = sorted(c for c, k in old.items() if k == RETRY)
+        listings = [f"{self._scope_cql(keys)} AND id in "
+                    f"({','.join(json.dumps(c) for c in retry[n:n + 50])})"
+                    for n in range(0, len(retry), 50)]
+        for query in [*listings, cql]:
+            for page, _ in self.client.search(query, PAGE_EXPAND):
+                base = str(page.get("_links", {}).get("base") or self.client.site)
+                ops: list[Operation] = []
+                failures: list[Failure] = []
+                for item in page["results"]:
+                    if not self._wanted(item):
+                        continue
+                    cid = str(item["id"])
+                    stamp = (cid, str(item.get("version", {}).get("number", "")))
+                    if stamp in changed:
+                        continue
+                    changed.add(stamp)
+                    got = self._document(item, base, run)
+                    acls[cid] = _state_key(got)
+                    if isinstance(got, Failure):
+                        failures.append(got)
+                    else:
+                        ops.append(got)
+                more, said = run.drain()
+                yield ContentPage(tuple(ops), (*failures, *more), None, said)
         # Restriction and space-permission edits do not touch lastmodified; deletions have no
         # feed: list the scope (no bodies) and compare with what the last pass saw.
         done = {cid for cid, _ in changed}
@@ -462,7 +507,7 @@ class ConfluenceConnector:
                 cid = str(item["id"])
                 if cid in done or not self._wanted(item):
                     continue
-                acl, _problem = self.acl(item, run)
+                acl = self._listed_acl(item, run)
                 acls[cid] = _acl_key(acl)
                 if old.get(cid) != acls[cid]:
                     ops.append(AclUpdate(self.doc_id(cid), acl))
@@ -481,7 +526,7 @@ class ConfluenceConnector:
             return
         for page, following in self.client.search(self._scope_cql(keys), ACL_EXPAND,
                                                   state.get("next") if state else None):
-            acls = tuple((self.doc_id(str(item["id"])), self.acl(item, run)[0])
+            acls = tuple((self.doc_id(str(item["id"])), self._listed_acl(item, run))
                          for item in page["results"] if self._wanted(item))
             failures, said = run.drain()
             next_cursor = _cursor("perm", 0, {}, keys, following) if following else None
@@ -513,6 +558,18 @@ class ConfluenceConnector:
         except SourceError as exc:
             yield IdentityPage(failures=(Failure("groups", f"groups could not be read ({exc})",
                                                  scope="identities", transient=True),))
+
+
+RETRY = "retry"  # the cursor's mark of a page skipped this pass: read it again in full next
+
+
+def _state_key(got: Upsert | Failure) -> str:
+    """What the cursor remembers of a page: its ACL's key, or RETRY when it was skipped for a
+    reason that may pass (a 403, a failed download): the ids listing alone would never
+    bring its text back."""
+    if isinstance(got, Upsert):
+        return _acl_key(got.document.acl)
+    return RETRY if got.transient else _acl_key(got.acl or Acl.nobody("failed"))
 
 
 def _complete(part: JsonObject) -> bool:

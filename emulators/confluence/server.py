@@ -235,7 +235,11 @@ class ConfluenceEmulator(Emulator):
             out["ancestors"] = [{"id": a["id"], "type": a.get("type", "page"),
                                  "title": a.get("title", a["id"])}
                                 for a in self._ancestors(item)]
-        if "body.storage" in expand:
+        forbidden = self._forbidden(item)
+        if "body.storage" in expand and "content" in forbidden:
+            # The caller may list it but not read it: the expansion is left out, as Cloud does.
+            out["_expandable"]["body"] = f"/rest/api/content/{item['id']}?expand=body"
+        elif "body.storage" in expand:
             out["body"] = {"storage": {"value": item.get("body", ""),
                                        "representation": "storage"}}
         if kind == "attachment":
@@ -246,7 +250,11 @@ class ConfluenceEmulator(Emulator):
             out["extensions"] = {"mediaType": item.get("mediaType", "application/octet-stream")}
             if "container" in expand:
                 out["container"] = {"id": item["parent"], "type": "page"}
-        if any(e.startswith("restrictions.read") for e in expand):
+        if any(e.startswith("restrictions.read") for e in expand) \
+                and "restrictions" in forbidden:
+            out["_expandable"]["restrictions"] = (f"/rest/api/content/{item['id']}/"
+                                                  "restriction/byOperation")
+        elif any(e.startswith("restrictions.read") for e in expand):
             full = self._restriction_json(item)
             if "restrictions.read.restrictions.user" not in expand:
                 full["restrictions"].pop("user")
@@ -333,27 +341,43 @@ class ConfluenceEmulator(Emulator):
                                  lambda c: self._content_json(c, self._expand(request), request),
                                  "/rest/api/content")
 
+    def _forbidden(self, item: JsonObject) -> set[str]:
+        """What of this content answers 403 (`forbidden` in the tenant, or `forbid()`);
+        an attachment is forbidden with its container's content."""
+        if item.get("type") == "attachment":
+            page = self.content_by_id(str(item.get("parent")))
+            return {"content"} & set(page.get("forbidden", [])) if page else set()
+        return set(item.get("forbidden", []))
+
+    @staticmethod
+    def _forbidden_answer() -> Response:
+        return Response.json({"statusCode": 403, "message": "Not permitted to view this "
+                              "content"}, 403)
+
     def _content_one(self, request: Request) -> Response:
         item = self.content_by_id(request.params["content_id"])
         if item is None or (item.get("status", "current") in ("trashed", "archived") \
                 and request.arg("status") != item.get("status")):
             return Response.json({"statusCode": 404, "message": "No content found"}, 404)
-        if item.get("status") == "draft":
-            return Response.json({"statusCode": 403, "message": "Not permitted"}, 403)
+        if item.get("status") == "draft" or "content" in self._forbidden(item):
+            return self._forbidden_answer()
         return Response.json(self._content_json(item, self._expand(request), request))
 
     def _restriction(self, request: Request) -> Response:
         item = self.content_by_id(request.params["content_id"])
         if item is None or item.get("status", "current") not in ("current", "draft"):
             return Response.json({"statusCode": 404, "message": "No content found"}, 404)
-        if item.get("status") == "draft":
-            return Response.json({"statusCode": 403, "message": "Not permitted"}, 403)
+        if item.get("status") == "draft" or "restrictions" in self._forbidden(item):
+            return self._forbidden_answer()
         start = int(request.arg("start", "0") or 0)
         return Response.json(self._restriction_json(item, start, self._page_size(request)))
 
     # -- attachments -------------------------------------------------------------------------
     def _child_attachments(self, request: Request) -> Response:
         cid = request.params["content_id"]
+        page = self.content_by_id(cid)
+        if page is not None and "content" in self._forbidden(page):
+            return self._forbidden_answer()
         items = [a for a in self.attachments() if a["parent"] == cid]
         return self._offset_page(request, items,
                                  lambda a: self._content_json(a, self._expand(request), request),
@@ -365,6 +389,8 @@ class ConfluenceEmulator(Emulator):
                     and a.get("title") == request.params["name"]), None)
         if att is None or att.get("status") != "current":
             return Response.json({"statusCode": 404, "message": "No attachment"}, 404)
+        if "content" in self._forbidden(att):
+            return self._forbidden_answer()
         return Response(302, b"", {"Location": f"{request.params['_prefix']}/media/{att['id']}"})
 
     def _media(self, request: Request) -> Response:
@@ -490,9 +516,36 @@ class ConfluenceEmulator(Emulator):
             if space is not None:
                 if self._space(space) is None:
                     raise ValueError(f"unknown space {space!r}")
-                item["space"] = space
+                # The subtree moves with its root, as at the source (a parent and its
+                # children are always in one space).
+                for node in [item, *self._descendants(content_id)]:
+                    node["space"] = space
             item["parent"] = parent
             self.touch(item)
+
+    def forbid(self, content_id: str, *parts: str) -> None:
+        """Make the content (`"content"`: its body, one-item read, attachments) or its
+        `"restrictions"` answer 403 to the connector's account; no parts: readable again."""
+        with self.lock:
+            item = self._must(content_id)
+            before = item.get("forbidden")
+            item["forbidden"] = list(parts)
+            try:
+                self.validate(self.tenant)
+            except ValueError:
+                item["forbidden"] = before or []
+                raise
+
+    def _descendants(self, content_id: str) -> list[JsonObject]:
+        out: list[JsonObject] = []
+        frontier = [content_id]
+        while frontier:
+            parent = frontier.pop()
+            for child in self._list("content"):
+                if child.get("parent") == parent and child not in out:
+                    out.append(child)
+                    frontier.append(child["id"])
+        return out
 
     def trash(self, content_id: str) -> None:
         with self.lock:
@@ -552,6 +605,8 @@ class ConfluenceEmulator(Emulator):
                 self.move(cid, body.get("space"), body.get("parent"))
             elif request.method == "POST" and action == "trash":
                 self.trash(cid)
+            elif request.method == "POST" and action == "forbid":
+                self.forbid(cid, *body.get("parts", []))
             else:
                 return None
             return Response.json(self._must(cid) if self.content_by_id(cid) else {"id": cid})

@@ -122,6 +122,27 @@ def test_drafts_answer_403_and_trash_404(server: EmulatorServer) -> None:
         == "1003"
 
 
+def test_a_forbidden_page_answers_403_and_its_search_hit_leaves_the_expansion_out(
+        server: EmulatorServer) -> None:
+    expand = "body.storage,restrictions.read.restrictions.user,restrictions.read.restrictions.group"
+    emu(server).forbid("1003", "content")
+    assert get(server, "/wiki/rest/api/content/1003")[0] == 403
+    assert get(server, "/wiki/rest/api/content/1003/child/attachment")[0] == 403
+    assert get(server, "/wiki/rest/api/content/1003/restriction/byOperation/read")[0] == 200
+    hit = get(server, "/wiki/rest/api/content/search", cql="id=1003", expand=expand)[1]
+    assert "body" not in hit["results"][0] and "body" in hit["results"][0]["_expandable"]
+    assert "restrictions" in hit["results"][0]
+    requests.post(f"{server.base_url}/_admin/content/1003/forbid",
+                  json={"parts": ["restrictions"]}, timeout=10).raise_for_status()
+    assert get(server, "/wiki/rest/api/content/1003/restriction/byOperation/read")[0] == 403
+    assert get(server, "/wiki/rest/api/content/1003")[0] == 200
+    hit = get(server, "/wiki/rest/api/content/search", cql="id=1003", expand=expand)[1]
+    assert "restrictions" not in hit["results"][0] and "body" in hit["results"][0]
+    assert get(server, "/wiki/rest/api/content/1002/restriction/byOperation/read")[0] == 200
+    with pytest.raises(ValueError, match="forbidden"):
+        emu(server).forbid("1003", "everything")
+
+
 def test_admin_routes_restrict_move_trash_delete_and_change_members(
         server: EmulatorServer) -> None:
     def admin(method: str, path: str, body: Any = None) -> int:
