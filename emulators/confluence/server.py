@@ -321,7 +321,10 @@ class ConfluenceEmulator(Emulator):
         page = hits[offset:offset + limit]
         expand = self._expand(request)
         end = offset + len(page)
-        more = end < len(hits) or (page and self.tenant.get("quirk_empty_last_page", False))
+        # Cloud's quirks: a next link on the last page leading to an empty page; or a next
+        # link on every page, empty ones included (a client must stop on an empty page).
+        more = end < len(hits) or (page and self.tenant.get("quirk_empty_last_page", False)) \
+            or self.tenant.get("quirk_next_on_empty", False)
         links: JsonObject = {"base": self._base(request), "context": "/wiki"}
         if more:
             query = {"cql": cql, "cursor": encode_cursor(end, cql), "limit": str(limit)}
@@ -474,7 +477,7 @@ class ConfluenceEmulator(Emulator):
         limit = self._page_size(request, cap)
         page = items[start:start + limit]
         links: JsonObject = {"base": self._base(request), "context": "/wiki"}
-        if start + limit < len(items):
+        if start + limit < len(items) or self.tenant.get("quirk_next_on_empty", False):
             query = {k: v[0] for k, v in request.query.items() if k not in ("start", "limit")}
             query.update(start=str(start + limit), limit=str(limit))
             links["next"] = f"{path}?{urlencode(query)}"

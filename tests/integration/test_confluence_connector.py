@@ -16,7 +16,7 @@ from connectors.confluence.client import ConfluenceClient
 from connectors.confluence.connector import ConfluenceConnector, ConfluenceOptions
 from connectors.http import HttpLimits, HttpPolicy
 from core import principals as P
-from core.errors import ConfigError, SourceAuthError
+from core.errors import ConfigError, SourceAuthError, SourceUnavailable
 from emulators.base import EmulatorServer, Fault
 from emulators.confluence import ConfluenceEmulator
 from indexer.embedding.hashing import HashingEmbedder
@@ -225,9 +225,71 @@ def test_restrictions_longer_than_the_expansion_are_read_in_full(server: Emulato
 
 def test_an_empty_page_with_a_next_link_ends_the_listing(server: EmulatorServer,
                                                          store: SqliteStore) -> None:
-    emu(server).tenant["quirk_empty_last_page"] = True
+    e = emu(server)
+    e.tenant["quirk_empty_last_page"] = True  # the last page links to an empty one
     synced(server, store)
     assert "101" in sees(store, "ann@acme.example")
+    searches = e.counters.to_json()["by_path"]["/wiki/rest/api/content/search"]
+    in_scope = len([c for c in e.tenant["content"] if c["space"] in SCOPE
+                    and c.get("status", "current") == "current"])
+    pages = -(-in_scope // 2)  # page_size 2
+    assert searches == pages + 1  # every page, then the empty one, then nothing more
+
+
+@pytest.mark.parametrize("pass_", ["content", "permissions", "identities"])
+def test_a_next_link_on_every_page_even_empty_ones_stops_at_the_first_empty_page(
+        server: EmulatorServer, pass_: str) -> None:
+    """Cloud sometimes sends `next` with 0 results; following it would never end here."""
+    e = emu(server)
+    e.tenant["quirk_next_on_empty"] = True
+    conn = connector(server)
+    pages = list(getattr(conn, pass_)())
+    by_path = e.counters.to_json()["by_path"]
+    if pass_ == "identities":
+        got = {(m.group, m.member) for p in pages for m in p.memberships}
+        assert (P.group("g-ops", source=NAME), "user:carl@acme.example") in got
+        groups = len(e.tenant["groups"])
+        assert by_path["/wiki/rest/api/group"] == -(-groups // 2) + 1
+        for group in e.tenant["groups"]:  # each member listing: its pages and one empty one
+            members = len(group["members"])
+            path = f"/wiki/rest/api/group/{group['id']}/membersByGroupId"
+            assert by_path[path] == -(-members // 2) + 1
+    else:
+        in_scope = len([c for c in e.tenant["content"] if c["space"] in SCOPE
+                        and c.get("status", "current") == "current"])
+        assert by_path["/wiki/rest/api/content/search"] == -(-in_scope // 2) + 1
+        assert pages[-1].cursor is None if pass_ == "permissions" else pages[-1].cursor
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [
+    (429, "1"), (503, "1"), (429, "Wed, 02 Dec 2026 06:00:00 GMT"), (503, None)])
+def test_throttling_and_unavailability_are_waited_out(server: EmulatorServer,
+                                                      store: SqliteStore, status: int,
+                                                      retry_after: str | None) -> None:
+    e = emu(server)
+    e.faults.add(Fault("/wiki/rest/api/content/search", status=status,
+                       retry_after=retry_after, times=2))
+    e.faults.add(Fault("/wiki/rest/api/group*", status=status, retry_after=retry_after,
+                       times=1))
+    pipeline = Pipeline(store, HashingEmbedder())
+    conn = connector(server)
+    report = pipeline.full_sync(conn)
+    assert report.status == "ok", report.errors
+    assert "103" in sees(store, "ann@acme.example") and "103" not in sees(
+        store, "bob@acme.example")
+    assert conn.http_stats.retries >= 3 and conn.http_stats.throttled >= 3
+    if retry_after == "1":
+        assert conn.http_stats.throttled_seconds >= 3  # waited what the source asked
+
+
+def test_a_throttling_storm_longer_than_the_policy_allows_fails_without_indexing_half(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    e = emu(server)
+    e.faults.add(Fault("/wiki/rest/api/content/search", status=429, retry_after="100000",
+                       times=None))
+    with pytest.raises(SourceUnavailable, match="asked to wait 100000 s"):
+        Pipeline(store, HashingEmbedder()).full_sync(connector(server))
+    assert not list(store.doc_ids(NAME))
 
 
 def test_incremental_finds_edits_in_the_user_time_zone_and_prunes_deletions(
