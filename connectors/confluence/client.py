@@ -123,6 +123,10 @@ class ConfluenceClient:
             base_path = urlsplit(self.base).path
             if base_path and link.startswith(base_path + "/"):
                 link = link[len(base_path):]
+            elif base_path.endswith("/wiki") and link.startswith("/wiki/"):
+                # v2 links are relative to the site (`/wiki/api/v2/...`), also through the
+                # OAuth gateway, whose base path is `/ex/confluence/<cloudId>/wiki`.
+                link = link[len("/wiki"):]
         return link.lstrip("/")
 
     def pages(self, path: str, params: dict[str, str] | None = None,
@@ -156,6 +160,25 @@ class ConfluenceClient:
 
     def space_permissions(self, key: str) -> JsonObject:
         return self.get(f"rest/api/space/{key}", {"expand": "permissions"})
+
+    # -- v2 (role-aware space permissions) ----------------------------------------------------
+    def v2_spaces(self, keys: list[str]) -> Iterator[JsonObject]:
+        for page, _ in self.pages("api/v2/spaces", {"keys": ",".join(keys)} if keys else {}):
+            yield from page["results"]
+
+    def v2_space_permissions(self, space_id: str) -> Iterator[JsonObject]:
+        for page, _ in self.pages(f"api/v2/spaces/{space_id}/permissions", {}):
+            yield from page["results"]
+
+    def users_bulk(self, account_ids: list[str]) -> list[JsonObject]:
+        """The users of up to 250 accountIds (`POST /api/v2/users-bulk`); unknown ones are
+        absent from the answer."""
+        answer = self._call(lambda: self.api.post("api/v2/users-bulk",
+                                                  json={"accountIds": account_ids}))
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list):
+            raise SourceError("POST api/v2/users-bulk: no 'results' list")
+        return [r for r in results if isinstance(r, dict)]
 
     def read_restriction(self, content_id: str) -> tuple[list[JsonObject], list[JsonObject]]:
         """Every user and group of a content's read restriction, paged by start/limit."""

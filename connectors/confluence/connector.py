@@ -107,6 +107,10 @@ class ConfluenceOptions(HttpConnectorOptions):
     overlap_minutes: int = Field(default=60, ge=1)
     account_emails: dict[str, str] = Field(default_factory=dict)  # accountId -> email
     page_size: int = Field(default=25, ge=1, le=250)
+    # v1: `space?expand=permissions` (users, groups, anonymous access); v2:
+    # `/api/v2/spaces/{id}/permissions` (users and groups; role principals are reported and
+    # grant nothing; v2 does not show anonymous access, so it is not granted).
+    space_permissions: Literal["v1", "v2"] = "v1"
 
     @model_validator(mode="after")
     def _oauth_needs_a_cloud_id(self) -> ConfluenceOptions:
@@ -160,6 +164,8 @@ class _Pass(PassNotes):
     spaces: dict[str, tuple[frozenset[str], str | None]] = field(default_factory=dict)
     restrictions: dict[str, tuple[frozenset[str] | None, str | None]] = field(
         default_factory=dict)
+    space_ids: dict[str, str] | None = None  # space key -> v2 id
+    accounts: dict[str, JsonObject] = field(default_factory=dict)  # accountId -> v2 user
 
 
 def _acl_key(acl: Acl) -> str:
@@ -175,8 +181,10 @@ class ConfluenceConnector:
     def __init__(self, name: str, client: ConfluenceClient, *, spaces: list[str] | None = None,
                  time_zone: str = "UTC", overlap_minutes: int = 60,
                  account_emails: Mapping[str, str] | None = None,
-                 include_attachments: bool = False) -> None:
+                 include_attachments: bool = False,
+                 space_permissions: Literal["v1", "v2"] = "v1") -> None:
         self.name = name
+        self.space_permissions = space_permissions
         self.include_attachments = include_attachments
         self.client = client
         self.spaces = spaces
@@ -219,7 +227,8 @@ class ConfluenceConnector:
                                   service_account=account, site=options.url)
         return cls(name, client, spaces=options.spaces, time_zone=options.timezone,
                    overlap_minutes=options.overlap_minutes, account_emails=options.account_emails,
-                   include_attachments=options.include_attachments)
+                   include_attachments=options.include_attachments,
+                   space_permissions=options.space_permissions)
 
     @property
     def http_stats(self) -> HttpStats:
@@ -271,13 +280,14 @@ class ConfluenceConnector:
     def _space_gate(self, key: str, run: _Pass) -> tuple[frozenset[str], str | None]:
         if key in run.spaces:
             return run.spaces[key]
+        got: tuple[frozenset[str], str | None]
         try:
-            space = self.client.space_permissions(key)
+            if self.space_permissions == "v2":
+                got = self._space_readers_v2(key, run)
+            else:
+                got = self._space_readers(key, self.client.space_permissions(key), run)
         except SourceError as exc:
-            got: tuple[frozenset[str], str | None] = (frozenset(), f"space {key}: permissions "
-                                                      f"could not be read ({exc})")
-        else:
-            got = self._space_readers(key, space, run)
+            got = (frozenset(), f"space {key}: permissions could not be read ({exc})")
         run.spaces[key] = got
         return got
 
@@ -294,10 +304,62 @@ class ConfluenceConnector:
                 continue
             if perm.get("anonymousAccess"):
                 readers.add(P.EVERYONE)
+            if perm.get("unlicensedAccess"):
+                run.warn(f"unlicensed:{key}", f"space {key} is open to unlicensed (Service "
+                         "Management) users: they are not people of this index, that grant "
+                         "is not mapped (the space's other readers are)")
             subjects = perm.get("subjects", {})
             readers |= self._set(subjects.get("user", {}).get("results", []),
                                  subjects.get("group", {}).get("results", []), run)
         return frozenset(readers), None
+
+    def _space_readers_v2(self, key: str, run: _Pass) -> tuple[frozenset[str], str | None]:
+        """Read grants of the v2 permission assignments: users (resolved in bulk) and groups.
+        A role or any other principal is reported and grants nobody: never everyone."""
+        if run.space_ids is None or key not in run.space_ids:
+            # One listing for the pass: the configured keys, or every space.
+            keys = sorted({*self.spaces, key}) if self.spaces else []
+            run.space_ids = {**(run.space_ids or {}),
+                             **{str(s.get("key")): str(s.get("id"))
+                                for s in self.client.v2_spaces(keys)}}
+        space_id = run.space_ids.get(key)
+        if space_id is None:
+            return frozenset(), f"space {key}: not in the v2 space listing"
+        accounts: list[str] = []
+        groups: list[JsonObject] = []
+        for perm in self.client.v2_space_permissions(space_id):
+            op = perm.get("operation", {})
+            if op.get("key") != "read" or op.get("targetType") != "space":
+                continue
+            principal = perm.get("principal", {})
+            kind, pid = principal.get("type"), str(principal.get("id", ""))
+            if kind == "user" and pid:
+                accounts.append(pid)
+            elif kind == "group" and pid:
+                groups.append({"id": pid})
+            else:
+                run.warn(f"principal:{kind}:{pid}", f"space {key}: read granted to a {kind} "
+                         f"principal ({pid}) that this connector does not resolve: it grants "
+                         "nobody here (fail closed)")
+        users = self._accounts(accounts, run)
+        for account in accounts:
+            if account not in run.accounts:
+                run.warn(f"unknown:{account}", f"space {key}: account {account} not found by "
+                         "users-bulk: left out (fail closed)")
+        readers = self._set(users, groups, run)
+        if not readers:
+            run.warn(f"empty:{key}", f"space {key}: no user or group may read it in its v2 "
+                     "permissions (anonymous access is not shown there): its pages are "
+                     "readable by nobody")
+        return readers, None
+
+    def _accounts(self, account_ids: list[str], run: _Pass) -> list[JsonObject]:
+        """The users of these accountIds, from users-bulk (250 a request), cached per pass."""
+        missing = sorted({a for a in account_ids if a not in run.accounts})
+        for n in range(0, len(missing), 250):
+            for user in self.client.users_bulk(missing[n:n + 250]):
+                run.accounts[str(user.get("accountId"))] = user
+        return [run.accounts[a] for a in account_ids if a in run.accounts]
 
     # -- restrictions ------------------------------------------------------------------------
     def _own(self, item: JsonObject, run: _Pass) -> tuple[frozenset[str] | None, str | None]:

@@ -97,9 +97,14 @@ class ConfluenceEmulator(Emulator):
             ("/media/{att_id}", self._media),
         ]
         self.route("POST", "/oauth/token", self._token)
-        for path, handler in routes:
-            self.route("GET", f"/wiki{path}", self._guard(handler, oauth=False))
-            self.route("GET", f"/ex/confluence/{{cloud_id}}/wiki{path}",
+        v2: list[tuple[str, str, Callable[[Request], Response]]] = [
+            ("GET", "/api/v2/spaces", self._v2_spaces),
+            ("GET", "/api/v2/spaces/{space_id}/permissions", self._v2_space_permissions),
+            ("POST", "/api/v2/users-bulk", self._v2_users_bulk),
+        ]
+        for method, path, handler in [*(("GET", p, h) for p, h in routes), *v2]:
+            self.route(method, f"/wiki{path}", self._guard(handler, oauth=False))
+            self.route(method, f"/ex/confluence/{{cloud_id}}/wiki{path}",
                        self._guard(handler, oauth=True))
 
     def _guard(self, handler: Callable[[Request], Response], *, oauth: bool
@@ -425,11 +430,93 @@ class ConfluenceEmulator(Emulator):
                     perms.append({"operation": operation, "anonymousAccess": False,
                                   "unlicensedAccess": False, "subjects": {"group": {
                                       "results": [self._group_json(g)], "size": 1}}})
-            if space.get("anonymous"):
+            if space.get("anonymous") or space.get("unlicensed"):
+                # No subjects: the space is open to anonymous and/or unlicensed (JSM) users.
                 perms.append({"operation": {"operation": "read", "targetType": "space"},
-                              "anonymousAccess": True, "unlicensedAccess": False})
+                              "anonymousAccess": bool(space.get("anonymous")),
+                              "unlicensedAccess": bool(space.get("unlicensed"))})
             out["permissions"] = perms
         return out
+
+    # -- v2 ---------------------------------------------------------------------------------
+    def _cursor_page(self, request: Request, items: list[Any], path: str, scope: str,
+                     cap: int = 250) -> Response | tuple[list[Any], JsonObject, JsonObject]:
+        """A v2 cursor page: (items, `_links`, headers) or a 400 for a forged cursor."""
+        offset = 0
+        cursor = request.arg("cursor")
+        if cursor is not None:
+            got = decode_cursor(cursor, scope)
+            if got is None:
+                return Response.json({"errors": [{"status": 400, "code": "INVALID_REQUEST_"
+                                                  "PARAMETER", "title": "Invalid cursor"}]}, 400)
+            offset = got
+        limit = self._page_size(request, cap)
+        page = items[offset:offset + limit]
+        links: JsonObject = {"base": self._base(request)}
+        headers: JsonObject = {}
+        if offset + limit < len(items) or self.tenant.get("quirk_next_on_empty", False):
+            query = {k: v[0] for k, v in request.query.items() if k not in ("cursor", "limit")}
+            query.update(cursor=encode_cursor(offset + len(page), scope), limit=str(limit))
+            links["next"] = f"/wiki{path}?{urlencode(query)}"  # relative to the site
+            headers["Link"] = f'<{links["next"]}>; rel="next"'
+        return page, links, headers
+
+    def _v2_spaces(self, request: Request) -> Response:
+        keys = {k for k in (request.arg("keys") or "").split(",") if k}
+        spaces = [s for s in self._list("spaces") if not keys or s["key"] in keys]
+        got = self._cursor_page(request, spaces, "/api/v2/spaces", f"spaces:{sorted(keys)}")
+        if isinstance(got, Response):
+            return got
+        page, links, headers = got
+        return Response.json({"results": [
+            {"id": str(s["id"]), "key": s["key"], "name": s.get("name", s["key"]),
+             "type": s.get("type", "global"), "status": s.get("status", "current"),
+             "_links": {"webui": f"/spaces/{s['key']}"}} for s in page],
+            "_links": links}, headers=headers)
+
+    def _v2_space_permissions(self, request: Request) -> Response:
+        """One assignment per (principal, operation); users, groups and roles. Anonymous and
+        unlicensed access are not among them (the v1 expansion carries those)."""
+        space = next((s for s in self._list("spaces")
+                      if str(s["id"]) == request.params["space_id"]), None)
+        if space is None:
+            return Response.json({"errors": [{"status": 404, "code": "NOT_FOUND"}]}, 404)
+        if not request.params.get("_admin"):
+            return Response.json({"errors": [{"status": 403, "code": "FORBIDDEN", "title":
+                                              "Not permitted to view space permissions"}]}, 403)
+        items: list[JsonObject] = []
+        for perm in space.get("permissions", []):
+            operation = {"key": perm["operation"], "targetType": "space"}
+            for kind in ("users", "groups", "roles"):
+                for pid in perm.get(kind, []):
+                    items.append({"id": str(len(items) + 1),
+                                  "principal": {"type": kind[:-1], "id": pid},
+                                  "operation": operation})
+        path = f"/api/v2/spaces/{space['id']}/permissions"
+        got = self._cursor_page(request, items, path, path)
+        if isinstance(got, Response):
+            return got
+        page, links, headers = got
+        return Response.json({"results": page, "_links": links}, headers=headers)
+
+    def _v2_users_bulk(self, request: Request) -> Response:
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        ids = body.get("accountIds") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) \
+                or not 0 < len(ids) <= 250:
+            return Response.json({"errors": [{"status": 400, "code": "INVALID_REQUEST_"
+                                              "PARAMETER", "title": "accountIds: 1 to 250"}]}, 400)
+        known = {u["accountId"] for u in self._list("users")}
+        results = []
+        for account in ids:
+            if account in known:
+                user = self._user_json(account)
+                user.pop("type", None)
+                results.append(user)
+        return Response.json({"results": results, "_links": {}})
 
     def _spaces(self, request: Request) -> Response:
         keys = request.query.get("spaceKey") or None

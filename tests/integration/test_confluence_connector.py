@@ -58,13 +58,14 @@ def emu(server: EmulatorServer) -> ConfluenceEmulator:
 def connector(server: EmulatorServer, *, prefix: str = "/wiki", auth: str = "basic",
               token: str = TOKEN, username: str | None = ADMIN,
               mapping: dict[str, str] | None = None, page_size: int = 2,
-              attachments: bool = False) -> ConfluenceConnector:
+              attachments: bool = False, perms: str = "v1") -> ConfluenceConnector:
     policy = HttpPolicy(NAME, HttpLimits(rate=0, backoff_base=0.01))
     client = ConfluenceClient(f"{server.base_url}{prefix}", policy, auth=auth,  # type: ignore[arg-type]
                               token=token, username=username, page_size=page_size)
     return ConfluenceConnector(NAME, client, spaces=SCOPE, time_zone="Europe/Berlin",
                                account_emails=MAPPED if mapping is None else mapping,
-                               include_attachments=attachments)
+                               include_attachments=attachments,
+                               space_permissions=perms)  # type: ignore[arg-type]
 
 
 def sees(store: SqliteStore, email: str) -> set[str]:
@@ -536,3 +537,86 @@ def test_the_lastmodified_window_is_written_in_the_configured_zone(
     upserts = {op.document.doc_id for page in conn.content(record.next)
                for op in page.operations if isinstance(op, Upsert)}
     assert (f"{NAME}:101" in upserts) is found
+
+
+# -- space permissions: v2 assignments, roles, anonymous and unlicensed access -----------
+PEOPLE = ("ann@acme.example", "bob@acme.example", "carl@acme.example", "dana@acme.example",
+          "eve@acme.example", "mallory@outside.example")
+
+
+def _with_a_role(server: EmulatorServer) -> None:
+    e = emu(server)
+    e.tenant["roles"] = [{"id": "r-viewers", "name": "Space viewers"}]
+    eng = next(sp for sp in e.tenant["spaces"] if sp["key"] == "ENG")
+    eng["permissions"].append({"operation": "read", "roles": ["r-viewers"]})
+    e.validate(e.tenant)
+
+
+def test_v2_space_permissions_grant_users_and_groups_and_never_a_role(
+        server: EmulatorServer, tmp_path: Path) -> None:
+    _with_a_role(server)
+    stores = {}
+    for mode in ("v1", "v2"):
+        store = SqliteStore(tmp_path / f"{mode}.sqlite3")
+        report = Pipeline(store, HashingEmbedder()).full_sync(connector(server, perms=mode))
+        assert report.status == "ok", report.errors
+        stores[mode] = store
+        if mode == "v2":
+            assert any("role principal (r-viewers)" in w for w in report.warnings)
+            assert any("space PUB" in w and "anonymous" in w for w in report.warnings)
+    v2 = stores["v2"]
+    # Granted: a group grant (ENG: staff), user grants (HR), a mapped hidden email (dana).
+    assert {"101", "103", "104"} <= sees(v2, "ann@acme.example")
+    assert {"201", "203"} <= sees(v2, "dana@acme.example")
+    assert "201" in sees(v2, "carl@acme.example")
+    # Denied: administer is not read; bob holds no HR grant; the role grants nobody; v2 does
+    # not show anonymous access, so the public space is not opened to strangers.
+    assert sees(v2, "eve@acme.example") == set()
+    assert not {"201", "202", "203"} & sees(v2, "bob@acme.example")
+    assert sees(v2, "mallory@outside.example") == set()
+    doc = v2.document(f"{NAME}:301")
+    assert doc is not None and not doc.acl.readable_by_somebody
+    # Everything but the anonymous space is the same in both modes, for every person.
+    for person in PEOPLE:
+        assert sees(v2, person) == sees(stores["v1"], person) - {"301"}, person
+    by_path = emu(server).counters.to_json()["by_path"]
+    assert by_path["/wiki/api/v2/users-bulk"] == 1  # every user grant resolved in one call
+    assert by_path["/wiki/api/v2/spaces"] == 2  # the three keys of the scope, 2 a page
+    for store in stores.values():
+        store.close()
+
+
+def test_v2_space_permissions_page_by_cursor_through_the_oauth_gateway(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    e = emu(server)
+    e.tenant["credentials"].append({"bearer": "svc-token", "admin": True})
+    eng = next(sp for sp in e.tenant["spaces"] if sp["key"] == "HR")
+    assert len(eng["permissions"][0]["users"]) == 3  # more than a page of 2
+    synced(server, store, prefix="/ex/confluence/cloud-1/wiki", auth="oauth", token="svc-token",
+           username=None, perms="v2")
+    assert "201" in sees(store, "carl@acme.example")  # carl is the second page's grant
+    assert "201" in sees(store, "dana@acme.example") and "201" not in sees(
+        store, "bob@acme.example")
+    by_path = e.counters.to_json()["by_path"]
+    assert by_path["/ex/confluence/cloud-1/wiki/api/v2/spaces/2/permissions"] == 2
+
+
+def test_v2_space_permissions_that_cannot_be_read_close_the_space(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    emu(server).tenant["credentials"][0]["admin"] = False  # 403 on the v2 permissions
+    report = Pipeline(store, HashingEmbedder()).full_sync(connector(server, perms="v2"))
+    assert report.status == "partial"
+    assert any("permissions could not be read" in e and "403" in e for e in report.errors)
+    for person in PEOPLE:
+        assert sees(store, person) == set()
+
+
+def test_unlicensed_access_is_reported_and_opens_nothing(server: EmulatorServer,
+                                                         store: SqliteStore) -> None:
+    next(sp for sp in emu(server).tenant["spaces"] if sp["key"] == "ENG")["unlicensed"] = True
+    report = Pipeline(store, HashingEmbedder()).full_sync(connector(server))
+    assert report.status == "ok"
+    assert any("unlicensed" in w and "ENG" in w for w in report.warnings)
+    assert "101" in sees(store, "ann@acme.example")  # the licensed readers still read
+    for stranger in ("mallory@outside.example", "eve@acme.example"):
+        assert not {"101", "105", "107"} & sees(store, stranger)

@@ -310,3 +310,31 @@ def test_clearance_emulate_serves_any_tenant_file_on_the_port_asked(tmp_path: Pa
         proc.terminate()
         proc.wait(timeout=10)
     assert proc.returncode == 0
+
+
+def test_v2_spaces_permissions_and_users_bulk_have_the_real_shapes(
+        server: EmulatorServer) -> None:
+    status, spaces = get(server, "/wiki/api/v2/spaces", keys="ENG,PUB", limit="1")
+    assert status == 200 and spaces["results"][0] == {
+        "id": "101", "key": "ENG", "name": "Engineering", "type": "global",
+        "status": "current", "_links": {"webui": "/spaces/ENG"}}
+    assert spaces["_links"]["next"].startswith("/wiki/api/v2/spaces?")  # site-relative
+    following = requests.get(f"{server.base_url}{spaces['_links']['next']}",
+                             headers={"Authorization": BASIC}, timeout=10)
+    assert [s["key"] for s in following.json()["results"]] == ["PUB"]
+    assert "next" not in following.json()["_links"]
+    _, perms = get(server, "/wiki/api/v2/spaces/101/permissions")
+    assert {(p["principal"]["type"], p["principal"]["id"], p["operation"]["key"])
+            for p in perms["results"]} == {("group", "g-staff", "read"),
+                                           ("user", "acc-ann", "administer")}
+    assert get(server, "/wiki/api/v2/spaces/101/permissions", cursor="forged")[0] == 400
+    answer = requests.post(f"{server.base_url}/wiki/api/v2/users-bulk",
+                           json={"accountIds": ["acc-ann", "acc-hidden", "acc-ghost"]},
+                           headers={"Authorization": BASIC}, timeout=10)
+    users = {u["accountId"]: u for u in answer.json()["results"]}
+    assert set(users) == {"acc-ann", "acc-hidden"} and "email" not in users["acc-hidden"]
+    for bad in ({"accountIds": []}, {"accountIds": "acc-ann"}, [], None):
+        assert requests.post(f"{server.base_url}/wiki/api/v2/users-bulk", json=bad,
+                             headers={"Authorization": BASIC}, timeout=10).status_code == 400
+    emu(server).tenant["credentials"][0]["admin"] = False
+    assert get(server, "/wiki/api/v2/spaces/101/permissions")[0] == 403
