@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 
 _SPACE_KEY = re.compile(r"^[A-Za-z0-9_~-]+$")
 _CURSOR_VERSION = 1
+GROUP_SOURCE = "confluence"  # groups are `group:confluence:<group id>` (issue 9, DESIGN)
 
 
 def zone(name: str) -> tzinfo:
@@ -269,7 +270,7 @@ class ConfluenceConnector:
 
     def _group(self, group: JsonObject) -> str | None:
         gid = group.get("id")
-        return P.group(str(gid), source=self.name) if gid else None
+        return P.group(str(gid), source=GROUP_SOURCE) if gid else None
 
     def _set(self, users: list[JsonObject], groups: list[JsonObject], run: _Pass
              ) -> frozenset[str]:

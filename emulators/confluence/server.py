@@ -86,7 +86,9 @@ class ConfluenceEmulator(Emulator):
             ("/rest/api/content/search", self._search),
             ("/rest/api/content", self._content_list),
             ("/rest/api/content/{content_id}", self._content_one),
-            ("/rest/api/content/{content_id}/restriction/byOperation/read", self._restriction),
+            ("/rest/api/content/{content_id}/restriction/byOperation/{operation}",
+             self._restriction),
+            ("/rest/api/content/{content_id}/restriction/byOperation", self._restrictions),
             ("/rest/api/space", self._spaces),
             ("/rest/api/space/{key}", self._space_one),
             ("/rest/api/group", self._groups),
@@ -205,19 +207,20 @@ class ConfluenceEmulator(Emulator):
         return list(reversed(chain))  # root first, immediate parent last (as v1 does)
 
     def _restriction_json(self, item: JsonObject, start: int = 0,
-                          limit: int | None = None) -> JsonObject:
-        read = item.get("restrictions", {}).get("read", {})
+                          limit: int | None = None, operation: str = "read") -> JsonObject:
+        read = item.get("restrictions", {}).get(operation, {})
         cap = limit or int(self.tenant.get("restriction_limit", 100))
         users = list(read.get("users", []))
         groups = list(read.get("groups", []))
-        return {"operation": "read", "restrictions": {
+        return {"operation": operation, "restrictions": {
             "user": {"results": [self._user_json(u) for u in users[start:start + cap]],
                      "start": start, "limit": cap, "size": len(users[start:start + cap]),
                      "totalSize": len(users)},
             "group": {"results": [self._group_json(g) for g in groups[start:start + cap]],
                       "start": start, "limit": cap, "size": len(groups[start:start + cap]),
                       "totalSize": len(groups)}},
-            "_links": {"self": f"/rest/api/content/{item['id']}/restriction/byOperation/read"}}
+            "_links": {"self": f"/rest/api/content/{item['id']}/restriction/byOperation/"
+                               f"{operation}"}}
 
     def _content_json(self, item: JsonObject, expand: set[str], request: Request) -> JsonObject:
         space = self._space(item["space"]) or {}
@@ -371,14 +374,38 @@ class ConfluenceEmulator(Emulator):
             return self._forbidden_answer()
         return Response.json(self._content_json(item, self._expand(request), request))
 
-    def _restriction(self, request: Request) -> Response:
+    def _restricted(self, request: Request) -> JsonObject | Response:
         item = self.content_by_id(request.params["content_id"])
         if item is None or item.get("status", "current") not in ("current", "draft"):
             return Response.json({"statusCode": 404, "message": "No content found"}, 404)
         if item.get("status") == "draft" or "restrictions" in self._forbidden(item):
             return self._forbidden_answer()
-        start = int(request.arg("start", "0") or 0)
-        return Response.json(self._restriction_json(item, start, self._page_size(request)))
+        return item
+
+    def _restriction(self, request: Request) -> Response:
+        """`byOperation/{read|update}`: the users and groups of one operation's restriction,
+        paged inside by start/limit."""
+        item = self._restricted(request)
+        if isinstance(item, Response):
+            return item
+        operation = request.params["operation"]
+        if operation not in ("read", "update"):
+            return Response.json({"statusCode": 400, "message": "operation is read or "
+                                  "update"}, 400)
+        raw = request.arg("start", "0") or "0"
+        if not raw.isdigit():
+            return Response.json({"statusCode": 400, "message": "start is a number"}, 400)
+        return Response.json(self._restriction_json(item, int(raw), self._page_size(request),
+                                                    operation))
+
+    def _restrictions(self, request: Request) -> Response:
+        """`byOperation`: every operation's restriction, keyed by operation. Read restrictions
+        cascade to descendants; update restrictions do not."""
+        item = self._restricted(request)
+        if isinstance(item, Response):
+            return item
+        return Response.json({op: self._restriction_json(item, operation=op)
+                              for op in ("read", "update")})
 
     # -- attachments -------------------------------------------------------------------------
     def _child_attachments(self, request: Request) -> Response:

@@ -92,8 +92,8 @@ def test_a_restricted_ancestor_hides_a_child_from_someone_its_own_restriction_na
     doc = store.document(f"{NAME}:104")
     assert doc is not None
     groups = {frozenset(g) for g in doc.acl.gates}
-    assert frozenset({P.group("g-staff", source=NAME)}) in groups  # the space
-    assert frozenset({P.group("g-eng", source=NAME)}) in groups  # ancestor 102
+    assert frozenset({"group:confluence:g-staff"}) in groups  # the space
+    assert frozenset({P.group("g-eng", source="confluence")}) in groups  # ancestor 102
     assert frozenset({"user:ann@acme.example", "user:bob@acme.example"}) in groups  # 103
     assert len(doc.acl.gates) == 3
 
@@ -248,7 +248,7 @@ def test_a_next_link_on_every_page_even_empty_ones_stops_at_the_first_empty_page
     by_path = e.counters.to_json()["by_path"]
     if pass_ == "identities":
         got = {(m.group, m.member) for p in pages for m in p.memberships}
-        assert (P.group("g-ops", source=NAME), "user:carl@acme.example") in got
+        assert (P.group("g-ops", source="confluence"), "user:carl@acme.example") in got
         groups = len(e.tenant["groups"])
         assert by_path["/wiki/rest/api/group"] == -(-groups // 2) + 1
         for group in e.tenant["groups"]:  # each member listing: its pages and one empty one
@@ -341,8 +341,8 @@ def test_group_sync_pages_groups_and_members_by_id(server: EmulatorServer) -> No
     pages = list(connector(server).identities())
     assert len(pages) >= 2 and all(not p.failures for p in pages)
     got = {(m.group, m.member) for p in pages for m in p.memberships}
-    assert (P.group("g-staff", source=NAME), "user:dana@acme.example") in got
-    assert (P.group("g-ops", source=NAME), "user:carl@acme.example") in got
+    assert (P.group("g-staff", source="confluence"), "user:dana@acme.example") in got
+    assert (P.group("g-ops", source="confluence"), "user:carl@acme.example") in got
     assert not any("hidden" in m or "bot" in m for _, m in got)
 
 
@@ -620,3 +620,11 @@ def test_unlicensed_access_is_reported_and_opens_nothing(server: EmulatorServer,
     assert "101" in sees(store, "ann@acme.example")  # the licensed readers still read
     for stranger in ("mallory@outside.example", "eve@acme.example"):
         assert not {"101", "105", "107"} & sees(store, stranger)
+
+
+def test_an_edit_restriction_does_not_limit_reading(server: EmulatorServer,
+                                                    store: SqliteStore) -> None:
+    emu(server).content_by_id("101")["restrictions"]["update"] = {"users": ["acc-ann"]}
+    synced(server, store)
+    assert {"101", "105"} <= sees(store, "bob@acme.example")  # staff reads ENG's home
+    assert "101" not in sees(store, "mallory@outside.example")

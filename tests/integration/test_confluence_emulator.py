@@ -338,3 +338,19 @@ def test_v2_spaces_permissions_and_users_bulk_have_the_real_shapes(
                              headers={"Authorization": BASIC}, timeout=10).status_code == 400
     emu(server).tenant["credentials"][0]["admin"] = False
     assert get(server, "/wiki/api/v2/spaces/101/permissions")[0] == 403
+
+
+def test_restrictions_by_operation_keep_read_and_update_apart(server: EmulatorServer) -> None:
+    emu(server).content_by_id("1003")["restrictions"]["update"] = {"users": ["acc-ann"]}
+    _, both = get(server, "/wiki/rest/api/content/1003/restriction/byOperation")
+    assert set(both) == {"read", "update"}
+    assert [u["accountId"] for u in both["update"]["restrictions"]["user"]["results"]] == \
+        ["acc-ann"]
+    assert {u["accountId"] for u in both["read"]["restrictions"]["user"]["results"]} == \
+        {"acc-ann", "acc-bob"}
+    _, update = get(server, "/wiki/rest/api/content/1003/restriction/byOperation/update")
+    assert update["operation"] == "update"
+    assert get(server, "/wiki/rest/api/content/1003/restriction/byOperation/delete")[0] == 400
+    assert get(server, "/wiki/rest/api/content/1003/restriction/byOperation/read",
+               start="x")[0] == 400
+    assert get(server, "/wiki/rest/api/content/1004/restriction/byOperation")[0] == 403
