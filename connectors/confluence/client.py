@@ -28,6 +28,7 @@ PAGE_EXPAND = ("body.storage,version,ancestors,space,container,"
                "restrictions.read.restrictions.user,restrictions.read.restrictions.group")
 ACL_EXPAND = "version,ancestors,space,restrictions.read.restrictions.user," \
              "restrictions.read.restrictions.group"
+RESTRICTION_EXPAND = "restrictions.read.restrictions.user,restrictions.read.restrictions.group"
 Auth = Literal["basic", "oauth"]
 
 

@@ -137,12 +137,16 @@ def test_requests_grow_with_api_pages_not_with_documents(
                      if p.startswith("/wiki/rest/api/content/") and p.count("/") == 5
                      and not p.endswith("/search"))
     restrictions = sum(n for p, n in by_path.items() if "/restriction/" in p)
-    assert search <= documents // 25 + 2
+    # The scope's listing (pages of 25: pages, blog posts, attachments), plus at most one
+    # search for the ancestors each listed page did not carry (`id in (...)`).
+    listed = sum(1 for c in tenant.data["content"] if c["status"] == "current"
+                 for _ in [c, *c.get("attachments", [])])
+    pages = -(-listed // 25)
+    assert pages < search <= 2 * pages
     assert one_by_one == 0  # never GET /content/{id} per page: the search expands
-    # An ancestor met before its own listing is read once for the pass (cached), never per
-    # descendant: at most one read per page that has children.
-    assert all(n == 1 for p, n in by_path.items() if "/restriction/" in p)
-    assert restrictions <= parents
+    # No restriction is read one by one: every ancestor is current, so the batched search
+    # returns it with its restrictions expanded (only drafts, not searchable, would be).
+    assert restrictions == 0 and parents > 100
     # Each indexed attachment costs its 302 and its download; nothing else grows per document.
     downloads = sum(n for p, n in by_path.items() if p.startswith(("/wiki/download/",
                                                                     "/wiki/media/")))
