@@ -42,8 +42,19 @@ def _kind(path: str) -> str:
     return "other"
 
 
+def _row(label: str, perms: str, documents: int, took: float, counts: dict[str, int],
+         per: int) -> str:
+    by_kind: dict[str, int] = {}
+    for path, n in counts.items():
+        by_kind[_kind(path)] = by_kind.get(_kind(path), 0) + n
+    requests = sum(counts.values())
+    split = ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
+    return (f"| {label} | {perms} | {documents} | {took:.2f} s | {per / took:.0f} | "
+            f"{requests} | {requests / per:.2f} | {split} |")
+
+
 def run(pages: int, page_size: int, attachments: bool,
-        perms: Literal["v1", "v2"] = "v1") -> str:
+        perms: Literal["v1", "v2"] = "v1", incremental: bool = False) -> list[str]:
     data = generate_tenant(seed=3, pages=pages, attachment_every=3)
     emulator = ConfluenceEmulator(data)
     with EmulatorServer(emulator) as server, tempfile.TemporaryDirectory() as tmp:
@@ -56,20 +67,28 @@ def run(pages: int, page_size: int, attachments: bool,
                                         include_attachments=attachments,
                                         space_permissions=perms)
         store = SqliteStore(Path(tmp) / "index.sqlite3")
+        pipeline = Pipeline(store, HashingEmbedder())
         started = time.perf_counter()
-        report = Pipeline(store, HashingEmbedder()).full_sync(connector)
+        report = pipeline.full_sync(connector)
         took = time.perf_counter() - started
+        assert report.status == "ok", report.errors
+        label = "with" if attachments else "without"
+        rows = [_row(f"full, {label}", perms, report.documents, took,
+                     emulator.counters.to_json()["by_path"], report.documents)]
+        if incremental:  # 1% of the pages edited, then an incremental pass
+            emulator.counters.reset()
+            current = [c for c in data["content"] if c["status"] == "current"]
+            for item in current[:: 100]:
+                emulator.edit(item["id"], body=f"<p>Edited {item['id']}, zephyrmarker.</p>")
+            started = time.perf_counter()
+            report = pipeline.incremental_sync(connector)
+            took = time.perf_counter() - started
+            assert report.status == "ok", report.errors
+            rows.append(_row(f"incremental, {len(current[::100])} edited", perms,
+                             report.indexed, took, emulator.counters.to_json()["by_path"],
+                             len(current)))
         store.close()
-    assert report.status == "ok", report.errors
-    counts = emulator.counters.to_json()
-    by_kind: dict[str, int] = {}
-    for path, n in counts["by_path"].items():
-        by_kind[_kind(path)] = by_kind.get(_kind(path), 0) + n
-    requests = counts["requests"]
-    split = ", ".join(f"{k} {v}" for k, v in sorted(by_kind.items()))
-    return (f"| {'with' if attachments else 'without'} | {perms} | {report.documents} | "
-            f"{took:.2f} s | {report.documents / took:.0f} | {requests} | "
-            f"{requests / report.documents:.2f} | {split} |")
+    return rows
 
 
 def main() -> None:
@@ -77,11 +96,16 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=1000)
     parser.add_argument("--page-size", type=int, default=50)
     args = parser.parse_args()
-    print("| attachments | space perms | documents | full sync | documents/s | requests | "
+    print("(incremental: documents = re-indexed; documents/s and per document = over the "
+          "pages in scope)")
+    print("| sync, attachments | space perms | documents | time | documents/s | requests | "
           "per document | requests by kind |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
-    for attachments, perms in ((False, "v1"), (True, "v1"), (False, "v2")):
-        print(run(args.pages, args.page_size, attachments, perms), flush=True)  # type: ignore[arg-type]
+    for attachments, perms, incremental in ((False, "v1", True), (True, "v1", False),
+                                            (False, "v2", False)):
+        for row in run(args.pages, args.page_size, attachments, perms,  # type: ignore[arg-type]
+                       incremental):
+            print(row, flush=True)
 
 
 if __name__ == "__main__":
