@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -603,32 +605,42 @@ class ConfluenceEmulator(Emulator):
         item["version"] = int(item.get("version", 1)) + 1
         item["when"] = iso(when or datetime.now(UTC))
 
+    @contextmanager
+    def _change(self) -> Iterator[None]:
+        """One change of the tenant: validated after, undone entirely if it is not valid."""
+        with self.lock:
+            before = copy.deepcopy(self.tenant)
+            try:
+                yield
+                self.validate(self.tenant)
+            except Exception:
+                self.tenant = before
+                raise
+
     def edit(self, content_id: str, **fields: Any) -> None:
         """Change content (title, body, ...): a new version, `lastmodified` now."""
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
             item.update(fields)
             self.touch(item)
 
     def add(self, item: JsonObject) -> None:
-        with self.lock:
+        with self._change():
             item.setdefault("version", 1)
             item.setdefault("when", iso(datetime.now(UTC)))
             item.setdefault("created", item["when"])
-            candidate = {**self.tenant, "content": [*self._list("content"), item]}
-            self.validate(candidate)
-            self.tenant = candidate
+            self._list("content").append(item)
 
     def restrict(self, content_id: str, users: list[str] | None = None,
                  groups: list[str] | None = None) -> None:
         """Set the read restriction (empty lists: none). Does not touch lastmodified."""
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
             item.setdefault("restrictions", {})["read"] = {"users": list(users or []),
                                                            "groups": list(groups or [])}
 
     def move(self, content_id: str, space: str | None = None, parent: str | None = None) -> None:
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
             if space is not None:
                 if self._space(space) is None:
@@ -643,15 +655,9 @@ class ConfluenceEmulator(Emulator):
     def forbid(self, content_id: str, *parts: str) -> None:
         """Make the content (`"content"`: its body, one-item read, attachments) or its
         `"restrictions"` answer 403 to the connector's account; no parts: readable again."""
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
-            before = item.get("forbidden")
             item["forbidden"] = list(parts)
-            try:
-                self.validate(self.tenant)
-            except ValueError:
-                item["forbidden"] = before or []
-                raise
 
     def _descendants(self, content_id: str) -> list[JsonObject]:
         out: list[JsonObject] = []
@@ -665,11 +671,11 @@ class ConfluenceEmulator(Emulator):
         return out
 
     def trash(self, content_id: str) -> None:
-        with self.lock:
+        with self._change():
             self._must(content_id)["status"] = "trashed"
 
     def delete(self, content_id: str) -> None:
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
             self._list("content").remove(item)
             for child in self._list("content"):
@@ -677,16 +683,15 @@ class ConfluenceEmulator(Emulator):
                     child["parent"] = item.get("parent")
 
     def set_members(self, group_id: str, members: list[str]) -> None:
-        with self.lock:
+        with self._change():
             group = next((g for g in self._list("groups") if g["id"] == group_id), None)
             if group is None:
                 raise ValueError(f"unknown group {group_id!r}")
             group["members"] = list(members)
-            self.validate(self.tenant)
 
     def set_space_permissions(self, key: str, permissions: list[JsonObject],
                               anonymous: bool | None = None) -> None:
-        with self.lock:
+        with self._change():
             space = self._space(key)
             if space is None:
                 raise ValueError(f"unknown space {key!r}")

@@ -354,3 +354,19 @@ def test_restrictions_by_operation_keep_read_and_update_apart(server: EmulatorSe
     assert get(server, "/wiki/rest/api/content/1003/restriction/byOperation/read",
                start="x")[0] == 400
     assert get(server, "/wiki/rest/api/content/1004/restriction/byOperation")[0] == 403
+
+
+def test_a_change_that_would_break_the_tenant_is_undone_whole(server: EmulatorServer) -> None:
+    e = emu(server)
+    before = json.dumps(e.tenant, sort_keys=True)
+    with pytest.raises(ValueError, match="unknown user 'acc-ghost'"):
+        e.restrict("1001", users=["acc-bob", "acc-ghost"])
+    with pytest.raises(ValueError, match="unknown parent"):
+        e.move("1002", parent="9999")
+    with pytest.raises(ValueError, match="duplicate id"):
+        e.add({"id": "1001", "space": "ENG"})
+    assert requests.put(f"{server.base_url}/_admin/groups/g-eng/members", json=["acc-x"],
+                        timeout=10).status_code == 400
+    assert json.dumps(e.tenant, sort_keys=True) == before
+    e.move("1002", space="PUB")  # a valid move carries the subtree: 1003 goes along
+    assert e.content_by_id("1003")["space"] == "PUB"  # type: ignore[index]
