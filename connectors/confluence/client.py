@@ -111,8 +111,12 @@ class ConfluenceClient:
 
     def next_path(self, page: JsonObject) -> str | None:
         """`_links.next` relative to the wiki base (real sites answer `/rest/api/...`)."""
-        link = page.get("_links", {}).get("next")
-        if not isinstance(link, str) or not link:
+        links = page.get("_links", {})
+        link = links.get("next") if isinstance(links, dict) else None
+        if link is not None and not isinstance(link, str):
+            # Ending here would make the rest of the listing look deleted: refuse instead.
+            raise SourceError(f"a '_links.next' that is not a link ({type(link).__name__})")
+        if not link:
             return None
         if "://" in link:
             parts = urlsplit(link)

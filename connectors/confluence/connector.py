@@ -291,6 +291,9 @@ class ConfluenceConnector:
                 got = self._space_readers(key, self.client.space_permissions(key), run)
         except SourceError as exc:
             got = (frozenset(), f"space {key}: permissions could not be read ({exc})")
+        except MALFORMED as exc:
+            got = (frozenset(), f"space {key}: permissions answer malformed "
+                                f"({type(exc).__name__})")
         run.spaces[key] = got
         return got
 
@@ -386,15 +389,21 @@ class ConfluenceConnector:
             users.get("results", []), groups.get("results", []), run)
         return True
 
+    def _learn_all(self, items: list[JsonObject], run: _Pass) -> None:
+        for item in items:
+            if item.get("type") != "attachment" and str(item["id"]) not in run.restrictions:
+                self._learn(item, run)
+
     def _prefetch(self, items: list[JsonObject], run: _Pass) -> None:
         """Before a page of results is mapped: learn the restrictions its own expansions carry
         (a parent on the same page), then read every ancestor still unknown with one CQL
         search per 50 ids (`id in (...)`, restrictions expanded) instead of one restriction
         read per ancestor. What the search cannot give (a draft ancestor: not current) is
         left to the one-by-one read, where a 403 closes the page."""
-        for item in items:
-            if item.get("type") != "attachment" and str(item["id"]) not in run.restrictions:
-                self._learn(item, run)
+        try:
+            self._learn_all(items, run)
+        except MALFORMED:
+            return  # each is then read on its own, where a bad answer closes its pages
         missing = sorted({str(a["id"]) for item in items for a in item.get("ancestors", [])
                           if str(a.get("id")) not in run.restrictions} - run.unsearchable)
         for n in range(0, len(missing), 50):
@@ -402,9 +411,8 @@ class ConfluenceConnector:
             cql = f"id in ({','.join(json.dumps(c) for c in batch)})"
             try:
                 for page, _ in self.client.search(cql, RESTRICTION_EXPAND):
-                    for found in page["results"]:
-                        self._learn(found, run)
-            except SourceError:
+                    self._learn_all(self._items(page, run), run)
+            except (SourceError, *MALFORMED):
                 pass  # each is then read on its own (and closes its pages if that fails)
             run.unsearchable.update(c for c in batch if c not in run.restrictions)
 
@@ -417,14 +425,16 @@ class ConfluenceConnector:
     def _restriction(self, cid: str, run: _Pass) -> tuple[frozenset[str] | None, str | None]:
         if cid in run.restrictions:
             return run.restrictions[cid]
+        got: tuple[frozenset[str] | None, str | None]
         try:
             users, groups = self.client.read_restriction(cid)
+            got = self._read_set(users, groups, run)
+        except MALFORMED as exc:
+            got = (frozenset(), f"content {cid}: read restriction answer malformed "
+                                f"({type(exc).__name__})")
         except SourceError as exc:
             # 403 on someone else's draft ancestor is normal: unknown, so closed.
-            got: tuple[frozenset[str] | None, str | None] = (
-                frozenset(), f"content {cid}: read restriction could not be read ({exc})")
-        else:
-            got = self._read_set(users, groups, run)
+            got = (frozenset(), f"content {cid}: read restriction could not be read ({exc})")
         run.restrictions[cid] = got
         return got
 
@@ -461,14 +471,40 @@ class ConfluenceConnector:
 
     def _listed_acl(self, item: JsonObject, run: _Pass) -> Acl:
         """The ACL of a listed page (no body read): a problem closes it and is reported."""
-        acl, problem = self.acl(item, run)
+        try:
+            acl, problem = self.acl(item, run)
+        except MALFORMED as exc:
+            problem = f"content {item['id']}: malformed answer ({type(exc).__name__})"
+            acl = Acl.nobody(problem)
         if problem:
             run.warn(f"closed:{problem}", f"{problem}: content {item['id']} (and any other "
                      "it closes) readable by nobody until it can be read")
         return acl
 
     # -- documents ---------------------------------------------------------------------------
+    def _items(self, page: JsonObject, run: _Pass) -> list[JsonObject]:
+        """The results of one API page that are content items (an object with an id); any
+        other entry is reported and skipped (an indexed copy of it is pruned as gone)."""
+        items = []
+        for item in page["results"]:
+            if isinstance(item, dict) and isinstance(item.get("id"), str | int) \
+                    and not isinstance(item.get("id"), bool) and str(item["id"]):
+                items.append({**item, "id": str(item["id"])})
+            else:
+                run.warn("malformed-item", "the API answered a result that is not a content "
+                         "item with an id: skipped")
+        return items
+
     def _document(self, item: JsonObject, base: str, run: _Pass) -> Upsert | Failure:
+        """One item mapped; an answer of the wrong shape skips it, closed (reported)."""
+        try:
+            return self._map(item, base, run)
+        except MALFORMED as exc:
+            cid = str(item["id"])
+            reason = f"skipped: the API's answer for it is malformed ({type(exc).__name__})"
+            return Failure(cid, reason, self.doc_id(cid), Acl.nobody(reason), transient=True)
+
+    def _map(self, item: JsonObject, base: str, run: _Pass) -> Upsert | Failure:
         acl, problem, own_problem = self._acl(item, run)
         cid = str(item["id"])
         if problem and own_problem:
@@ -540,8 +576,9 @@ class ConfluenceConnector:
             base = str(page.get("_links", {}).get("base") or self.client.site)
             ops: list[Operation] = []
             failures: list[Failure] = []
-            self._prefetch(page["results"], run)
-            for item in page["results"]:
+            items = self._items(page, run)
+            self._prefetch(items, run)
+            for item in items:
                 if not self._wanted(item):
                     continue
                 got = self._document(item, base, run)
@@ -579,12 +616,15 @@ class ConfluenceConnector:
                 base = str(page.get("_links", {}).get("base") or self.client.site)
                 ops: list[Operation] = []
                 failures: list[Failure] = []
-                self._prefetch(page["results"], run)
-                for item in page["results"]:
+                items = self._items(page, run)
+                self._prefetch(items, run)
+                for item in items:
                     if not self._wanted(item):
                         continue
                     cid = str(item["id"])
-                    stamp = (cid, str(item.get("version", {}).get("number", "")))
+                    version = item.get("version")
+                    stamp = (cid, str(version.get("number", "") if isinstance(version, dict)
+                                      else ""))
                     if stamp in changed:
                         continue
                     changed.add(stamp)
@@ -601,8 +641,9 @@ class ConfluenceConnector:
         done = {cid for cid, _ in changed}
         for page, _ in self.client.search(self._scope_cql(keys), ACL_EXPAND):
             ops = []
-            self._prefetch(page["results"], run)
-            for item in page["results"]:
+            items = self._items(page, run)
+            self._prefetch(items, run)
+            for item in items:
                 cid = str(item["id"])
                 if cid in done or not self._wanted(item):
                     continue
@@ -625,9 +666,10 @@ class ConfluenceConnector:
             return
         for page, following in self.client.search(self._scope_cql(keys), ACL_EXPAND,
                                                   state.get("next") if state else None):
-            self._prefetch(page["results"], run)
+            items = self._items(page, run)
+            self._prefetch(items, run)
             acls = tuple((self.doc_id(str(item["id"])), self._listed_acl(item, run))
-                         for item in page["results"] if self._wanted(item))
+                         for item in items if self._wanted(item))
             failures, said = run.drain()
             next_cursor = _cursor("perm", 0, {}, keys, following) if following else None
             yield PermissionPage(acls, failures, next_cursor, said)
@@ -658,8 +700,15 @@ class ConfluenceConnector:
         except SourceError as exc:
             yield IdentityPage(failures=(Failure("groups", f"groups could not be read ({exc})",
                                                  scope="identities", transient=True),))
+        except MALFORMED as exc:
+            yield IdentityPage(failures=(Failure("groups", "groups answer malformed "
+                                                 f"({type(exc).__name__})",
+                                                 scope="identities", transient=True),))
 
 
+# What a JSON answer of the wrong shape raises when it is mapped (a list for an object, a
+# number for a list, a missing key): caught at each boundary and failed closed there.
+MALFORMED = (AttributeError, TypeError, KeyError, ValueError)
 RETRY = "retry"  # the cursor's mark of a page skipped this pass: read it again in full next
 
 

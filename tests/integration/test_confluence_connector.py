@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from auth.identity import CachedResolver
 from connectors.base import AclUpdate, Delete, Upsert, parse_options
-from connectors.confluence.client import ConfluenceClient
+from connectors.confluence.client import PAGE_EXPAND, ConfluenceClient
 from connectors.confluence.connector import ConfluenceConnector, ConfluenceOptions
 from connectors.http import HttpLimits, HttpPolicy
 from core import principals as P
-from core.errors import ConfigError, SourceAuthError, SourceUnavailable
+from core.errors import ConfigError, SourceAuthError, SourceError, SourceUnavailable
 from emulators.base import EmulatorServer, Fault
 from emulators.confluence import ConfluenceEmulator
 from indexer.embedding.hashing import HashingEmbedder
@@ -628,3 +629,93 @@ def test_an_edit_restriction_does_not_limit_reading(server: EmulatorServer,
     synced(server, store)
     assert {"101", "105"} <= sees(store, "bob@acme.example")  # staff reads ENG's home
     assert "101" not in sees(store, "mallory@outside.example")
+
+
+# -- answers of the wrong shape ---------------------------------------------------------
+def _answer(server: EmulatorServer, path: str, body: Any, times: int | None = None) -> None:
+    emu(server).faults.add(Fault(path, status=200, body=body, times=times))
+
+
+def test_a_malformed_item_is_skipped_closed_and_the_rest_syncs(server: EmulatorServer,
+                                                               store: SqliteStore) -> None:
+    pipeline = synced(server, store)
+    assert "103" in sees(store, "ann@acme.example")
+    good = requests.get(f"{server.base_url}/wiki/rest/api/content/search",
+                        params={"cql": 'space in ("ENG","HR","PUB") AND type in (page, blogpost)',
+                                "expand": PAGE_EXPAND, "limit": "2"},
+                        auth=(ADMIN, TOKEN), timeout=10).json()
+    assert [r["id"] for r in good["results"]] == ["101", "102"]
+    first = copy.deepcopy(good)
+    first["results"][1]["restrictions"] = ["not", "an", "object"]  # 102: wrong type
+    first["results"].append("not an item")
+    _answer(server, "/wiki/rest/api/content/search", first, times=1)
+    report = pipeline.full_sync(connector(server))
+    assert any(e.startswith("102: skipped") and "malformed" in e for e in report.errors), \
+        (report.errors, report.warnings)
+    assert any("not a content item" in w for w in report.warnings)
+    doc = store.document(f"{NAME}:102")  # closed to everyone, never left with its old ACL
+    assert doc is None or not doc.acl.readable_by_somebody
+    assert "102" not in sees(store, "ann@acme.example")
+    assert {"101", "103", "201"} <= sees(store, "ann@acme.example")
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/wiki/rest/api/space/ENG", {"key": "ENG", "permissions": [1, "x"]}),
+    ("/wiki/rest/api/space/ENG", {"key": "ENG", "permissions": [{"operation": "read",
+                                                                   "subjects": []}]}),
+    ("/wiki/rest/api/space/ENG", ["not", "an", "object"]),
+])
+def test_malformed_space_permissions_close_the_space(server: EmulatorServer, store: SqliteStore,
+                                                     path: str, body: Any) -> None:
+    _answer(server, path, body)
+    report = Pipeline(store, HashingEmbedder()).full_sync(connector(server))
+    assert report.status == "partial"
+    assert any("space ENG" in e for e in report.errors)
+    assert not {"101", "102", "103", "104", "105", "106", "107"} & sees(store, "ann@acme.example")
+    assert "201" in sees(store, "ann@acme.example")  # HR is unaffected
+
+
+def test_a_malformed_restriction_answer_skips_the_page(server: EmulatorServer,
+                                                       store: SqliteStore) -> None:
+    e = emu(server)
+    e.forbid("103")  # make the connector read 103's restriction on its own
+    e.tenant["restriction_limit"] = 1
+    _answer(server, "/wiki/rest/api/content/103/restriction/byOperation/read",
+            {"restrictions": {"user": "nobody", "group": 5}}, times=None)
+    report = Pipeline(store, HashingEmbedder()).full_sync(connector(server))
+    assert any(err.startswith("103: skipped") and "malformed" in err for err in report.errors)
+    assert not {"103", "104"} & sees(store, "ann@acme.example")  # 104 sits under 103
+    assert "101" in sees(store, "ann@acme.example")
+
+
+@pytest.mark.parametrize("body", [{"results": "x"},
+                                  {"results": [{"id": "101"}], "_links": {"next": 5}},
+                                  {"no": "results"}, ["a list"]])
+def test_a_malformed_listing_fails_the_pass_in_one_line_and_prunes_nothing(
+        server: EmulatorServer, store: SqliteStore, body: Any) -> None:
+    pipeline = synced(server, store)
+    before = set(store.doc_ids(NAME))
+    _answer(server, "/wiki/rest/api/content/search", body, times=None)
+    with pytest.raises(SourceError) as info:
+        pipeline.incremental_sync(connector(server))
+    assert "\n" not in str(info.value)
+    assert set(store.doc_ids(NAME)) == before  # nothing pruned as if deleted
+    assert "103" in sees(store, "ann@acme.example")
+
+
+def test_malformed_group_members_keep_the_last_good_groups(server: EmulatorServer,
+                                                           store: SqliteStore) -> None:
+    pipeline = synced(server, store)
+    assert "105" in sees(store, "carl@acme.example")  # through g-ops
+    _answer(server, "/wiki/rest/api/group/g-ops/membersByGroupId",
+            {"results": [{"accountId": ["acc-carl"]}, 7]}, times=None)
+    report = pipeline.full_sync(connector(server))
+    assert report.status == "partial"
+    assert any("groups" in e and "malformed" in e for e in report.errors)
+    assert "105" in sees(store, "carl@acme.example")  # the last good snapshot holds
+
+
+def test_a_token_answer_without_a_token_is_an_auth_error(server: EmulatorServer) -> None:
+    _answer(server, "/oauth/token", {"token_type": "Bearer"})
+    with pytest.raises(SourceAuthError, match="no access token"):
+        list(_oauth(_service_account(server)).content())
