@@ -4,6 +4,7 @@ sees and who must NOT), fail-closed paths, paging quirks, auth and options."""
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -391,7 +392,18 @@ def test_options_refuse_inline_secrets_unknown_keys_and_bad_values() -> None:
         _options(url="https://me:pw@acme.atlassian.net/wiki")
     with pytest.raises(ConfigError, match="email"):
         _options(account_emails={"acc-1": "not-an-email"})
+    with pytest.raises(ConfigError, match="space_permissions"):
+        _options(space_permissions="v3")
+    with pytest.raises(ConfigError, match="page_size"):
+        _options(page_size=0)
+    with pytest.raises(ConfigError, match="spaces"):
+        _options(spaces=["ENG", "bad key!"])
+    with pytest.raises(ConfigError, match="api_url"):
+        _options(auth="oauth", cloud_id="c-1", api_url="https://u:p@api.example")
     assert _options(spaces=["ENG"], timezone="+05:30").spaces == ["ENG"]
+    assert _options(space_permissions="v2").space_permissions == "v2"
+    oauth = _options(auth="oauth", cloud_id="c-1", username=None)
+    assert oauth.api_base == "https://api.atlassian.com/ex/confluence/c-1/wiki"
 
 
 def test_from_options_reads_the_token_from_the_named_variable(tmp_path: Path) -> None:
@@ -452,8 +464,8 @@ def test_a_bearer_about_to_expire_is_minted_again_before_use(server: EmulatorSer
     assert emu(server).counters.to_json()["by_path"]["/oauth/token"] > 1
 
 
-def test_an_expired_or_revoked_bearer_is_renewed_once(server: EmulatorServer,
-                                                      store: SqliteStore) -> None:
+def test_an_expired_or_revoked_bearer_is_renewed_once(
+        server: EmulatorServer, store: SqliteStore, caplog: pytest.LogCaptureFixture) -> None:
     e = emu(server)
     conn = _oauth(_service_account(server))
     pipeline = Pipeline(store, HashingEmbedder())
@@ -461,9 +473,11 @@ def test_an_expired_or_revoked_bearer_is_renewed_once(server: EmulatorServer,
     assert e.counters.to_json()["by_path"]["/oauth/token"] == 1
     e.expire_tokens()  # the site stops honouring the Bearer; the client still thinks it valid
     e.edit("101", body=f"<p>Edited home, {MARK}.</p>")
+    caplog.set_level(logging.DEBUG)
     report = pipeline.incremental_sync(conn)
     assert report.status == "ok", report.errors
     assert e.counters.to_json()["by_path"]["/oauth/token"] == 2  # one renewal, not one per call
+    assert "minted-bearer" not in caplog.text and "s3cret-value" not in caplog.text
 
 
 def test_a_bearer_refused_again_after_renewal_is_an_auth_error(server: EmulatorServer) -> None:
@@ -476,12 +490,15 @@ def test_a_bearer_refused_again_after_renewal_is_an_auth_error(server: EmulatorS
     assert "s3cret-value" not in str(info.value) and "minted-bearer" not in str(info.value)
 
 
-def test_a_wrong_client_secret_is_one_line_without_the_secret(server: EmulatorServer) -> None:
+def test_a_wrong_client_secret_is_one_line_without_the_secret(
+        server: EmulatorServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     with pytest.raises(SourceAuthError) as info:
         list(_oauth(_service_account(server), secret="wrong-secret-4711").content())
     message = str(info.value)
     assert "401" in message and "\n" not in message
-    assert "wrong-secret-4711" not in message and "s3cret-value" not in message
+    for secret in ("wrong-secret-4711", "s3cret-value"):
+        assert secret not in message and secret not in caplog.text
 
 
 def test_oauth_without_a_cloud_id_or_a_secret_is_a_config_error(server: EmulatorServer) -> None:

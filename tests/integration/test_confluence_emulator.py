@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -370,3 +371,33 @@ def test_a_change_that_would_break_the_tenant_is_undone_whole(server: EmulatorSe
     assert json.dumps(e.tenant, sort_keys=True) == before
     e.move("1002", space="PUB")  # a valid move carries the subtree: 1003 goes along
     assert e.content_by_id("1003")["space"] == "PUB"  # type: ignore[index]
+
+
+def test_clearance_emulate_on_a_port_in_use_fails_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        exe = Path(sys.executable).parent / "clearance"
+        done = subprocess.run([str(exe), "emulate", "confluence", "--port", str(port),
+                               "--plain-http"], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1 and str(port) in done.stderr
+
+
+def test_clearance_emulate_refuses_a_missing_unreadable_or_undecodable_tenant_file(
+        tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "clearance"
+    unreadable = tmp_path / "locked.json"
+    unreadable.write_text("{}")
+    unreadable.chmod(0)
+    undecodable = tmp_path / "bytes.json"
+    undecodable.write_bytes(b'{"users": ["\xff\xfe"]}')
+    paths = [tmp_path / "missing.json", tmp_path, undecodable]  # a directory is no file
+    if not os.access(unreadable, os.R_OK):  # as root every file is readable
+        paths.append(unreadable)
+    for path in paths:
+        done = subprocess.run([str(exe), "emulate", "confluence", "--tenant", str(path),
+                               "--plain-http"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (path, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and "tenant file" in done.stderr
