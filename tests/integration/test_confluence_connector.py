@@ -642,7 +642,9 @@ def test_unlicensed_access_is_reported_and_opens_nothing(server: EmulatorServer,
 
 def test_an_edit_restriction_does_not_limit_reading(server: EmulatorServer,
                                                     store: SqliteStore) -> None:
-    emu(server).content_by_id("101")["restrictions"]["update"] = {"users": ["acc-ann"]}
+    home = emu(server).content_by_id("101")
+    assert home is not None
+    home["restrictions"]["update"] = {"users": ["acc-ann"]}
     synced(server, store)
     assert {"101", "105"} <= sees(store, "bob@acme.example")  # staff reads ENG's home
     assert "101" not in sees(store, "mallory@outside.example")

@@ -42,6 +42,12 @@ def emu(server: EmulatorServer) -> ConfluenceEmulator:
     return server.emulator
 
 
+def item(server: EmulatorServer, cid: str) -> dict[str, Any]:
+    got = emu(server).content_by_id(cid)
+    assert got is not None
+    return got
+
+
 def test_bad_or_missing_credentials_answer_401(server: EmulatorServer) -> None:
     bad = "Basic " + base64.b64encode(b"admin@acme.example:nope").decode()
     assert get(server, "/wiki/rest/api/space", auth=bad)[0] == 401
@@ -151,12 +157,12 @@ def test_admin_routes_restrict_move_trash_delete_and_change_members(
                                 timeout=10).status_code
 
     assert admin("POST", "content/1001/restrict", {"users": ["acc-bob"]}) == 200
-    assert emu(server).content_by_id("1001")["restrictions"]["read"]["users"] == ["acc-bob"]
+    assert item(server, "1001")["restrictions"]["read"]["users"] == ["acc-bob"]
     assert admin("POST", "content/2001/move", {"space": "ENG"}) == 200
-    assert emu(server).content_by_id("2001")["space"] == "ENG"
+    assert item(server, "2001")["space"] == "ENG"
     assert admin("POST", "content/1003/trash") == 200
     assert admin("DELETE", "content/1002") == 200
-    assert emu(server).content_by_id("1003")["parent"] == "1001"  # children move up
+    assert item(server, "1003")["parent"] == "1001"  # children move up
     assert admin("PUT", "groups/g-eng/members", ["acc-bob"]) == 200
     assert admin("PUT", "groups/g-eng/members", ["acc-nobody"]) == 400
     assert admin("POST", "content/1001/move", {"space": "NOPE"}) == 400
@@ -334,7 +340,8 @@ def test_v2_spaces_permissions_and_users_bulk_have_the_real_shapes(
                            headers={"Authorization": BASIC}, timeout=10)
     users = {u["accountId"]: u for u in answer.json()["results"]}
     assert set(users) == {"acc-ann", "acc-hidden"} and "email" not in users["acc-hidden"]
-    for bad in ({"accountIds": []}, {"accountIds": "acc-ann"}, [], None):
+    bads: list[Any] = [{"accountIds": []}, {"accountIds": "acc-ann"}, [], None]
+    for bad in bads:
         assert requests.post(f"{server.base_url}/wiki/api/v2/users-bulk", json=bad,
                              headers={"Authorization": BASIC}, timeout=10).status_code == 400
     emu(server).tenant["credentials"][0]["admin"] = False
@@ -342,7 +349,9 @@ def test_v2_spaces_permissions_and_users_bulk_have_the_real_shapes(
 
 
 def test_restrictions_by_operation_keep_read_and_update_apart(server: EmulatorServer) -> None:
-    emu(server).content_by_id("1003")["restrictions"]["update"] = {"users": ["acc-ann"]}
+    page = emu(server).content_by_id("1003")
+    assert page is not None
+    page["restrictions"]["update"] = {"users": ["acc-ann"]}
     _, both = get(server, "/wiki/rest/api/content/1003/restriction/byOperation")
     assert set(both) == {"read", "update"}
     assert [u["accountId"] for u in both["update"]["restrictions"]["user"]["results"]] == \
@@ -370,7 +379,7 @@ def test_a_change_that_would_break_the_tenant_is_undone_whole(server: EmulatorSe
                         timeout=10).status_code == 400
     assert json.dumps(e.tenant, sort_keys=True) == before
     e.move("1002", space="PUB")  # a valid move carries the subtree: 1003 goes along
-    assert e.content_by_id("1003")["space"] == "PUB"  # type: ignore[index]
+    assert item(server, "1003")["space"] == "PUB"
 
 
 def test_clearance_emulate_on_a_port_in_use_fails_in_one_line(tmp_path: Path) -> None:
