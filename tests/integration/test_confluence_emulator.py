@@ -278,12 +278,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("change", ["duplicate content id", "dangling parent", "not json"])
+@pytest.mark.parametrize("change", ["duplicate content id", "dangling parent", "not json",
+                                    "duplicate key", "not an object"])
 def test_clearance_emulate_refuses_a_bad_tenant_file_with_exit_2(tmp_path: Path,
                                                                   change: str) -> None:
     path = tmp_path / "tenant.json"
     if change == "not json":
         path.write_text('{"content": [1,')
+    elif change == "duplicate key":
+        path.write_text('{"timezone": "UTC", "timezone": "Europe/Berlin"}')
+    elif change == "not an object":
+        path.write_text('[{"id": "1"}]')
     else:
         path.write_text(json.dumps(_broken(change)))
     exe = Path(sys.executable).parent / "clearance"
