@@ -402,10 +402,10 @@ class ConfluenceConnector:
         left to the one-by-one read, where a 403 closes the page."""
         try:
             self._learn_all(items, run)
+            missing = sorted({str(a["id"]) for item in items for a in item.get("ancestors", [])
+                              if str(a["id"]) not in run.restrictions} - run.unsearchable)
         except MALFORMED:
             return  # each is then read on its own, where a bad answer closes its pages
-        missing = sorted({str(a["id"]) for item in items for a in item.get("ancestors", [])
-                          if str(a.get("id")) not in run.restrictions} - run.unsearchable)
         for n in range(0, len(missing), 50):
             batch = missing[n:n + 50]
             cql = f"id in ({','.join(json.dumps(c) for c in batch)})"

@@ -666,16 +666,20 @@ def test_a_malformed_item_is_skipped_closed_and_the_rest_syncs(server: EmulatorS
     assert [r["id"] for r in good["results"]] == ["101", "102"]
     first = copy.deepcopy(good)
     first["results"][1]["restrictions"] = ["not", "an", "object"]  # 102: wrong type
+    first["results"][0]["ancestors"] = ["not an ancestor"]  # 101: wrong entry type
     first["results"].append("not an item")
     _answer(server, "/wiki/rest/api/content/search", first, times=1)
     report = pipeline.full_sync(connector(server))
-    assert any(e.startswith("102: skipped") and "malformed" in e for e in report.errors), \
-        (report.errors, report.warnings)
+    for cid in ("101", "102"):
+        assert any(e.startswith(f"{cid}: skipped") and "malformed" in e
+                   for e in report.errors), (report.errors, report.warnings)
     assert any("not a content item" in w for w in report.warnings)
-    doc = store.document(f"{NAME}:102")  # closed to everyone, never left with its old ACL
-    assert doc is None or not doc.acl.readable_by_somebody
-    assert "102" not in sees(store, "ann@acme.example")
-    assert {"101", "103", "201"} <= sees(store, "ann@acme.example")
+    for cid in ("101", "102"):  # closed to everyone, never left with its old ACL
+        doc = store.document(f"{NAME}:{cid}")
+        assert doc is None or not doc.acl.readable_by_somebody
+        assert cid not in sees(store, "ann@acme.example")
+    assert {"105", "106", "201"} <= sees(store, "carl@acme.example")
+    assert {"103", "104", "201"} <= sees(store, "ann@acme.example")
 
 
 @pytest.mark.parametrize(("path", "body"), [
