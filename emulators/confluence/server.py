@@ -1,12 +1,15 @@
-"""A Confluence Cloud emulator: the v1 REST paths a connector reads, with the real JSON shapes.
+"""A Confluence Cloud emulator: the v1 REST paths (and the v2 calls) a connector reads, with
+the real JSON shapes.
 
 Served under `/wiki` (Basic email + API token) and under `/ex/confluence/{cloudId}/wiki` (the
-OAuth/service-account path, Bearer). The tenant format is documented in emulators/README.md
-("confluence"); `emulators/tenants/confluence.json` is an example. Paging follows the real API:
-offsets (`start`, `limit`) plus `_links.next` for spaces, groups and members, an opaque cursor
-inside `_links.next` for CQL search. Non-current content (drafts, trash) never appears in a
-search. The Python handle (`restrict`, `move`, `trash`, `delete`, `edit`, `set_members`) and
-the admin routes under `/_admin/` change the tenant between syncs.
+OAuth gateway, Bearer minted by `POST /oauth/token` with client credentials). Routes and the
+tenant format: emulators/confluence/README.md; `emulators/tenants/confluence.json` is an
+example. Paging follows the real API: offsets (`start`, `limit`) plus `_links.next` for spaces,
+groups and members, an opaque cursor inside `_links.next` for CQL search and the v2 lists.
+Non-current content (drafts, trash, archived) never appears in a search. The Python handle
+(`edit`, `add`, `restrict`, `move`, `trash`, `delete`, `forbid`, `set_members`,
+`set_space_permissions`, `expire_tokens`) and the admin routes under `/_admin/` change the
+tenant between syncs; every change is validated and undone whole when invalid.
 """
 
 from __future__ import annotations
