@@ -68,6 +68,7 @@ from core.errors import (
     SourceError,
     SourceForbidden,
     SourceNotFound,
+    SourceUnavailable,
 )
 from core.models import Membership, make_document
 
@@ -576,6 +577,12 @@ class ConfluenceConnector:
             base = str(page.get("_links", {}).get("base") or self.client.site)
             ops: list[Operation] = []
             failures: list[Failure] = []
+            if _cut_short(page):
+                # Trusting it would prune the rest of the scope as deleted: fail the pass
+                # instead (nothing pruned; the next run resumes from the last page).
+                raise SourceUnavailable(f"the content listing ended at an empty page that "
+                                        f"still had a next link, at {page.get('start')} of "
+                                        f"{page.get('totalSize')} results: not trusted")
             items = self._items(page, run)
             self._prefetch(items, run)
             for item in items:
@@ -639,7 +646,9 @@ class ConfluenceConnector:
         # Restriction and space-permission edits do not touch lastmodified; deletions have no
         # feed: list the scope (no bodies) and compare with what the last pass saw.
         done = {cid for cid, _ in changed}
+        complete = True
         for page, _ in self.client.search(self._scope_cql(keys), ACL_EXPAND):
+            complete = complete and not _cut_short(page)
             ops = []
             items = self._items(page, run)
             self._prefetch(items, run)
@@ -653,8 +662,16 @@ class ConfluenceConnector:
                     ops.append(AclUpdate(self.doc_id(cid), acl))
             more, said = run.drain()
             yield ContentPage(tuple(ops), more, None, said)
+        said = ()
+        if not complete:
+            # The listing stopped early (an empty page with a next link, fewer results than
+            # its total): what it did not reach is not known to be gone. Keep it for now.
+            unlisted = {c: k for c, k in old.items() if c not in acls}
+            acls.update(unlisted)
+            said = (f"the ids listing ended early (an empty page with a next link): "
+                    f"{len(unlisted)} unlisted page(s) kept, not deleted, this pass",)
         gone = tuple(Delete(self.doc_id(c)) for c in sorted(set(old) - set(acls)))
-        yield ContentPage(gone, cursor=_cursor("feed", started, acls, keys))
+        yield ContentPage(gone, cursor=_cursor("feed", started, acls, keys), warnings=said)
 
     # -- permission pass ---------------------------------------------------------------------
     def permissions(self, cursor: str | None = None) -> Iterator[PermissionPage]:
@@ -719,6 +736,16 @@ def _state_key(got: Upsert | Failure) -> str:
     if isinstance(got, Upsert):
         return _acl_key(got.document.acl)
     return RETRY if got.transient else _acl_key(got.acl or Acl.nobody("failed"))
+
+
+def _cut_short(page: JsonObject) -> bool:
+    """An empty search page that still links onward while its `start` is short of its
+    `totalSize`: a listing that stopped early, not its end (Cloud's quirk, mid-listing)."""
+    links = page.get("_links")
+    nxt = links.get("next") if isinstance(links, dict) else None
+    start, total = page.get("start"), page.get("totalSize")
+    return not page.get("results") and bool(nxt) and isinstance(start, int) \
+        and isinstance(total, int) and start < total
 
 
 def _complete(part: JsonObject) -> bool:

@@ -332,12 +332,17 @@ class ConfluenceEmulator(Emulator):
             offset = got
         limit = self._page_size(request, cap=int(self.tenant.get("search_cap", 250)))
         page = hits[offset:offset + limit]
+        # A spurious empty page in the middle of a listing, with a next link (Cloud does this
+        # now and then): a client that trusts it as the end loses the rest of the listing.
+        spurious = offset > 0 and offset == self.tenant.get("quirk_empty_page_at")
+        if spurious:
+            page = []
         expand = self._expand(request)
         end = offset + len(page)
         # Cloud's quirks: a next link on the last page leading to an empty page; or a next
         # link on every page, empty ones included (a client must stop on an empty page).
         more = end < len(hits) or (page and self.tenant.get("quirk_empty_last_page", False)) \
-            or self.tenant.get("quirk_next_on_empty", False)
+            or self.tenant.get("quirk_next_on_empty", False) or spurious
         links: JsonObject = {"base": self._base(request), "context": "/wiki"}
         if more:
             query = {"cql": cql, "cursor": encode_cursor(end, cql), "limit": str(limit)}
@@ -346,7 +351,7 @@ class ConfluenceEmulator(Emulator):
             links["next"] = f"/rest/api/content/search?{urlencode(query)}"
         return Response.json({"results": [self._content_json(c, expand, request) for c in page],
                               "start": offset, "limit": limit, "size": len(page),
-                              "_links": links})
+                              "totalSize": len(hits), "_links": links})
 
     def _content_list(self, request: Request) -> Response:
         status = request.arg("status", "current")

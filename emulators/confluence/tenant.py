@@ -27,7 +27,8 @@ _SPACE_KEY = re.compile(r"^[A-Za-z0-9~]+$")
 _TOP: dict[str, type | tuple[type, ...]] = {
         "cloud_id": str, "timezone": str, "page_size": int, "max_limit": int,
         "restriction_limit": int, "search_cap": int, "quirk_empty_last_page": bool,
-        "quirk_next_on_empty": bool, "scheme": str, "credentials": list,
+        "quirk_next_on_empty": bool, "quirk_empty_page_at": int, "scheme": str,
+        "credentials": list,
         "service_accounts": list, "users": list, "groups": list, "spaces": list,
         "content": list, "roles": list}
 

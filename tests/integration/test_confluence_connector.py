@@ -742,3 +742,34 @@ def test_a_token_answer_without_a_token_is_an_auth_error(server: EmulatorServer)
     _answer(server, "/oauth/token", {"token_type": "Bearer"})
     with pytest.raises(SourceAuthError, match="no access token"):
         list(_oauth(_service_account(server)).content())
+
+
+def test_an_empty_page_in_the_middle_of_the_ids_listing_prunes_nothing(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    """An empty page with a next link while `start` < `totalSize` is a listing cut short,
+    not its end: what it did not reach is not known to be gone."""
+    pipeline = synced(server, store)
+    before = set(store.doc_ids(NAME))
+    e = emu(server)
+    e.edit("101", body=f"<p>Edited home, {MARK}.</p>")
+    e.trash("107")  # really gone; but listed after the cut, so kept for now
+    e.tenant["quirk_empty_page_at"] = 4  # page_size 2: the third page comes back empty
+    report = pipeline.incremental_sync(connector(server))
+    assert report.status == "ok", report.errors
+    assert report.deleted == 0 and set(store.doc_ids(NAME)) == before
+    assert any("ended early" in w for w in report.warnings)
+    assert report.indexed == 1  # the edit (101) still went in
+    del e.tenant["quirk_empty_page_at"]
+    report = pipeline.incremental_sync(connector(server))
+    assert report.deleted == 1 and f"{NAME}:107" not in store.doc_ids(NAME)
+
+
+def test_an_empty_page_in_the_middle_of_a_full_listing_fails_the_pass_unpruned(
+        server: EmulatorServer, store: SqliteStore) -> None:
+    pipeline = synced(server, store)
+    before = set(store.doc_ids(NAME))
+    emu(server).tenant["quirk_empty_page_at"] = 4
+    with pytest.raises(SourceUnavailable, match="empty page that still had a next link"):
+        pipeline.full_sync(connector(server))
+    assert set(store.doc_ids(NAME)) == before
+    assert "201" in sees(store, "ann@acme.example")  # listed after the cut, still there
