@@ -250,11 +250,11 @@ class GoogleEmulator(Emulator):
             if not isinstance(parents, list) or any(p not in known for p in parents):
                 raise ValueError(f"{where}: 'parents' must name folders or the shared drive")
             perms = entry.get("permissions", [])
-            if not isinstance(perms, list) or not all(isinstance(p, dict) and p.get("type")
-                                                      in ("user", "group", "domain", "anyone")
-                                                      for p in perms):
+            # Other types are served as they are (Workspace adds kinds: target audiences).
+            if not isinstance(perms, list) or not all(isinstance(p, dict) and isinstance(
+                    p.get("type"), str) for p in perms):
                 raise ValueError(f"{where}: 'permissions' must be permission objects with a "
-                                 "type of user, group, domain or anyone")
+                                 "'type' (user, group, domain, anyone)")
 
     @property
     def page_size(self) -> int:
@@ -488,17 +488,16 @@ class GoogleEmulator(Emulator):
             self._touch_tree(file_id, lambda: self.tenant["files"].remove(entry))
 
     def set_permissions(self, file_id: str, permissions: list[JsonObject]) -> None:
-        """New own permissions (modifiedTime does not move, the version does)."""
+        """New own permissions (modifiedTime does not move, the version does). As in Drive,
+        a folder's sharing change is one change, for the folder: its descendants' access
+        changes with it but the feed does not list them."""
         with self.lock:
             entry = self._file(file_id)
             assert entry is not None, file_id
-
-            def change() -> None:
-                assert entry is not None
-                entry["permissions"] = permissions
-                entry["version"] = str(int(entry.get("version", "1")) + 1)
-
-            self._touch_tree(file_id, change)
+            before = self.viewers(entry)
+            entry["permissions"] = permissions
+            entry["version"] = str(int(entry.get("version", "1")) + 1)
+            self._record(file_id, before)
 
     def set_owner(self, file_id: str, owner: str) -> None:
         """Ownership moves; the old owner keeps writer access, as Drive does."""
@@ -675,7 +674,8 @@ class GoogleEmulator(Emulator):
     def render(self, entry: JsonObject, email: str) -> JsonObject:
         """A file resource as the caller gets it (every field; masks cut it down)."""
         out: JsonObject = {"kind": "drive#file", "id": entry["id"], "name": entry["name"],
-                           "mimeType": entry["mimeType"], "trashed": bool(entry.get("trashed")),
+                           "mimeType": entry["mimeType"], "trashed": self.trashed(entry),
+                           "explicitlyTrashed": bool(entry.get("trashed")),
                            "version": str(entry.get("version", "1")),
                            "createdTime": entry.get("createdTime", "2024-01-01T00:00:00.000Z"),
                            "modifiedTime": entry.get("modifiedTime",
@@ -700,6 +700,19 @@ class GoogleEmulator(Emulator):
         if entry["mimeType"] == SHORTCUT:
             out["shortcutDetails"] = dict(entry.get("shortcutDetails", {}))
         return out
+
+    def trashed(self, entry: JsonObject) -> bool:
+        """Trashed itself or under a trashed folder (Drive trashes the whole subtree)."""
+        files = self._files()
+        todo, seen = [entry], set()
+        while todo:
+            current = todo.pop()
+            if current.get("trashed"):
+                return True
+            seen.add(current["id"])
+            todo.extend(files[p] for p in current.get("parents", [])
+                        if p in files and p not in seen)
+        return False
 
     @staticmethod
     def _link(entry: JsonObject) -> str:
@@ -733,7 +746,7 @@ class GoogleEmulator(Emulator):
                 continue
             have: Any
             if fld == "trashed":
-                have = "true" if entry.get("trashed") else "false"
+                have = "true" if self.trashed(entry) else "false"
             elif fld == "starred":
                 have = "true" if entry.get("starred") else "false"
             elif fld == "modifiedTime":
@@ -802,10 +815,13 @@ class GoogleEmulator(Emulator):
         return self._page(Request(request.method, request.path, query, request.headers,
                                   request.body), out, "files", 1000, extra)
 
-    def _visible_file(self, request: Request, caller: str) -> JsonObject | Response:
+    def _visible_file(self, request: Request, caller: str, *,
+                      all_drives: bool = False) -> JsonObject | Response:
+        """The file if the caller may open it; shared-drive items need supportsAllDrives
+        (files.export has no such parameter: `all_drives`)."""
         entry = self._file(request.params["file"])
-        if entry is not None and entry.get("driveId") and not _flag(request,
-                                                                     "supportsAllDrives"):
+        if entry is not None and entry.get("driveId") and not (
+                all_drives or _flag(request, "supportsAllDrives")):
             entry = None
         if entry is None or self.role_of(entry, caller) is None:
             return google_error(404, "notFound", f"File not found: {request.params['file']}.",
@@ -832,7 +848,7 @@ class GoogleEmulator(Emulator):
         caller = self._caller(request, DRIVE_SCOPES)
         if isinstance(caller, Response):
             return caller
-        entry = self._visible_file(request, caller)
+        entry = self._visible_file(request, caller, all_drives=True)
         if isinstance(entry, Response):
             return entry
         wanted = request.arg("mimeType") or ""

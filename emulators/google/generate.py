@@ -157,7 +157,8 @@ def example_tenant(account: ServiceAccount) -> JsonObject:
             file("p-deck", "Deck", owner=a, mime=SLIDES, perms=[to_domain(True)],
                  text=f"Slide one: {MARK}"),
             file("t-link", "link-only.txt", owner=a, perms=[to_domain(False)]),
-            file("t-public", "public.md", owner=a, perms=[to_anyone(True)],
+            # sam is suspended: delegation cannot impersonate him, his files are not read
+            file("t-public", "public.md", owner="sam@acme.example", perms=[to_anyone(True)],
                  mime="text/markdown"),
             file("t-anylink", "anyone-link.txt", owner=a, perms=[to_anyone(False)]),
             file("t-trash", "trashed.txt", owner=a, perms=[to_user(b)], trashed=True),
