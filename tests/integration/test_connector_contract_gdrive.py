@@ -127,13 +127,13 @@ class DriveTenant(Tenant):
             return False
         kind = grant["type"]
         if kind == "user":
-            return grant.get("emailAddress", "").lower() == email
+            return str(grant.get("emailAddress", "")).lower() == email
         if kind == "group":
-            return grant.get("emailAddress", "").lower() in groups
+            return str(grant.get("emailAddress", "")).lower() in groups
         discoverable = grant.get("allowFileDiscovery") is True
         if kind == "domain":
             return (discoverable or self.domain_links) and \
-                email.rsplit("@", 1)[1] == grant.get("domain", "").lower()
+                email.rsplit("@", 1)[1] == str(grant.get("domain", "")).lower()
         return kind == "anyone" and (discoverable or self.anyone_links)
 
     def readable(self, entry: dict[str, Any], email: str) -> bool:
