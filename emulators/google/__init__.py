@@ -352,6 +352,12 @@ class GoogleEmulator(Emulator):
                 if drive_id:
                     out["permissionDetails"] = []
                 merged[pid] = out
+            elif "expirationTime" in out:  # one grant per grantee: the longest access wins
+                if "expirationTime" not in perm:
+                    del out["expirationTime"]
+                else:
+                    out["expirationTime"] = max(str(out["expirationTime"]),
+                                                str(perm["expirationTime"]))
             if ROLE_RANK.get(str(perm.get("role")), 0) > ROLE_RANK.get(str(out.get("role")), 0):
                 out["role"] = perm.get("role")
             if drive_id and detail is not None:

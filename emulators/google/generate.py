@@ -226,6 +226,17 @@ def generate_tenant(account: ServiceAccount, seed: int = 11, *, users: int = 30,
             return {"type": "user", "role": "reader", "deleted": True}
         return to_domain(True, "partner.example")
 
+    def grants(n: int) -> list[JsonObject]:
+        """Drive holds one permission per grantee: the first drawn for each wins."""
+        out: dict[str, JsonObject] = {}
+        for _ in range(n):
+            perm = grant()
+            key = f"{perm['type']}:{perm.get('emailAddress') or perm.get('domain') or ''}"
+            if perm.get("deleted"):
+                key += f":{len(out)}"
+            out.setdefault(key, perm)
+        return list(out.values())
+
     def kind() -> tuple[str, str]:
         return rng.choice([("text/plain", ".txt"), ("text/markdown", ".md"),
                            ("text/html", ".html"), (DOC, ""), (SHEET, ""), (SLIDES, "")])
@@ -241,14 +252,14 @@ def generate_tenant(account: ServiceAccount, seed: int = 11, *, users: int = 30,
     for u, owner in enumerate(emails):
         folder = f"fo-{u}"
         tenant_files.append(file(folder, f"Folder {u}", owner=owner, mime=FOLDER,
-                                 perms=[grant()] if rng.random() < 0.5 else []))
+                                 perms=grants(1) if rng.random() < 0.5 else []))
         for j in range(files_per_user):
             mime, suffix = kind()
             fid = f"my-{u}-{j}"
             extra: JsonObject = {}
             if rng.random() < 0.08:
                 extra["trashed"] = True
-            perms = [grant() for _ in range(rng.randint(0, 3))]
+            perms = grants(rng.randint(0, 3))
             tenant_files.append(file(fid, f"file {u}-{j}{suffix}", owner=owner, mime=mime,
                                      parents=[folder] if rng.random() < 0.4 else [],
                                      perms=perms, text=content(mime, fid), **extra))
@@ -267,14 +278,14 @@ def generate_tenant(account: ServiceAccount, seed: int = 11, *, users: int = 30,
         shared.append({"id": did, "name": f"Shared {k}", "members": members})
         folder = f"sf-{k}"
         tenant_files.append(file(folder, f"Drive folder {k}", drive=did, mime=FOLDER,
-                                 perms=[grant()]))
+                                 perms=grants(1)))
         for j in range(files_per_drive):
             mime, suffix = kind()
             fid = f"sd-{k}-{j}"
             extra = {"trashed": True} if rng.random() < 0.05 else {}
             tenant_files.append(file(fid, f"drive file {k}-{j}{suffix}", drive=did, mime=mime,
                                      parents=[folder] if rng.random() < 0.5 else [did],
-                                     perms=[grant() for _ in range(rng.randint(0, 2))],
+                                     perms=grants(rng.randint(0, 2)),
                                      text=content(mime, fid), **extra))
     return {"domain": DOMAIN, "customer_id": "C0acme", "page_size": 100,
             "service_accounts": [account.tenant_entry()], "users": people, "groups": groups,

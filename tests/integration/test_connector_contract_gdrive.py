@@ -190,18 +190,21 @@ class DriveTenant(Tenant):
 
 
 def make_client(server: EmulatorServer, account: ServiceAccount, name: str = "src", *,
-                page_size: int = 2, policy: HttpPolicy | None = None) -> DriveClient:
+                page_size: int = 2, policy: HttpPolicy | None = None,
+                admin: str = ADMIN) -> DriveClient:
     policy = policy or HttpPolicy(name, HttpLimits(rate=0, backoff_base=0.01),
                                   ca_bundle=str(server.ca_bundle))
     key = ServiceAccountKey.parse(json.dumps(account.key_file(server.base_url)))
-    return DriveClient(policy, key, delegated_admin=ADMIN, domain="acme.example",
+    return DriveClient(policy, key, delegated_admin=admin, domain="acme.example",
                        api_endpoint=server.base_url, page_size=page_size)
 
 
 def make_connector(server: EmulatorServer, account: ServiceAccount, name: str = "src", *,
-                   page_size: int = 2, **kwargs: Any) -> GoogleDriveConnector:
-    return GoogleDriveConnector(name, make_client(server, account, name, page_size=page_size),
-                                **kwargs)
+                   page_size: int = 2, admin: str = ADMIN, policy: HttpPolicy | None = None,
+                   **kwargs: Any) -> GoogleDriveConnector:
+    client = make_client(server, account, name, page_size=page_size, admin=admin,
+                         policy=policy)
+    return GoogleDriveConnector(name, client, **kwargs)
 
 
 class DriveHarness(ConnectorHarness):
