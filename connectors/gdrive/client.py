@@ -166,8 +166,10 @@ class DriveClient:
             reason, location, message = _reason(exc.content)
             text = f"{what}: HTTP {status}{f' {reason}' if reason else ''}" \
                    f"{f' ({message})' if message else ''}"
-            if cursor and status in (400, 404, 410) and (
-                    location == "pageToken" or reason in ("invalid", "notFound")):
+            # An expired or unknown page token: 400 `invalid` (or 404/410) at `pageToken`;
+            # a 400 about another parameter is a request the connector got wrong.
+            if cursor and status in (400, 404, 410) and (location == "pageToken" or (
+                    not location and reason in ("invalid", "notFound"))):
                 raise CursorExpired(text) from None
             if status == 401:
                 raise SourceAuthError(text) from None

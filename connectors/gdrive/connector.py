@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,7 +96,9 @@ BINARY_SUFFIX = {
 
 
 class GoogleDriveOptions(HttpConnectorOptions):
-    service_account_file: str = Field(min_length=1)  # the JSON key (relative to the config)
+    service_account_file: str | None = Field(default=None, min_length=1)  # the JSON key
+    # or: the name of an environment variable holding the key file's JSON (containers)
+    service_account_json_env: str | None = Field(default=None, min_length=1)
     delegated_admin: str = Field(min_length=3)  # impersonated for the Directory API
     domain: str = Field(min_length=3)  # the Workspace primary domain
     shared_drives: bool = True
@@ -205,17 +208,29 @@ class GoogleDriveConnector:
         if not isinstance(options, GoogleDriveOptions):
             raise TypeError(f"gdrive options must be GoogleDriveOptions, not "
                             f"{type(options).__name__}")
-        path = (base_dir / Path(options.service_account_file).expanduser()).resolve()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"connector {name!r}: service account file {path}: cannot be "
-                              f"read ({type(exc).__name__})") from None
+        env = os.environ if environ is None else environ
+        if (options.service_account_file is None) == (options.service_account_json_env is None):
+            raise ConfigError(f"connector {name!r}: exactly one of 'service_account_file' and "
+                              "'service_account_json_env' is required")
+        if options.service_account_file is not None:
+            path = (base_dir / Path(options.service_account_file).expanduser()).resolve()
+            where = f"service account file {path}"
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"connector {name!r}: {where}: cannot be read "
+                                  f"({type(exc).__name__})") from None
+        else:
+            variable = str(options.service_account_json_env)
+            where = f"the service account key in {variable}"
+            text = env.get(variable, "")
+            if not text.strip():
+                raise ConfigError(f"connector {name!r}: 'service_account_json_env' names "
+                                  f"{variable}, which is not set")
         try:
             key = ServiceAccountKey.parse(text)
         except ValueError as exc:
-            raise ConfigError(f"connector {name!r}: service account file {path}: {exc}") \
-                from None
+            raise ConfigError(f"connector {name!r}: {where}: {exc}") from None
         ca_bundle = options.ca_bundle
         if ca_bundle is not None:
             ca_bundle = str((base_dir / Path(ca_bundle).expanduser()).resolve())

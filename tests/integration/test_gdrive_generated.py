@@ -38,7 +38,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with EmulatorServer(emulator) as server:
         emulator.bind(server.base_url)
         pipeline = Pipeline(store, HashingEmbedder())
-        report = pipeline.full_sync(make_connector(server, account, NAME, page_size=50, admin=ADMIN))
+        report = pipeline.full_sync(make_connector(server, account, NAME, page_size=50,
+                                                   admin=ADMIN))
         assert report.status == "ok", report.errors
         yield tenant, store, server, pipeline, account
     store.close()
@@ -90,9 +91,10 @@ def test_link_only_shares_grant_when_configured_so(world: World, tmp_path_factor
 
 def test_permissions_are_read_once_per_file_and_not_again_when_nothing_changed(
         world: World) -> None:
-    tenant, _, server, pipeline, account = world
+    _, _, server, pipeline, account = world
     server.emulator.counters.reset()
-    report = pipeline.incremental_sync(make_connector(server, account, NAME, page_size=50, admin=ADMIN))
+    report = pipeline.incremental_sync(make_connector(server, account, NAME, page_size=50,
+                                                      admin=ADMIN))
     assert report.status == "ok" and report.indexed == 0
     by_path = server.emulator.counters.to_json()["by_path"]
     assert not [p for p in by_path if p.endswith("/export") or
