@@ -118,8 +118,12 @@ class DriveClient:
         with self._lock:
             held = self._credentials.get((subject, scopes))
             if held is None:
-                base = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-                    self.key.info, scopes=list(scopes))
+                # The key is parsed once per scope set; with_subject shares its signer.
+                base = self._credentials.get(("", scopes))
+                if base is None:
+                    base = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                        self.key.info, scopes=list(scopes))
+                    self._credentials[("", scopes)] = base
                 held = base.with_subject(subject)
                 self._credentials[(subject, scopes)] = held
             return held

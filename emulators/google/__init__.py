@@ -195,7 +195,24 @@ class GoogleEmulator(Emulator):
         self.floor = 1  # page tokens below this are no longer accepted
         self.log: list[tuple[int, str, frozenset[str], str]] = []  # seq, file, viewers, time
         self.base_url = ""
+        self._memo: dict[Any, Any] | None = None
         super().__init__(tenant)
+
+    def dispatch(self, request: Request) -> Response:
+        with self.lock:  # memos live for one request: the tenant may change between them
+            self._memo = {}
+            try:
+                return super().dispatch(request)
+            finally:
+                self._memo = None
+
+    def _memoized(self, key: Any, make: Any) -> Any:
+        memo = self._memo
+        if memo is None:
+            return make()
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
 
     def bind(self, base_url: str) -> None:
         """The URL this server answers on (its own token URL is an accepted audience)."""
@@ -264,7 +281,9 @@ class GoogleEmulator(Emulator):
         return next((f for f in self.tenant["files"] if f["id"] == file_id), None)
 
     def _files(self) -> dict[str, JsonObject]:
-        return {f["id"]: f for f in self.tenant["files"]}
+        result: dict[str, JsonObject] = self._memoized(
+            "files", lambda: {f["id"]: f for f in self.tenant["files"]})
+        return result
 
     def _user(self, email: str) -> JsonObject | None:
         low = email.lower()
@@ -284,6 +303,9 @@ class GoogleEmulator(Emulator):
     def groups_of(self, email: str) -> set[str]:
         """Group emails (lower) the address belongs to, through nested groups; a CUSTOMER
         member admits every user of the domain."""
+        return set(self._memoized(("groups", email.lower()), lambda: self._groups_of(email)))
+
+    def _groups_of(self, email: str) -> set[str]:
         low = email.lower()
         in_domain = self._user(email) is not None
         held: set[str] = set()

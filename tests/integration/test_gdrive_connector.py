@@ -7,6 +7,7 @@ variables failing in one line without key material."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,16 @@ def test_a_key_the_service_does_not_know_is_refused_in_one_line(
     assert "invalid_grant" in message and "Invalid JWT Signature" in message
     assert len(message.splitlines()) == 1 and "PRIVATE KEY" not in message
     assert stranger.private_key_pem[40:80] not in message
+
+
+def test_requests_share_connections(server: EmulatorServer, account: ServiceAccount,
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    # google-auth's Request closes the session it wraps when collected: PolicyHttp keeps one,
+    # so the pool survives token checks and every call of a user reuses its connection.
+    connector = make_connector(server, account, page_size=1)
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        list(connector.content())
+    opened = sum("Starting new HTTPS connection" in r.getMessage() for r in caplog.records)
+    calls = emu(server).counters.to_json()["requests"]
+    subjects = len(connector.client._services)
+    assert calls > 40 and opened <= 2 * subjects + 1, (opened, calls, subjects)
