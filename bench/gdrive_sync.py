@@ -84,6 +84,7 @@ def main() -> None:
             else:
                 emulator.set_permissions(entry["id"], [to_user(ADMIN)])
         second = connector(server, account, args.page_size)
+        emulator.counters.reset()
         started = time.perf_counter()
         report = pipeline.incremental_sync(second)
         took = time.perf_counter() - started
@@ -93,6 +94,15 @@ def main() -> None:
               f"{len(changed) // 2} re-shared; {report.status}) | {len(changed)} | {written} | "
               f"{took:.2f} s | {docs / took:.0f} | {calls} | {calls / docs:.3f} "
               f"({calls / len(changed):.1f} per changed file) |")
+        kinds: dict[str, int] = {}
+        for path, n in emulator.counters.to_json()["by_path"].items():
+            kind = ("token" if path == "/token" else "changes" if "/changes" in path
+                    else "directory" if path.startswith("/admin/") else
+                    "permissions" if path.endswith("/permissions") else
+                    "content" if path.endswith("/export") or path.count("/") == 4
+                    else "listing")
+            kinds[kind] = kinds.get(kind, 0) + n
+        print(f"\nincremental requests by kind: {dict(sorted(kinds.items()))}")
         store.close()
 
 
