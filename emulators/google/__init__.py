@@ -595,6 +595,7 @@ class GoogleEmulator(Emulator):
     # -- OAuth ---------------------------------------------------------------------------------
     def _token(self, request: Request) -> Response:
         import jwt
+        from cryptography.exceptions import UnsupportedAlgorithm
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
         form = {k: v[0] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
@@ -612,7 +613,7 @@ class GoogleEmulator(Emulator):
             return _oauth_error("invalid_grant", "Invalid JWT Signature.")
         try:
             key = load_pem_public_key(account["public_key_pem"].encode())
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):  # the tenant file's key is unusable
             return _oauth_error("invalid_grant", "Invalid JWT Signature.")
         audiences = [GOOGLE_TOKEN_URI] + ([f"{self.base_url}/token"] if self.base_url else [])
         try:

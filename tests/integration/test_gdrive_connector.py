@@ -250,3 +250,45 @@ def test_requests_share_connections(server: EmulatorServer, account: ServiceAcco
     calls = emu(server).counters.to_json()["requests"]
     subjects = len(connector.client._services)
     assert calls > 40 and opened <= 2 * subjects + 1, (opened, calls, subjects)
+
+
+@pytest.mark.parametrize("cursor", [
+    "[]", '{"v": 99}', '{"v": 1, "phase": "feed"}',
+    '{"v": 1, "phase": "feed", "todo": null, "at": null, "how": null, "start": null, '
+    '"tokens": {}, "old": {}, "items": {"x": "not a pair"}, "acls": {}}',
+    '{"v": 1, "phase": "inc", "todo": [3], "at": null, "how": null, "start": null, '
+    '"tokens": {}, "old": {}, "items": {}, "acls": {}}',
+    '{"v": 1, "phase": "inc", "todo": ["u:x@acme.example"], "at": "5", "how": "changes", '
+    '"start": null, "tokens": {}, "old": {}, "items": {}, "acls": {}}'])
+def test_a_cursor_that_is_not_ours_is_cursor_expired(
+        server: EmulatorServer, account: ServiceAccount, cursor: str) -> None:
+    with pytest.raises(CursorExpired):
+        list(make_connector(server, account).content(cursor))
+    with pytest.raises(CursorExpired):
+        list(make_connector(server, account).permissions(cursor))
+
+
+def test_group_sync_expands_nested_customer_and_external_members(
+        server: EmulatorServer, account: ServiceAccount) -> None:
+    pages = list(make_connector(server, account).identities())
+    assert not [f for p in pages for f in p.failures]
+    members = {(m.group, m.member) for p in pages for m in p.memberships}
+    assert ("group:google:eng@acme.example", "group:google:leads@acme.example") in members
+    assert ("group:google:leads@acme.example", f"user:{CARL}") in members
+    assert ("group:google:partners@acme.example", "user:ext@partner.example") in members
+    staff = {m for g, m in members if g == "group:google:staff@acme.example"}
+    assert f"user:{FRANK}" in staff and "user:sam@acme.example" not in staff  # suspended
+    assert not any(m.startswith("user:ext@") for m in staff)
+
+
+def test_a_shared_drive_nobody_of_the_domain_can_be_impersonated_for_is_reported(
+        server: EmulatorServer, account: ServiceAccount, tmp_path: Path) -> None:
+    e = emu(server)
+    e.tenant["drives"].append({"id": "0AOdd", "name": "Odd", "members": [
+        {"type": "group", "role": "organizer", "emailAddress": "eng@acme.example"},
+        {"type": "user", "role": "organizer", "emailAddress": "ext@partner.example"}]})
+    store = SqliteStore(tmp_path / "i.sqlite3")
+    report = Pipeline(store, HashingEmbedder()).full_sync(make_connector(server, account))
+    assert report.status == "partial"
+    assert any("0AOdd" in err and "no member of the domain" in err for err in report.errors)
+    store.close()
