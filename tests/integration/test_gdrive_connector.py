@@ -292,3 +292,24 @@ def test_a_shared_drive_nobody_of_the_domain_can_be_impersonated_for_is_reported
     assert report.status == "partial"
     assert any("0AOdd" in err and "no member of the domain" in err for err in report.errors)
     store.close()
+
+
+def test_size_limits_report_big_files_without_downloading_them(
+        server: EmulatorServer, account: ServiceAccount, tmp_path: Path) -> None:
+    from connectors.extract.limits import Limits
+
+    e = emu(server)
+    e.edit("t-eng", content="big " * 200 + "zephyrmarker")  # 800 bytes, binary
+    e.edit("d-spec", content="big " * 200 + "zephyrmarker")  # a Doc: export refused
+    e.tenant["export_limit_bytes"] = 500
+    store = SqliteStore(tmp_path / "i.sqlite3")
+    connector = make_connector(server, account, limits=Limits(max_bytes=600))
+    report = Pipeline(store, HashingEmbedder()).full_sync(connector)
+    by_path = e.counters.to_json()["by_path"]
+    assert "/drive/v3/files/t-eng" not in by_path  # its size said no: never downloaded
+    assert any("t-eng" in err and "600 allowed" in err for err in report.errors), report.errors
+    assert any("exportSizeLimitExceeded" in err for err in report.errors), report.errors
+    assert "src:d:0AEng:t-eng" not in store.doc_ids("src")
+    assert "src:u:ann@acme.example:d-plan" in store.doc_ids("src")
+    assert repr(connector.client.key).count("PRIVATE") == 0
+    store.close()
