@@ -167,7 +167,14 @@ class DriveClient:
         from googleapiclient.errors import HttpError
 
         try:
-            return request.execute(num_retries=0)
+            try:
+                return request.execute(num_retries=0)
+            except HttpError as exc:
+                if int(exc.resp.status) != 401 or subject is None:
+                    raise
+                # A token revoked or expired early: a new one for this user, once.
+                self._forget_tokens(subject)
+                return request.execute(num_retries=0)
         except HttpError as exc:
             status = int(exc.resp.status)
             reason, location, message = _reason(exc.content)
@@ -193,6 +200,12 @@ class DriveClient:
         except ValueError as exc:  # the library cannot decode the answer
             raise SourceError(f"{what}: an answer that cannot be read "
                               f"({type(exc).__name__})") from None
+
+    def _forget_tokens(self, subject: str) -> None:
+        with self._lock:
+            for (who, _), creds in self._credentials.items():
+                if who == subject:
+                    creds.token = None  # not valid: the next request signs a new assertion
 
     def _refresh_problem(self, exc: Exception, subject: str | None) -> str:
         # RefreshError args: (message, response body). The body is Google's

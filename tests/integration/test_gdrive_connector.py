@@ -313,3 +313,18 @@ def test_size_limits_report_big_files_without_downloading_them(
     assert "src:u:ann@acme.example:d-plan" in store.doc_ids("src")
     assert repr(connector.client.key).count("PRIVATE") == 0
     store.close()
+
+
+def test_a_revoked_token_is_replaced_once_per_user(
+        server: EmulatorServer, account: ServiceAccount) -> None:
+    connector = make_connector(server, account, page_size=50)
+    cursor = feed_after_full(connector)
+    e = emu(server)
+    e.edit("d-plan", content="again zephyrmarker")
+    before = e.counters.to_json()["by_path"]["/token"]
+    e.tokens.clear()  # every token issued so far is now refused (401 authError)
+    ops = ops_of(connector, cursor)
+    assert {op.document.doc_id for op in ops if isinstance(op, Upsert)} == {
+        "src:u:ann@acme.example:d-plan"}
+    renewed = e.counters.to_json()["by_path"]["/token"] - before
+    assert 1 <= renewed <= len(connector.client._credentials)
