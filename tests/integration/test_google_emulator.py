@@ -199,3 +199,52 @@ def test_a_bad_page_token_query_or_mask_is_a_400_not_a_crash(
                                                             ("parents", "in", "a")]
     assert parse_fields("nextPageToken,files(id,owners(emailAddress))") == {
         "nextPageToken": None, "files": {"id": None, "owners": {"emailAddress": None}}}
+
+
+def ids(answer: requests.Response) -> set[str]:
+    return {str(f["id"]) for f in answer.json()["files"]}
+
+
+def test_queries_corpora_downloads_and_exports_answer_as_drive(
+        server: EmulatorServer, account: ServiceAccount) -> None:
+    frank = token(server, account, "frank@acme.example")
+    mine = ids(get(server, "/drive/v3/files", frank, fields="files(id)"))
+    domain = ids(get(server, "/drive/v3/files", frank, corpora="domain", fields="files(id)"))
+    assert "p-deck" not in mine and "p-deck" in domain  # discoverable by the domain
+    assert "t-link" not in domain  # link-only: never listed
+    ann = token(server, account)
+    under = ids(get(server, "/drive/v3/files", ann, q="'f-plans' in parents and "
+                    "mimeType != 'application/vnd.google-apps.folder'", fields="files(id)"))
+    assert under == {"d-plan"}
+    later = ids(get(server, "/drive/v3/files", ann, q="modifiedTime > '2030-01-01T00:00:00'",
+                    fields="files(id)"))
+    assert later == set()
+    native = get(server, "/drive/v3/files/d-plan", ann, alt="media")
+    assert native.status_code == 403
+    assert native.json()["error"]["errors"][0]["reason"] == "fileNotDownloadable"
+    assert get(server, "/drive/v3/files/d-plan/export", ann,
+               mimeType="text/csv").status_code == 400
+    assert b"Roadmap" in get(server, "/drive/v3/files/d-plan/export", ann,
+                             mimeType="text/plain").content
+    assert get(server, "/drive/v3/files/t-link", ann, alt="media").content.startswith(b"link")
+    default = get(server, "/drive/v3/files/t-link", ann).json()
+    assert set(default) == {"kind", "id", "name", "mimeType"}  # no fields: Drive's default
+
+
+def test_shared_drive_and_directory_guards(server: EmulatorServer,
+                                           account: ServiceAccount) -> None:
+    bob = token(server, account, BOB)
+    assert get(server, "/drive/v3/drives", bob, useDomainAdminAccess="true").status_code == 403
+    assert {d["id"] for d in get(server, "/drive/v3/drives", bob).json()["drives"]} == {"0AFin"}
+    assert get(server, "/drive/v3/files", bob, corpora="drive",
+               driveId="0AEng", includeItemsFromAllDrives="true",
+               supportsAllDrives="true").status_code == 404  # not a member
+    assert get(server, "/drive/v3/files", bob, corpora="drive",
+               driveId="0AFin").status_code == 403  # the all-drives flags are required
+    assert get(server, "/drive/v3/files", bob, pageSize="zero").status_code == 400
+    ann = token(server, account)
+    users = get(server, "/admin/directory/v1/users", ann, domain="acme.example").json()
+    assert {u["primaryEmail"] for u in users["users"]} >= {ANN, BOB, "sam@acme.example"}
+    assert get(server, "/admin/directory/v1/users", ann).status_code == 400  # no customer
+    assert get(server, "/admin/directory/v1/groups/nope@acme.example/members",
+               ann).status_code == 404
