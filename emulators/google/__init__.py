@@ -546,6 +546,24 @@ class GoogleEmulator(Emulator):
 
             self._touch_tree(file_id, change)
 
+    def move(self, file_id: str, parents: list[str], drive_id: str | None = None) -> None:
+        """New parents; with `drive_id`, into that shared drive (the drive owns it then: no
+        `owners`), without it, within its drive or My Drive."""
+        with self.lock:
+            entry = self._file(file_id)
+            assert entry is not None, file_id
+
+            def change() -> None:
+                assert entry is not None
+                entry["parents"] = list(parents)
+                if drive_id is not None:
+                    entry["driveId"] = drive_id
+                    entry.pop("owners", None)
+                entry["version"] = str(int(entry.get("version", "1")) + 1)
+                self.validate(self.tenant)
+
+            self._touch_tree(file_id, change)
+
     def set_members(self, group_email: str, members: list[JsonObject]) -> None:
         with self.lock:
             group = self._group(group_email)

@@ -328,3 +328,21 @@ def test_a_revoked_token_is_replaced_once_per_user(
         "src:u:ann@acme.example:d-plan"}
     renewed = e.counters.to_json()["by_path"]["/token"] - before
     assert 1 <= renewed <= len(connector.client._credentials)
+
+
+def test_a_new_owner_or_a_move_into_a_shared_drive_moves_the_document(
+        server: EmulatorServer, account: ServiceAccount) -> None:
+    connector = make_connector(server, account, page_size=50)
+    cursor = feed_after_full(connector)
+    e = emu(server)
+    e.set_owner("t-bob", ANN)  # bob keeps writer access: still in his view, not his stream
+    e.move("t-link", ["0AEng"], drive_id="0AEng")
+    ops = ops_of(make_connector(server, account, page_size=50), cursor)
+    upserts = {op.document.doc_id for op in ops if isinstance(op, Upsert)}
+    deletes = {op.doc_id for op in ops if isinstance(op, Delete)}
+    assert deletes == {"src:u:bob@acme.example:t-bob", "src:u:ann@acme.example:t-link"}
+    assert upserts == {"src:u:ann@acme.example:t-bob", "src:d:0AEng:t-link"}
+    moved = next(op.document for op in ops if isinstance(op, Upsert)
+                 and op.document.doc_id == "src:d:0AEng:t-link")
+    assert moved.acl.allows({"user:carl@acme.example", "group:google:eng@acme.example"})
+    assert not moved.acl.allows({"user:frank@acme.example", "domain:acme.example"})
