@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +133,43 @@ def test_emulate_google_refuses_a_bad_tenant_file(tmp_path: Path) -> None:
                            "google", "--tenant", str(data)], capture_output=True, text=True,
                           env=BASE_ENV, timeout=60, check=False)
     assert done.returncode == 2 and "service_accounts" in done.stderr
+
+
+def test_the_documented_flow_generate_emulate_sync(tmp_path: Path) -> None:
+    """README: generate a tenant and its key file, serve it, point a connector at it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"https://127.0.0.1:{port}"
+    made = subprocess.run([sys.executable, "-m",
+                           "emulators.google.generate", str(tmp_path / "out"), "--seed", "3",
+                           "--base-url", base], capture_output=True, text=True, env=BASE_ENV,
+                          timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "out" / "service_account.json").stat().st_mode & 0o077 == 0
+    proc = subprocess.Popen([clearance_exe(), "--home", str(tmp_path / "home"), "emulate",
+                             "google", "--tenant", str(tmp_path / "out" / "tenant.json"),
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=BASE_ENV)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == base
+        ca_bundle = proc.stdout.readline().strip().removeprefix("ca_bundle ")
+        cfg = tmp_path / "clearance.toml"
+        cfg.write_text(f"""
+[[connectors]]
+name = "drive"
+kind = "gdrive"
+service_account_file = "out/service_account.json"
+delegated_admin = "user000@acme.example"
+domain = "acme.example"
+my_drives = ["user001@acme.example"]
+shared_drives = false
+api_endpoint = "{base}"
+ca_bundle = "{ca_bundle}"
+""")
+        done = run(tmp_path, cfg, "sync")
+        assert done.returncode == 0, done.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
