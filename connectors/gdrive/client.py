@@ -19,6 +19,7 @@ Errors arrive as `core.errors` types, decided by the HTTP status and Google's `r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -99,6 +100,19 @@ def _reason(content: bytes) -> tuple[str, str, str]:
             redact_text(str(error.get("message", "")))[:160])
 
 
+# Credentials live as long as the process, not the connector: a worker builds a connector per
+# pass, and each would otherwise sign in again as every user it reads. The key is never part of
+# the cache key (a digest of it is); each request still goes through its own connector's policy.
+_SHARED: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _key_digest(info: JsonObject) -> str:
+    text = "\x00".join(str(info.get(k, "")) for k in ("client_email", "private_key",
+                                                       "token_uri"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class DriveClient:
     def __init__(self, policy: HttpPolicy, key: ServiceAccountKey, *, delegated_admin: str,
                  domain: str, api_endpoint: str | None = None, page_size: int = 100,
@@ -118,18 +132,25 @@ class DriveClient:
     def _creds(self, subject: str, scopes: tuple[str, ...]) -> Any:
         from google.oauth2 import service_account
 
+        digest = _key_digest(self.key.info)
         with self._lock:
             held = self._credentials.get((subject, scopes))
+            if held is not None:
+                return held
+        with _SHARED_LOCK:
+            held = _SHARED.get((digest, subject, scopes))
             if held is None:
                 # The key is parsed once per scope set; with_subject shares its signer.
-                base = self._credentials.get(("", scopes))
+                base = _SHARED.get((digest, "", scopes))
                 if base is None:
                     base = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
                         self.key.info, scopes=list(scopes))
-                    self._credentials[("", scopes)] = base
+                    _SHARED[(digest, "", scopes)] = base
                 held = base.with_subject(subject)
-                self._credentials[(subject, scopes)] = held
-            return held
+                _SHARED[(digest, subject, scopes)] = held
+        with self._lock:
+            self._credentials[(subject, scopes)] = held
+        return held
 
     def _service(self, api: str, subject: str) -> Any:
         from googleapiclient.discovery import build

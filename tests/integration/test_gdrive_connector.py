@@ -346,3 +346,17 @@ def test_a_new_owner_or_a_move_into_a_shared_drive_moves_the_document(
                  and op.document.doc_id == "src:d:0AEng:t-link")
     assert moved.acl.allows({"user:carl@acme.example", "group:google:eng@acme.example"})
     assert not moved.acl.allows({"user:frank@acme.example", "domain:acme.example"})
+
+
+def test_a_connector_built_again_in_the_same_process_reuses_the_tokens(
+        server: EmulatorServer, account: ServiceAccount) -> None:
+    e = emu(server)
+    list(make_connector(server, account, page_size=50).content())
+    first = e.counters.to_json()["by_path"]["/token"]
+    assert first >= 5  # one per impersonated user and API
+    list(make_connector(server, account, page_size=50).content())
+    assert e.counters.to_json()["by_path"]["/token"] == first
+    # another key (even under the same service account name) signs in for itself
+    stranger = ServiceAccount.new(client_email=account.client_email)
+    with pytest.raises(SourceAuthError):
+        list(make_connector(server, stranger).content())
