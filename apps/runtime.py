@@ -162,6 +162,12 @@ class Runtime:
             from assistant.llm.bedrock import bedrock_provider
 
             return bedrock_provider(llm, self.settings.config_dir)
+        if llm.provider == "openai":
+            import os
+
+            from assistant.llm.openai_compat import openai_provider
+
+            return openai_provider(llm, self.settings.config_dir, os.environ)
         if llm.provider != "extractive":
             raise ConfigError(f"llm provider {llm.provider!r} is not available in this build yet")
         return ExtractiveAnswerer(self.query_embedder, min_evidence=llm.min_evidence)
