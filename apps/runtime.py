@@ -182,7 +182,22 @@ class Runtime:
 
     @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.settings.home / "audit.jsonl")
+        cfg = self.settings.file.audit
+        if cfg.backend == "opensearch":
+            import os
+
+            from assistant.audit_opensearch import OpenSearchAudit
+            from indexer.store.opensearch_client import Cluster, make_client
+
+            store = self.settings.file.store
+            if not store.url:
+                raise ConfigError('[audit] backend = "opensearch" writes through the [store] '
+                                  "connection: set [store] url")
+            index = cfg.index or f"{store.index_prefix}-audit"
+            cluster = Cluster(make_client(store, os.environ))
+            return AuditLog(None, principals=cfg.principals,
+                            backend=OpenSearchAudit(cluster, index))
+        return AuditLog(self.settings.home / "audit.jsonl", principals=cfg.principals)
 
     @cached_property
     def guard(self) -> Guardrails | None:

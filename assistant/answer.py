@@ -165,7 +165,7 @@ class Assistant:
                    actions: Sequence[Action], conversation: str | None) -> None:
         self._audit(AuditRecord(
             at=time.time(), email=identity.email, principals=sorted(identity.principals),
-            question=question, hits=[s.doc_id for s in sources],
+            question=question, hits=list(dict.fromkeys(s.doc_id for s in sources)),
             citations=[c.doc_id for c in answer.citations], refused=answer.refused,
             latency_ms=elapsed_ms(started), provider=provider,
             input_tokens=done.usage.input_tokens, output_tokens=done.usage.output_tokens,

@@ -183,6 +183,23 @@ class TeamsSettings(Section):
     oauth_endpoint: str | None = None
 
 
+class AuditSettings(Section):
+    backend: Literal["jsonl", "opensearch"] = "jsonl"  # opensearch: the [store] connection
+    principals: Literal["plain", "hash"] = "plain"  # hash: only their SHA-256 is kept
+    index: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$")  # <prefix>-audit
+
+
+class ConversationSettings(Section):
+    backend: Literal["sqlite", "dynamodb", "redis"] = "sqlite"
+    table: str = Field(default="clearance-conversations", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    region: str | None = None
+    endpoint_url: str | None = None  # DynamoDB: a VPC endpoint, or a local one in tests
+    ca_bundle: str | None = None
+    redis_url: str | None = None  # default: [jobs] broker_url
+    key_prefix: str = Field(default="clearance:conv", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    ttl_days: float = Field(default=30.0, gt=0.0, le=3650.0)  # a conversation expires after
+
+
 class ConnectorSettings(BaseModel):
     """Keys shared by every connector; each kind validates its own extra keys."""
 
@@ -212,6 +229,8 @@ class FileConfig(Section):
     web: WebSettings = WebSettings()
     slack: SlackSettings = SlackSettings()
     teams: TeamsSettings = TeamsSettings()
+    audit: AuditSettings = AuditSettings()
+    conversations: ConversationSettings = ConversationSettings()
     connectors: list[ConnectorSettings] = []
 
     @field_validator("connectors")
