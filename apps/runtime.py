@@ -31,7 +31,7 @@ from retriever.hybrid import RetrievalParams, Retriever
 if TYPE_CHECKING:
     from celery import Celery
 
-    from assistant.conversations import ConversationStore
+    from assistant.conversations import Conversations
     from assistant.guardrails import Guardrails
     from indexer.store.opensearch import OpenSearchStore
 
@@ -209,11 +209,15 @@ class Runtime:
             return from_settings(self.settings.file.guardrails, self.query_embedder, remote)
 
     @cached_property
-    def conversations(self) -> ConversationStore:
-        from assistant.conversations import ConversationStore
+    def conversations(self) -> Conversations:
+        import os
 
-        return ConversationStore(self.settings.home / "conversations.sqlite3",
-                                 window=self.settings.file.llm.history_turns)
+        from assistant.conversations_remote import from_settings
+
+        file = self.settings.file
+        return from_settings(file.conversations, home=self.settings.home,
+                             window=file.llm.history_turns, broker_url=file.jobs.broker_url,
+                             base_dir=self.settings.config_dir, environ=os.environ)
 
     def assistant_for(self, retriever: Retriever) -> Assistant:
         with self._build_lock:
