@@ -18,6 +18,7 @@ stream that breaks or ends early, is a one-line ProviderError. The API key (from
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "content_filtered",
                 "tool_calls": "tool_use", "function_call": "tool_use"}
 NAME = "the OpenAI-compatible endpoint"
+MAX_LINE = 1024 * 1024  # one event line; a chunk of a few tokens is far below it
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,9 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
         buffer += chunk
         *complete, buffer = buffer.split(b"\n")
         yield from (line.removesuffix(b"\r") for line in complete)
+        if len(buffer) > MAX_LINE:
+            raise ProviderError(f"{NAME} sent a malformed stream (a line over "
+                                f"{MAX_LINE // 1024} KiB)")
     if buffer:
         yield buffer.removesuffix(b"\r")
 
@@ -309,9 +314,11 @@ def _retry_after(value: str | None, default: float) -> float:
     if not value:
         return default
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else default
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError, IndexError, OverflowError):

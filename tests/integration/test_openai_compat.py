@@ -19,6 +19,7 @@ from assistant.llm.openai_compat import (
     OpenAICompatProvider,
     OpenAIConfig,
     _lines,
+    _retry_after,
     _sse_data,
     openai_provider,
 )
@@ -275,6 +276,19 @@ def test_a_json_answer_to_a_stream_request_is_read_whole(
         "canteen", SOURCES))
     assert draft.text == "Noon [1]." and draft.usage.input_tokens == 9
     assert draft.usage.output_tokens == 0  # a count that is not a number counts nothing
+
+
+def test_an_endless_line_is_refused_before_it_fills_memory() -> None:
+    endless = (b"data: " + b"x" * 65536 for _ in range(100))
+    with pytest.raises(ProviderError, match="a line over 1024 KiB"):
+        list(_lines(endless))
+
+
+@pytest.mark.parametrize("value,expected", [("2", 2.0), ("-5", 0.0), ("nan", 0.25),
+                                            ("inf", 0.25), ("soon", 0.25), (None, 0.25),
+                                            ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+def test_retry_after_values(value: str | None, expected: float) -> None:
+    assert _retry_after(value, 0.25) == expected
 
 
 def test_sse_events_join_data_lines_and_skip_comments_and_fields() -> None:
