@@ -20,6 +20,7 @@ Tenant (all keys optional):
       "models": ["llama-3.1-8b-instruct"],          # names accepted (absent: any)
       "api_keys": ["sk-local-test"],                 # absent: no key needed
       "chunk_size": 16,                              # characters per stream delta
+      "strict_fields": false,                        # true: 400 for stream_options (old servers)
       "replies": [                                   # first match wins (as in bedrock.py)
         {"when": "vault", "text": "The code is 1234 [9]."},
         {"when": "*", "error": 500, "message": "model crashed", "times": 1},
@@ -84,7 +85,8 @@ class OpenAICompatEmulator(Emulator):
         super().__init__(tenant)
 
     def validate(self, tenant: JsonObject) -> None:
-        unknown = set(tenant) - {"models", "api_keys", "chunk_size", "replies"}
+        unknown = set(tenant) - {"models", "api_keys", "chunk_size", "replies",
+                                 "strict_fields"}
         if unknown:
             raise ValueError(f"unknown tenant key(s) {sorted(unknown)}")
         chunk = tenant.get("chunk_size", 16)
@@ -131,6 +133,11 @@ class OpenAICompatEmulator(Emulator):
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) \
                 or not body["messages"] or not isinstance(body.get("model"), str):
             return openai_error(400, "'model' and a non-empty 'messages' are required")
+        if self.tenant.get("strict_fields"):  # how older vLLM/LiteLLM refuse a new field
+            extra = sorted(set(body) - {"model", "messages", "temperature", "max_tokens",
+                                        "stream"})
+            if extra:
+                return openai_error(400, f"extra fields not permitted: {', '.join(extra)}")
         models = self.tenant.get("models") or []
         if models and body["model"] not in models:
             return openai_error(404, f"The model `{body['model']}` does not exist.")

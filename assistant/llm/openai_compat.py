@@ -69,6 +69,7 @@ class OpenAICompatProvider:
         self._session = session or requests.Session()
         self._session.trust_env = False  # no proxy or netrc from the environment
         self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self.usage_in_stream = True  # false once the server refused stream_options
 
     def request(self, question: str, sources: Sequence[Source],
                 history: Sequence[Turn] = ()) -> dict[str, Any]:
@@ -79,7 +80,7 @@ class OpenAICompatProvider:
                                 "temperature": self.config.temperature,
                                 "max_tokens": self.config.max_tokens,
                                 "stream": self.config.stream}
-        if self.config.stream:
+        if self.config.stream and self.usage_in_stream:
             body["stream_options"] = {"include_usage": True}
         return body
 
@@ -104,8 +105,9 @@ class OpenAICompatProvider:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
         delay = self.config.retry_base_seconds
         timeout = (min(10.0, self.config.timeout_seconds), self.config.timeout_seconds)
-        for attempt in range(self.config.max_retries + 1):
-            last = attempt == self.config.max_retries
+        attempt = 0
+        while True:
+            last = attempt >= self.config.max_retries
             try:
                 response = self._session.post(self.url, json=body, headers=headers,
                                               timeout=timeout, stream=True,
@@ -128,20 +130,26 @@ class OpenAICompatProvider:
                 if response.status_code == 200:
                     return response
                 if response.status_code not in RETRIED_STATUS or last:
-                    message = self._describe(response)
+                    text = _read_small(response)
                     response.close()
-                    raise ProviderError(message)
+                    if response.status_code in (400, 422) and "stream_options" in body \
+                            and "stream_options" in text:
+                        # An older server that refuses the field: ask again without it (no
+                        # usage figures from it then), and never send it to this one again.
+                        self.usage_in_stream = False
+                        body = {k: v for k, v in body.items() if k != "stream_options"}
+                        continue
+                    raise ProviderError(self._describe(response.status_code, text))
                 wait = _retry_after(response.headers.get("Retry-After"), delay)
                 response.close()
             self._sleep(min(wait, self.config.retry_max_seconds))
             delay *= 2
-        raise AssertionError("unreachable")  # the loop returns or raises
+            attempt += 1
 
     def _where(self) -> str:
         return redact_text(self.config.base_url)
 
-    def _describe(self, response: requests.Response) -> str:
-        status = response.status_code
+    def _describe(self, status: int, body: str) -> str:
         what = {400: f"{NAME} rejected the request",
                 401: f"{NAME} refused the API key",
                 403: f"{NAME} refused access to the model",
@@ -152,7 +160,7 @@ class OpenAICompatProvider:
                 429: f"{NAME} is rate-limiting requests (retries exhausted)"}.get(
                     status, f"{NAME} failed (retries exhausted)" if status in RETRIED_STATUS
                     else f"{NAME} failed")
-        detail = self._clean(_error_message(_read_small(response)))
+        detail = self._clean(_error_message(body))
         return f"{what} (HTTP {status}): {detail}" if detail else f"{what} (HTTP {status})"
 
     def _clean(self, text: str) -> str:

@@ -141,6 +141,22 @@ def test_retries_are_bounded_then_one_line(server: EmulatorServer,
     assert emulator.counters.to_json()["requests"] == 3
 
 
+def test_a_server_that_refuses_stream_options_is_asked_again_without_them(
+        server: EmulatorServer, emulator: OpenAICompatEmulator) -> None:
+    emulator.tenant["strict_fields"] = True
+    sleeps: list[float] = []
+    p = provider(server, sleeps, max_retries=0)
+    first = collect(p.stream("When does the canteen open?", SOURCES))
+    assert first.text == "The canteen opens at noon. [1]" and sleeps == []
+    assert first.usage.output_tokens == 0  # that server sends no usage in a stream
+    collect(p.stream("When does the canteen open?", SOURCES))
+    assert emulator.counters.to_json()["requests"] == 3  # refused once, then never sent again
+    assert "stream_options" not in emulator.requests[-1]
+    emulator.tenant["replies"] = [{"when": "*", "error": 400, "message": "bad temperature"}]
+    with pytest.raises(ProviderError, match="bad temperature"):
+        collect(p.stream("canteen", SOURCES))
+
+
 def test_a_wrong_key_is_one_line_that_never_holds_a_key(server: EmulatorServer,
                                                         emulator: OpenAICompatEmulator) -> None:
     wrong = "sk-wrong-9a8b7c6d5e4f"
