@@ -130,3 +130,25 @@ def test_a_missing_table_is_one_line(cli: AwsCli, tmp_path: Path) -> None:
     assert "'no-such-table': the table does not exist" in line and r.stdout == ""
     # Without --conversation the table is never needed.
     cli.ok("ask", "Who approves annual leave requests?", "--as", ADA)
+
+
+def test_redis_conversations_through_the_cli_fall_back_to_the_broker_url(tmp_path: Path) -> None:
+    from indexer.jobs.testing import RedisServer
+
+    docs = write_tree(tmp_path / "docs", TREE)
+    with RedisServer(tmp_path / "redis") as server:
+        config = write_config(tmp_path / "clearance.toml", (
+            f'[jobs]\nbroker_url = "{server.url}"\n\n[conversations]\nbackend = "redis"\n\n'
+            f'[[connectors]]\nname = "docs"\nkind = "files"\nroot = "{docs}"\n'))
+        cli = AwsCli(tmp_path / "home", config, tmp_path)
+        cli.ok("sync")
+        ask(cli, "Who approves annual leave requests?", ADA, "c1")
+        follow = ask(cli, "And how many paid days does everyone get?", ADA, "c1")
+        assert "twenty-eight days" in follow["answer"]
+        assert not (tmp_path / "home" / "conversations.sqlite3").exists()
+        import redis
+
+        client = redis.Redis.from_url(server.url)
+        keys = [k.decode() for k in client.keys("clearance:conv:*")]
+        assert len(keys) == 1 and client.llen(keys[0]) == 2
+        client.close()

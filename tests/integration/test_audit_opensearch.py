@@ -142,3 +142,18 @@ def test_the_cli_says_when_the_audit_index_cannot_be_reached(tmp_path: Path) -> 
     r = Cli(tmp_path / "home", no_url, tmp_path)("audit")
     assert "set [store] url" in one_error_line(r, 2)
     assert r.stdout == ""
+
+
+def test_an_answer_whose_audit_cannot_be_written_is_not_given(tmp_path: Path) -> None:
+    docs = write_tree(tmp_path / "docs", {
+        ".access.json": {"read": ["domain:x.org"]},
+        "a.md": "# Canteen\n\nThe canteen opens at noon every weekday.\n"})
+    body = f'[[connectors]]\nname = "docs"\nkind = "files"\nroot = "{docs}"\n'
+    plain = write_config(tmp_path / "plain.toml", body)
+    Cli(tmp_path / "home", plain, tmp_path).ok("sync")
+    config = write_config(tmp_path / "clearance.toml", (
+        '[audit]\nbackend = "opensearch"\n\n[store]\nurl = "http://127.0.0.1:9"\n\n' + body))
+    r = Cli(tmp_path / "home", config, tmp_path)("ask", "When does the canteen open?", "--as",
+                                                 "ada@x.org", "--json")
+    assert "audit index lookup failed" in one_error_line(r, 1)
+    assert r.stdout == "" and "noon" not in r.stderr
