@@ -112,6 +112,10 @@ class Runtime:
         return self.settings.home / "models"
 
     def connectors(self, names: list[str] | None = None) -> list[Connector]:
+        return [self.build(c) for c in self.connector_configs(names)]
+
+    def connector_configs(self, names: list[str] | None = None) -> list[ConnectorSettings]:
+        """The configured connectors named (all by default), in config order, not built yet."""
         configured = self.settings.file.connectors
         if not configured:
             where = self.settings.config_path or "no config file found"
@@ -120,8 +124,11 @@ class Runtime:
         unknown = wanted - {c.name for c in configured}
         if unknown:
             raise ConfigError(f"no connector named {sorted(unknown)[0]!r} in the config")
-        return [build_connector(c, self.settings.config_dir) for c in configured
-                if c.name in wanted]
+        return [c for c in configured if c.name in wanted]
+
+    def build(self, config: ConnectorSettings) -> Connector:
+        """One connector, its secrets read from the environment (ConfigError if unset)."""
+        return build_connector(config, self.settings.config_dir)
 
     def pipeline(self, progress: Progress | None = None) -> Pipeline:
         return Pipeline(self.store, self.embedder, progress=progress)

@@ -182,6 +182,11 @@ class TeamsSettings(Section):
     openid_metadata_url: str | None = None
     oauth_endpoint: str | None = None
 
+    @field_validator("openid_metadata_url", "oauth_endpoint")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        return WebSettings._https_unless_loopback(value)
+
 
 class AuditSettings(Section):
     backend: Literal["jsonl", "opensearch"] = "jsonl"  # opensearch: the [store] connection
@@ -289,7 +294,7 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 # Sections that parse but whose features are not built yet: a setting that silently does
 # nothing would mislead an administrator, so each is refused until its feature exists.
-UNSUPPORTED_SECTIONS = ("teams",)  # [slack]: apps/slack, [web]: apps/web
+UNSUPPORTED_SECTIONS: tuple[str, ...] = ()  # [slack]: apps/slack, [teams]: apps/teams
 SUPPORTED_PROVIDERS = ("extractive", "bedrock", "openai")
 
 

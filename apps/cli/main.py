@@ -237,7 +237,19 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
     merged: list[dict[str, Any]] = []  # triggers handed to a sync already running elsewhere
     failed = False
     lock = sync_lock(rt.settings)
-    for connector in rt.connectors(args.connector):
+    configs = rt.connector_configs(args.connector)
+    config_failed = False
+    for config in configs:
+        try:
+            connector = rt.build(config)
+        except ClearanceError as exc:
+            if exc.exit_code != 2 or len(configs) == 1:
+                raise
+            # One connector's setup (an unset secret variable, say) stops that connector only:
+            # the others still sync, and the exit code still says "config error".
+            config_failed = failed = True
+            print(output.text(f"clearance: {config.name!r} not synced: {exc}"), file=sys.stderr)
+            continue
         started = time.time()
         try:
             _run_in_process(rt, lock, connector, args.mode, runs)
@@ -288,7 +300,7 @@ def cmd_sync(rt: Runtime, args: argparse.Namespace) -> int:
                 print(f"  warning: {warning}")
         for o in orphans:
             print(f"{o['connector']}: no longer configured, {o['documents']} documents deleted")
-    return 1 if failed else 0
+    return 2 if config_failed else 1 if failed else 0
 
 
 def _prune_orphans(rt: Runtime, mode: str) -> list[dict[str, Any]]:

@@ -361,7 +361,10 @@ UNBUILT = {
     # [slack] is built (apps/slack): its keys are checked like every section's.
     "[slack] unknown key": ('[slack]\nbot_tokn_env = "SLACK_BOT_TOKEN"\n',
                             "slack.bot_tokn_env: unknown key"),
-    "[teams]": ('[teams]\napp_id = "x"\n', "[teams] is not supported yet"),
+    # [teams] is built (apps/teams): its keys are checked, its endpoints https off loopback.
+    "[teams] unknown key": ('[teams]\napp_idd = "x"\n', "teams.app_idd: unknown key"),
+    "[teams] http oauth_endpoint": ('[teams]\noauth_endpoint = "http://login.example.com"\n',
+                                    "teams.oauth_endpoint: Value error, must be https"),
     # provider "openai" is built (assistant/llm/openai_compat.py): without an endpoint it is
     # refused at load, and an unknown provider still is.
     "openai without base_url": ('[llm]\nprovider = "openai"\n',
