@@ -219,6 +219,15 @@ def test_nothing_listening_is_retried_then_one_line_without_the_key(
     assert KEY not in str(err.value) and len(sleeps) == 2
 
 
+def test_a_model_slower_than_the_timeout_is_one_line_not_a_retry(
+        server: EmulatorServer, emulator: OpenAICompatEmulator) -> None:
+    emulator.faults.add(Fault("/v1/chat/completions", latency=1.5))
+    sleeps: list[float] = []
+    with pytest.raises(ProviderError, match=r"did not answer within 0.3s"):
+        collect(provider(server, sleeps, timeout_seconds=0.3).stream("canteen", SOURCES))
+    assert sleeps == []  # a slow model is not hammered again
+
+
 def test_an_untrusted_certificate_is_refused(server: EmulatorServer) -> None:
     cfg = OpenAIConfig(base_url=server.base_url + "/v1", model=MODEL, api_key=KEY)
     with pytest.raises(ProviderError, match="TLS check"):
