@@ -42,6 +42,7 @@ STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "c
                 "tool_calls": "tool_use", "function_call": "tool_use"}
 NAME = "the OpenAI-compatible endpoint"
 MAX_LINE = 1024 * 1024  # one event line; a chunk of a few tokens is far below it
+MAX_STREAM = 32 * 1024 * 1024  # a whole stream (max_tokens bounds a server that behaves)
 
 
 @dataclass(frozen=True)
@@ -236,8 +237,12 @@ class OpenAICompatProvider:
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """Lines as they arrive, ended by LF or CRLF (a CR split from its LF is still one end)."""
-    buffer = b""
+    buffer, total = b"", 0
     for chunk in chunks:
+        total += len(chunk)
+        if total > MAX_STREAM:
+            raise ProviderError(f"{NAME} sent a stream over {MAX_STREAM // (1024 * 1024)} MiB "
+                                "(an answer is far smaller)")
         buffer += chunk
         *complete, buffer = buffer.split(b"\n")
         yield from (line.removesuffix(b"\r") for line in complete)

@@ -309,6 +309,13 @@ def test_an_endless_line_is_refused_before_it_fills_memory() -> None:
         list(_lines(endless))
 
 
+def test_an_endless_stream_is_refused_before_it_fills_memory() -> None:
+    endless = (b'data: {"choices": [{"delta": {"content": "x"}}]}\n\n' * 1000
+               for _ in range(10_000))
+    with pytest.raises(ProviderError, match="a stream over 32 MiB"):
+        list(_lines(endless))
+
+
 @pytest.mark.parametrize("value,expected", [("2", 2.0), ("-5", 0.0), ("nan", 0.25),
                                             ("inf", 0.25), ("soon", 0.25), (None, 0.25),
                                             ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
