@@ -351,3 +351,12 @@ def test_requests_does_not_read_proxies_from_the_environment(
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # would swallow the request
     draft = collect(provider(server).stream("When does the canteen open?", SOURCES))
     assert "[1]" in draft.text
+
+
+@pytest.mark.parametrize("name", ["openai", "bedrock"])
+def test_the_model_emulators_load_their_example_tenants(name: str) -> None:
+    from emulators.base import registered
+    from emulators.cli import example_tenant
+
+    emulator = registered()[name].from_file(example_tenant(name))
+    assert emulator.tenant["models"] and emulator.tenant["replies"]
