@@ -29,6 +29,8 @@ _ANAPHORA = re.compile(r"\b(it|its|they|them|their|this|that|those|these|he|she|
                        r"there|then|same|also|else)\b|^(and|but|what about|how about)\b",
                        re.IGNORECASE)
 _WORD = re.compile(r"\w+")
+# Earlier questions a follow-up may be joined with (each leaning on the one before).
+MAX_CHAIN = 3
 # What one turn may hold in a store (an answer is far shorter; DynamoDB items stop at 400 KB).
 MAX_TEXT = 16_000
 
@@ -54,15 +56,26 @@ def window_of(turns: Sequence[Turn], window: int) -> list[Turn]:
     return list(turns[-window:]) if window > 0 else []
 
 
+def _leans(question: str) -> bool:
+    return bool(_ANAPHORA.search(question)) or len(_WORD.findall(question)) <= 3
+
+
 def standalone(question: str, history: Sequence[Turn]) -> str:
     """The follow-up as a query that retrieval can answer alone: a question that leans on the
-    previous one (a pronoun, "and ...", or three words or fewer) is prefixed with it."""
-    previous = next((t.text for t in reversed(history) if t.role == "user"), None)
-    if previous is None:
+    previous one (a pronoun, "and ...", or three words or fewer) is prefixed with it, and when
+    that one leaned on its own predecessor, with the chain back to the question that stood
+    alone ("Who approves leave?" / "And how many days?" / "What about Berlin?" keeps "leave").
+    Only the user's own questions in the (bounded) history are used, never an answer."""
+    if not _leans(question):
         return question
-    if _ANAPHORA.search(question) or len(_WORD.findall(question)) <= 3:
-        return f"{previous} {question}"
-    return question
+    chain: list[str] = []
+    for turn in reversed(history):
+        if turn.role != "user":
+            continue
+        chain.append(turn.text)
+        if not _leans(turn.text) or len(chain) == MAX_CHAIN:
+            break
+    return " ".join([*reversed(chain), question])
 
 
 class ConversationStore:
