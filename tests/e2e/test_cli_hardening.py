@@ -365,7 +365,14 @@ UNBUILT = {
     "[teams] unknown key": ('[teams]\napp_idd = "x"\n', "teams.app_idd: unknown key"),
     "[teams] http oauth_endpoint": ('[teams]\noauth_endpoint = "http://login.example.com"\n',
                                     "teams.oauth_endpoint: Value error, must be https"),
-    "openai": ('[llm]\nprovider = "openai"\n', "[llm] provider 'openai' is not supported yet"),
+    # provider "openai" is built (assistant/llm/openai_compat.py): without an endpoint it is
+    # refused at load, and an unknown provider still is.
+    "openai without base_url": ('[llm]\nprovider = "openai"\n',
+                                "llm: Value error, provider 'openai' needs base_url and model_id"),
+    "openai with credentials in base_url": (
+        '[llm]\nprovider = "openai"\nmodel_id = "m"\nbase_url = "https://u:pw@llm.example/v1"\n',
+        "llm: Value error, base_url must not carry credentials"),
+    "unknown provider": ('[llm]\nprovider = "gpt"\n', "[llm] provider 'gpt' is not supported yet"),
 }
 
 
