@@ -71,7 +71,14 @@ def supporting_sentence(claim: str, text: str) -> str:
         overlap = len(words & {w.lower() for w in _WORD.findall(sentence)})
         if overlap > best_overlap:
             best, best_overlap = sentence.strip(), overlap
-    return best if best_overlap >= 2 and 2 * best_overlap >= len(words) else ""
+    return best if supports(claim, best) else ""
+
+
+def supports(claim: str, span: str) -> bool:
+    """`span` shares at least two words and half of the claim's words with `claim`."""
+    words = _words(claim)
+    overlap = len(words & {w.lower() for w in _WORD.findall(span)})
+    return overlap >= 2 and 2 * overlap >= len(words)
 
 
 def refusal() -> Answer:
@@ -159,7 +166,9 @@ class CitationCheck:
         if source is None:
             return False
         given = self.quotes.get(n)
-        quote = _closest(claim, given) if given else supporting_sentence(claim, source.text)
+        quote = _closest(claim, given) if given else ""
+        if not supports(claim, quote):  # a span the claim does not rest on proves nothing
+            quote = supporting_sentence(claim, source.text)
         if not quote or quote not in source.text or INJECTION.search(quote):
             return False
         self._quote_of.setdefault(n, quote)

@@ -103,9 +103,11 @@ def units(n: int, title: str, text: str) -> list[Unit]:
     lines = list(_lines(text))
     i = 0
     paragraph: list[str] = []  # earlier sentences of this paragraph (for a lost subject)
+    label: str | None = None  # the heading or term line just before this one
     while i < len(lines):
         start, line = lines[i]
         if not line.strip():
+            label = None
             paragraph = []
             i += 1
             continue
@@ -114,10 +116,13 @@ def units(n: int, title: str, text: str) -> list[Unit]:
             while j < len(lines) and lines[j][1].strip() and _is_table(lines[j][1]):
                 j += 1
             out += _table(n, lines[i:j])
+            label = None
             paragraph = []
             i = j
             continue
-        out += _prose(n, title, start, line, paragraph)
+        found = _prose(n, title, start, line, paragraph, label)
+        label = None if found is not None else line.strip()
+        out += found or []
         i += 1
     return out
 
@@ -148,17 +153,25 @@ def _table(n: int, block: list[tuple[int, str]]) -> list[Unit]:
     return out
 
 
-def _prose(n: int, title: str, start: int, line: str, paragraph: list[str]) -> list[Unit]:
+def _is_term(label: str | None) -> bool:
+    """A definition-list term ("-l, --link", "SIGKILL"): the next line is its definition."""
+    return label is not None and (label.startswith("-") or len(label.split()) == 1)
+
+
+def _prose(n: int, title: str, start: int, line: str, paragraph: list[str],
+           label: str | None = None) -> list[Unit] | None:
+    """The units of one line (None: the line is a heading or a term, context for the next)."""
     mark = _LINE_MARK.match(line)
     body_at = mark.end() if mark else 0
     body = line[body_at:]
     if not body.strip():
         return []
     if mark is not None and mark.group().lstrip().startswith("#"):
-        return []  # a Markdown heading: context, not an answer
-    if mark is None and not _END.search(body.strip()) and len(body.split()) <= 8:
-        return []  # a heading line: context, not an answer
-    out = []
+        return None  # a Markdown heading: context, not an answer
+    term = _is_term(label)
+    if mark is None and not term and not _END.search(body.strip()) and len(body.split()) <= 8:
+        return None  # a heading line: context, not an answer
+    out: list[Unit] = []
     at = 0
     for piece in _SENTENCE_END.split(body):
         at = body.index(piece, at)
@@ -168,7 +181,11 @@ def _prose(n: int, title: str, start: int, line: str, paragraph: list[str]) -> l
         offset = start + body_at + at + piece.index(quote)
         prose = standalone(plain(quote), title, paragraph)
         paragraph.append(plain(quote))
-        if prose is not None:
+        if prose is not None and label and not out:
+            # The line under a term defines it; under a heading, the heading is context.
+            shown = f"{plain(label)}: {prose}" if term else prose
+            out.append(Unit(n, offset, quote, shown, f"{plain(label)}: {prose}"))
+        elif prose is not None:
             out.append(Unit(n, offset, quote, prose, prose))
         at += len(piece)
     return out
