@@ -95,11 +95,26 @@ def bedrock_provider(server: Any) -> LlmProvider:
                            session=session)
 
 
+def extractive_at(ref: str) -> Any:
+    """The ExtractiveAnswerer class of an earlier commit (for a before/after in one run)."""
+    import subprocess
+    import types
+
+    source = subprocess.run(["git", "show", f"{ref}:assistant/llm/extractive.py"],
+                            capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1]).stdout
+    module = types.ModuleType(f"extractive_{ref}")
+    exec(compile(source, f"{ref}:assistant/llm/extractive.py", "exec"), module.__dict__)
+    return module.ExtractiveAnswerer
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embedder", default="minilm")
     parser.add_argument("--split", default="heldout", choices=("heldout", "tune", "all"))
     parser.add_argument("--index", type=Path, help="keep the index here and reuse it")
+    parser.add_argument("--compare-ref", metavar="GIT_REF",
+                        help="also run assistant/llm/extractive.py as it was at this commit")
     args = parser.parse_args()
     questions, docs = load()
     if args.split != "all":
@@ -128,6 +143,9 @@ def main() -> int:
                 "extractive": lambda: ExtractiveAnswerer(embedder),
                 "bedrock emulator (scripted)": lambda: bedrock_provider(server),
             }
+            if args.compare_ref:
+                old = extractive_at(args.compare_ref)
+                providers[f"extractive at {args.compare_ref}"] = lambda: old(embedder)
             print(f"{len(questions)} questions ({args.split}), {len(docs)} documents indexed in "
                   f"{indexed:.0f}s, embedder {embedder.name}")
             print("| provider | questions | fact hit | citation precision | answered | "
