@@ -36,11 +36,17 @@ _ASKS_NUMBER = re.compile(
     r"deadline)\b", re.IGNORECASE)
 # For a question asking for a number, a passage without one counts for this share of its score.
 NUMBERLESS_WEIGHT = 0.75
+OTHER_DOCUMENT_RATIO = 0.85
 
 
 def content_words(text: str) -> set[str]:
-    # A 5-letter prefix is a cheap stem: "approvals" ~ "approval", "reviewed" ~ "review".
-    return {w.lower()[:5] for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 1}
+    # A 5-letter prefix of the singular is a cheap stem: "approvals" ~ "approval", "meals" ~
+    # "meal", "reviewed" ~ "review".
+    return {_stem(w.lower()) for w in _WORD.findall(text) if w.lower() not in _STOP and len(w) > 1}
+
+
+def _stem(word: str) -> str:
+    return (word[:-1] if len(word) > 3 and word.endswith("s") else word)[:5]
 
 
 def asks_for_number(question: str) -> bool:
@@ -105,9 +111,15 @@ class ExtractiveAnswerer:
         chosen = [ranked[0]]
         covered = wanted & ranked[0].words
         floor = max(self.min_evidence, ranked[0].score * self.companion_ratio)
+        # Another document must come closer to the best passage to join it.
+        other_floor = max(floor, ranked[0].score * OTHER_DOCUMENT_RATIO)
+        doc_of = {s.n: s.doc_id for s in sources}
+        best_doc = doc_of.get(ranked[0].n)
         for c in ranked[1:]:
             if len(chosen) == self.max_sentences or c.score < floor or covered >= wanted:
                 break
+            if doc_of.get(c.n) != best_doc and c.score < other_floor:
+                continue
             adds = (wanted & c.words) - covered
             # Shortest answer: a passage must add something the question asked for.
             if not adds or any(_similar(c.sentence, o.sentence) for o in chosen):

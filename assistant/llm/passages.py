@@ -60,7 +60,7 @@ def plain(text: str) -> str:
     for pattern, repl in _INLINE:
         text = pattern.sub(repl, text)
     text = text.replace("**", "").replace("`", "")
-    return re.sub(r"\s{2,}", " ", text).strip()
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def _cells(line: str) -> list[str]:
@@ -128,10 +128,27 @@ def units(n: int, title: str, text: str) -> list[Unit]:
 
 
 def _lines(text: str) -> Iterator[tuple[int, str]]:
-    offset = 0
-    for line in text.split("\n"):
+    """Logical lines with their offsets: a paragraph hard-wrapped over several lines is one
+    line (still a verbatim span, newlines and all)."""
+    physical = text.split("\n")
+    offset, i = 0, 0
+    while i < len(physical):
+        j = i
+        while j + 1 < len(physical) and _continues(physical[j], physical[j + 1]):
+            j += 1
+        line = "\n".join(physical[i:j + 1])
         yield offset, line
         offset += len(line) + 1
+        i = j + 1
+
+
+def _continues(line: str, following: str) -> bool:
+    """`following` goes on with the sentence `line` wraps (not a new item, row or heading)."""
+    now, then = line.strip(), following.strip()
+    if not now or not then or _is_table(now) or _is_table(then) or _LINE_MARK.match(following) \
+            or _is_term(now) or now.startswith("#"):
+        return False
+    return then[0].islower() or (len(now.split()) > 8 and not re.search(r"[.!?:]$", now))
 
 
 def _table(n: int, block: list[tuple[int, str]]) -> list[Unit]:
@@ -181,6 +198,8 @@ def _prose(n: int, title: str, start: int, line: str, paragraph: list[str],
         offset = start + body_at + at + piece.index(quote)
         prose = standalone(plain(quote), title, paragraph)
         paragraph.append(plain(quote))
+        if prose is not None and prose.endswith(":"):
+            prose = None  # "... supported include:": it introduces the answer, it is not one
         if prose is not None and label and not out:
             # The line under a term defines it; under a heading, the heading is context.
             shown = f"{plain(label)}: {prose}" if term else prose

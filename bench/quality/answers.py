@@ -109,7 +109,8 @@ def table_questions() -> tuple[list[dict[str, object]], list[dict[str, str]]]:
         for name in names:
             text = read_doc(package, name)
             first = next((ln for ln in text.splitlines() if ln.startswith("# ")), "")
-            title = first[2:].strip() or f"{package} {name}"
+            stem = name.removesuffix(".gz").removesuffix(".md").rsplit("/", 1)[-1]
+            title = first[2:].strip() or f"{package.rstrip('0123456789')} {stem}"
             doc_id = f"md:{package}/{name.removesuffix('.gz')}"
             lines = text.splitlines()
             found = []

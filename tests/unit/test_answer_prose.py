@@ -144,3 +144,20 @@ def test_the_answer_is_the_shortest_set_in_source_order() -> None:
                                             "Permits cost ten euros a month."]
     one = ANSWERER.choose("Who issues parking permits?", sources)
     assert [c.sentence for c in one] == ["Parking permits are issued by the front desk."]
+
+
+def test_a_hard_wrapped_paragraph_is_one_sentence_and_its_quote_spans_the_wrap() -> None:
+    text = ("The first item of the array\nis the name, the second item is the value.\n"
+            "Corporate cards\nEmployees who travel often may ask for a card.\n")
+    found = units(1, "Doc", text)
+    assert [u.prose for u in found] == [
+        "The first item of the array is the name, the second item is the value.",
+        "Employees who travel often may ask for a card."]
+    assert found[0].quote == "The first item of the array\nis the name, the second item is " \
+                             "the value." and found[0].quote in text
+
+
+def test_a_definition_is_read_with_its_term_and_a_list_intro_is_no_answer() -> None:
+    text = ("-l, --link\nhard link files instead of copying\n\n"
+            "The key generating algorithms supported include:\n")
+    assert prose_of(text) == ["-l, --link: Hard link files instead of copying"]
