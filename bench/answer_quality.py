@@ -15,6 +15,7 @@ import argparse
 import gzip
 import json
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -104,6 +105,7 @@ def extractive_at(ref: str) -> Any:
                             capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1]).stdout
     module = types.ModuleType(f"extractive_{ref}")
+    sys.modules[module.__name__] = module  # dataclasses look their module up
     exec(compile(source, f"{ref}:assistant/llm/extractive.py", "exec"), module.__dict__)
     return module.ExtractiveAnswerer
 
@@ -117,6 +119,7 @@ def main() -> int:
                         help="also run assistant/llm/extractive.py as it was at this commit")
     args = parser.parse_args()
     questions, docs = load()
+    old = extractive_at(args.compare_ref) if args.compare_ref else None
     if args.split != "all":
         questions = [q for q in questions if q["split"] == args.split]
     from emulators.base import EmulatorServer
@@ -143,8 +146,7 @@ def main() -> int:
                 "extractive": lambda: ExtractiveAnswerer(embedder),
                 "bedrock emulator (scripted)": lambda: bedrock_provider(server),
             }
-            if args.compare_ref:
-                old = extractive_at(args.compare_ref)
+            if old is not None:
                 providers[f"extractive at {args.compare_ref}"] = lambda: old(embedder)
             print(f"{len(questions)} questions ({args.split}), {len(docs)} documents indexed in "
                   f"{indexed:.0f}s, embedder {embedder.name}")
