@@ -37,6 +37,10 @@ _ASKS_NUMBER = re.compile(
 # For a question asking for a number, a passage without one counts for this share of its score.
 NUMBERLESS_WEIGHT = 0.75
 OTHER_DOCUMENT_RATIO = 0.85
+# "--bytes", "0x0a", "AES-CTR", "SIGKILL": fuzzy similarity blurs them; an exact spelling counts.
+_IDENTIFIER = re.compile(r"(?<![\w-])(?:--?[A-Za-z][\w-]*|\w*[\d_]\w*(?:[.-]\w+)*|"
+                         r"[A-Z][A-Z0-9]+(?:-[A-Z0-9]+)*)(?![\w-])")
+IDENTIFIER_WEIGHT = 0.25
 
 
 def content_words(text: str) -> set[str]:
@@ -47,6 +51,13 @@ def content_words(text: str) -> set[str]:
 
 def _stem(word: str) -> str:
     return (word[:-1] if len(word) > 3 and word.endswith("s") else word)[:5]
+
+
+def identifiers(question: str) -> list[str]:
+    """Names a passage must spell exactly to be about them: options, codes, versions."""
+    found = (m.group(0).strip(".") for m in _IDENTIFIER.finditer(question))
+    # A bare number or year is no name (number questions are weighed on their own).
+    return list(dict.fromkeys(f for f in found if re.search(r"[A-Za-z]", f)))
 
 
 def asks_for_number(question: str) -> bool:
@@ -90,11 +101,15 @@ class ExtractiveAnswerer:
         similarity = vectors[1:] @ vectors[0]
         wanted = content_words(question)
         numeric = asks_for_number(question)
+        names = [re.compile(rf"(?<![\w-]){re.escape(i)}(?![\w-])") for i in identifiers(question)]
         out = []
         for u, cos in zip(pool, similarity, strict=True):
             words = content_words(u.match) | content_words(titles[u.n])
             overlap = len(wanted & words) / len(wanted) if wanted else 0.0
             score = float(0.7 * cos + 0.3 * overlap)
+            if names:
+                exact = sum(1 for pattern in names if pattern.search(u.match))
+                score += IDENTIFIER_WEIGHT * exact / len(names)
             if numeric and not _HOLDS_NUMBER.search(u.prose):
                 score *= NUMBERLESS_WEIGHT
             out.append(Candidate(u, score, frozenset(words)))

@@ -9,7 +9,7 @@ import pytest
 
 from assistant.citations import validate
 from assistant.llm.base import Source
-from assistant.llm.extractive import ExtractiveAnswerer, asks_for_number
+from assistant.llm.extractive import ExtractiveAnswerer, asks_for_number, identifiers
 from assistant.llm.passages import plain, standalone, units
 from indexer.embedding.hashing import HashingEmbedder
 
@@ -161,3 +161,13 @@ def test_a_definition_is_read_with_its_term_and_a_list_intro_is_no_answer() -> N
     text = ("-l, --link\nhard link files instead of copying\n\n"
             "The key generating algorithms supported include:\n")
     assert prose_of(text) == ["-l, --link: Hard link files instead of copying"]
+
+
+def test_a_name_spelled_exactly_beats_a_near_miss() -> None:
+    text = ("-b, --bytes=LIST\nselect only these bytes\n\n"
+            "--complement\ncomplement the set of selected bytes, characters or fields\n")
+    sources = [Source(1, "docs:cut.1", "cut(1)", "file:///cut.1", text)]
+    chosen = ANSWERER.choose("What does the --bytes option of cut do?", sources)
+    assert chosen[0].sentence == "-b, --bytes=LIST: Select only these bytes"
+    assert identifiers("What is the Name for 0x0a in HTTP/2 on 14 November 2025?") == [
+        "0x0a", "HTTP"]
