@@ -3,6 +3,7 @@ citation precision, the extractive answerer vs the Bedrock emulator's scripted m
 through the whole pipeline (files connector, SQLite store, hybrid retrieval, citation check).
 
     python -m bench.answer_quality [--embedder minilm] [--split heldout|tune|all]
+                                   [--index DIR] [--compare-ref GIT_REF]
 
 hit: every `answer_contains` string is in the answer (case and spacing ignored); citation
 precision: cited documents that are relevant / all cited (over answered questions); markup:
