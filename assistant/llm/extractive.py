@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from assistant.citations import INJECTION
 from assistant.llm.base import Draft, DraftDone, DraftEvent, Source, TextDelta, Turn, collect
 from assistant.llm.passages import Unit, units
+from assistant.llm.ranges import in_range
 from indexer.embedding import Embedder
 
 _WORD = re.compile(r"\w+")
@@ -41,6 +42,8 @@ OTHER_DOCUMENT_RATIO = 0.85
 _IDENTIFIER = re.compile(r"(?<![\w-])(?:--?[A-Za-z][\w-]*|\w*[\d_]\w*(?:[.-]\w+)*|"
                          r"[A-Z][A-Z0-9]+(?:-[A-Z0-9]+)*)(?![\w-])")
 IDENTIFIER_WEIGHT = 0.25
+RANGE_WEIGHT = 0.2
+OUT_OF_RANGE_WEIGHT = 0.8
 
 
 def content_words(text: str) -> set[str]:
@@ -107,6 +110,9 @@ class ExtractiveAnswerer:
             words = content_words(u.match) | content_words(titles[u.n])
             overlap = len(wanted & words) / len(wanted) if wanted else 0.0
             score = float(0.7 * cos + 0.3 * overlap)
+            fits = in_range(question, u.key) if u.row else None
+            if fits is not None:  # the row whose range holds the question's number
+                score = score + RANGE_WEIGHT if fits else score * OUT_OF_RANGE_WEIGHT
             if names:
                 exact = sum(1 for pattern in names if pattern.search(u.match))
                 score += IDENTIFIER_WEIGHT * exact / len(names)

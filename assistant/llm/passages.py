@@ -53,6 +53,7 @@ class Unit:
     prose: str    # what the answer shows
     match: str    # what the question is matched against (row cells named by their header)
     row: bool = False
+    key: str = ""  # a row's first cell (a range such as "10.1% to 20%" is read from it)
 
 
 def plain(text: str) -> str:
@@ -166,7 +167,9 @@ def _table(n: int, block: list[tuple[int, str]]) -> list[Unit]:
         if len(_WORD.findall(prose)) < 2:
             continue
         quote = line.strip()
-        out.append(Unit(n, start + line.index(quote), quote, prose, named, row=True))
+        cells = _cells(line)
+        out.append(Unit(n, start + line.index(quote), quote, prose, named, row=True,
+                        key=cells[0] if cells else ""))
     return out
 
 

@@ -11,6 +11,7 @@ from assistant.citations import validate
 from assistant.llm.base import Source
 from assistant.llm.extractive import ExtractiveAnswerer, asks_for_number, identifiers
 from assistant.llm.passages import plain, standalone, units
+from assistant.llm.ranges import in_range
 from indexer.embedding.hashing import HashingEmbedder
 
 pytestmark = pytest.mark.unit
@@ -171,3 +172,23 @@ def test_a_name_spelled_exactly_beats_a_near_miss() -> None:
     assert chosen[0].sentence == "-b, --bytes=LIST: Select only these bytes"
     assert identifiers("What is the Name for 0x0a in HTTP/2 on 14 November 2025?") == [
         "0x0a", "HTTP"]
+
+
+@pytest.mark.parametrize(("question", "row"), [
+    ("Who approves a 15% discount?", "Discount 10.1% to 20%: Sales Manager, same day"),
+    ("Who approves a discount of 5%?", "Discount up to 10%: Account Executive, immediate"),
+])
+def test_the_row_whose_range_holds_the_number_answers(question: str, row: str) -> None:
+    chosen = ANSWERER.choose(question, SOURCES[:1])
+    assert chosen[0].sentence == row
+
+
+@pytest.mark.parametrize(("question", "cell", "fits"), [
+    ("a 15% discount", "10.1% to 20%", True), ("a 15% discount", "Up to 10%", False),
+    ("a 35% discount", "Above 30%", True), ("$30,000 contract", "$25,000.01 to $100,000", True),
+    ("5000 dollars", "Up to $5,000", True),
+    ("expenses over 5000 dollars", "Above 30%", None),  # dollars are not a percentage
+    ("a 15% discount", "Team meal", None), ("who approves?", "Up to 10%", None)])
+def test_ranges_compare_numbers_of_the_same_unit_only(question: str, cell: str,
+                                                       fits: bool | None) -> None:
+    assert in_range(question, cell) is fits
