@@ -174,8 +174,13 @@ def _table(n: int, block: list[tuple[int, str]]) -> list[Unit]:
 
 
 def _is_term(label: str | None) -> bool:
-    """A definition-list term ("-l, --link", "SIGKILL"): the next line is its definition."""
-    return label is not None and (label.startswith("-") or len(label.split()) == 1)
+    """A definition-list term ("-l, --link", "SIGKILL", "stat()"): the next line is its
+    definition. A one-word heading ("Renewals") is not one."""
+    if label is None:
+        return False
+    word = label.strip()
+    return word.startswith("-") or (len(word.split()) == 1 and (
+        word.isupper() or word[0].islower() or bool(re.search(r"[\d_().'\"]", word))))
 
 
 def _prose(n: int, title: str, start: int, line: str, paragraph: list[str],

@@ -192,3 +192,10 @@ def test_the_row_whose_range_holds_the_number_answers(question: str, row: str) -
 def test_ranges_compare_numbers_of_the_same_unit_only(question: str, cell: str,
                                                        fits: bool | None) -> None:
     assert in_range(question, cell) is fits
+
+
+def test_a_one_word_heading_is_not_a_term() -> None:
+    assert prose_of("Renewals\nRenewal discounts may not exceed the current discount.\n\n"
+                    "SIGKILL\nkill the process at once\n") == [
+        "Renewal discounts may not exceed the current discount.",
+        "SIGKILL: Kill the process at once"]
