@@ -162,6 +162,13 @@ class TeamsSettings(Section):
     oauth_endpoint: str | None = None
 
 
+class EvalSettings(Section):
+    # The question file of `clearance eval` (JSONL), relative to the config file's folder.
+    questions: str | None = None
+    # The scheduled leak audit on `questions`: cron, "@every 1h" or "off" (beat runs it).
+    leak_audit_schedule: str = "off"
+
+
 class ConnectorSettings(BaseModel):
     """Keys shared by every connector; each kind validates its own extra keys."""
 
@@ -191,6 +198,7 @@ class FileConfig(Section):
     web: WebSettings = WebSettings()
     slack: SlackSettings = SlackSettings()
     teams: TeamsSettings = TeamsSettings()
+    eval: EvalSettings = EvalSettings()
     connectors: list[ConnectorSettings] = []
 
     @field_validator("connectors")

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     from apps.web.server import add_arguments as web_arguments
     web_arguments(command("web", "serve the web Q&A page, its JSON API and the admin page"))
     command("slack", "run the Slack bot in Socket Mode ([slack] app_token_env)")
+    from apps.cli.evaluation import add_arguments as eval_arguments
+    eval_arguments(command("eval", "retrieval and answer quality on a labelled question file; "
+                                   "--leaks: audit every hit against the sources' permissions"))
     from emulators.cli import add_arguments as emulate_arguments
     emulate_arguments(command("emulate", "serve a source's loopback emulator; print its base URL"))
     return parser
@@ -712,11 +715,20 @@ def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     return run_demo(rt.settings.home, json_output=args.json)
 
 
-READ_ONLY = frozenset({"search", "ask", "explain", "status", "web"})  # they create no index
+READ_ONLY = frozenset({"search", "ask", "explain", "status", "web", "eval"})  # they create no index
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
             "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
             "reindex": cmd_reindex, "emulate": cmd_emulate, "web": cmd_web}
 COMMANDS["slack"] = cmd_slack
+
+
+def cmd_eval(rt: Runtime, args: argparse.Namespace) -> int:
+    from apps.cli.evaluation import cmd_eval as run
+
+    return run(rt, args)
+
+
+COMMANDS["eval"] = cmd_eval
 
 
 def main(argv: Sequence[str] | None = None) -> int:
