@@ -15,6 +15,7 @@ from assistant.evaluation import DEPTH, Outcome, Question, Report, check_known, 
 from assistant.evaluation import load_questions as _load
 from assistant.leaks import Leak, Seen, SourceView, audit, people, read_source
 from core import principals as P
+from core.acl import Acl
 from core.errors import ClearanceError, ConfigError
 from core.redact import redact_text
 from retriever.hybrid import Fusion, Retriever
@@ -111,11 +112,14 @@ def leak_audit(rt: Runtime, questions: list[Question], views: dict[str, SourceVi
             o = outcome(rt, rt.assistant, q.question, email)
             seen.append(Seen(email, q.question, o.ranked, o.cited))
 
-    def indexed_acl(doc_id: str) -> Any:
+    def indexed_acl(doc_id: str) -> Acl | None:
         doc = rt.store.document(doc_id)
         return None if doc is None else doc.acl
 
-    leaks = audit(seen, views, indexed_acl)
+    def indexed_held(email: str, connector: str) -> frozenset[str]:
+        return rt.identity(email).at(connector).principals
+
+    leaks = audit(seen, views, indexed_acl, indexed_held)
     counts = {"questions": len(questions), "people": len(people(questions)),
               "hits": sum(len(s.hits) for s in seen), "citations": sum(len(s.cited) for s in seen)}
     return leaks, counts

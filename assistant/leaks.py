@@ -13,7 +13,7 @@ audit cannot vouch for it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -126,10 +126,12 @@ class Seen:
 
 
 def audit(seen: Iterable[Seen], views: dict[str, SourceView],
-          indexed_acl: Any = None) -> list[Leak]:
+          indexed_acl: Callable[[str], Acl | None] | None = None,
+          indexed_held: Callable[[str, str], frozenset[str]] | None = None) -> list[Leak]:
     """Every (person, document) shown that the source refuses now, once, in the order met.
 
-    `indexed_acl(doc_id)`: the ACL the index holds (to say whether the index is stale)."""
+    `indexed_acl(doc_id)` and `indexed_held(email, connector)`: what the index holds, to say
+    why it disagrees with the source (a stale ACL, stale groups, or neither: a filter bug)."""
     leaks: dict[tuple[str, str], Leak] = {}
     for s in seen:
         shown = [(d, "search hit") for d in s.hits] + [(d, "citation") for d in s.cited]
@@ -142,14 +144,25 @@ def audit(seen: Iterable[Seen], views: dict[str, SourceView],
                       else view.refusal(s.user, doc_id))
             if reason is None:
                 continue
-            if view is not None and view.acls.get(doc_id) is not None and indexed_acl:
-                stored = indexed_acl(doc_id)
-                reason += ("; the index still holds an older ACL (run a permission sync)"
-                           if stored != view.acls[doc_id]
-                           else "; the index holds this same ACL (a filter bug)")
+            if view is not None and doc_id in view.acls and not reason.startswith("unverified"):
+                reason += _why_stale(view, s.user, doc_id, indexed_acl, indexed_held)
             leaks[(s.user, doc_id)] = Leak(s.user, doc_id,
                                            f"{how} for {s.question!r}: {reason}")
     return list(leaks.values())
+
+
+def _why_stale(view: SourceView, email: str, doc_id: str,
+               indexed_acl: Callable[[str], Acl | None] | None,
+               indexed_held: Callable[[str, str], frozenset[str]] | None) -> str:
+    if indexed_acl is not None and indexed_acl(doc_id) != view.acls[doc_id]:
+        return "; the index still holds an older ACL (run a permission sync)"
+    if indexed_held is not None and indexed_held(email, view.connector) != frozenset(
+            view.held(email)):
+        return ("; this person's groups at the source changed since the index's last group "
+                "sync (run a group sync)")
+    if indexed_acl is None or indexed_held is None:
+        return ""
+    return "; the index holds this same ACL and the same groups (a filter bug)"
 
 
 def people(questions: Sequence[Any]) -> list[str]:
