@@ -17,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from indexer.store.base import ChunkHit
+from indexer.store.base import LEXICAL_WEIGHTS, ChunkHit
 from indexer.store.sqlite import fts_query, query_terms
+
+WEIGHTS = ", ".join(f"{w!r}" for _, w in LEXICAL_WEIGHTS)
 
 
 class UnfilteredBaseline:
@@ -41,7 +43,7 @@ class UnfilteredBaseline:
         if match is None:
             return []
         rows = self._db.execute(
-            "SELECT c.chunk_id, -bm25(chunks_fts, 3.0, 2.0, 1.0) AS score "
+            f"SELECT c.chunk_id, -bm25(chunks_fts, {WEIGHTS}) AS score "
             "FROM chunks_fts JOIN chunks c ON c.chunk_id = chunks_fts.rowid "
             "WHERE chunks_fts MATCH :match ORDER BY score DESC LIMIT :limit",
             {"match": match, "limit": limit}).fetchall()

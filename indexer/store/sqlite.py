@@ -27,6 +27,7 @@ from core.acl import Acl, AclFilter
 from core.errors import StoreError
 from core.models import Alias, Chunk, Document, Membership
 from indexer.store.base import (
+    LEXICAL_WEIGHTS,
     ChunkHit,
     ConnectorStats,
     DocState,
@@ -288,6 +289,10 @@ class SqliteStore:
         self._df: dict[str, int] = {}  # term -> passages matching it (capped), per generation
         self._df_gen = -1
         self._passages = 0
+        # The lexical query's knobs (bench/quality/bm25.py measures alternatives).
+        self.lexical_weights = tuple(w for _, w in LEXICAL_WEIGHTS)
+        self.common_fraction = COMMON_FRACTION
+        self.common_min = COMMON_MIN
 
     def close(self) -> None:
         self._db.close()
@@ -462,7 +467,7 @@ class SqliteStore:
         if self._df_gen != gen:
             self._df, self._df_gen = {}, gen
             self._passages = self.chunk_count()
-        cap = max(COMMON_MIN, int(self._passages * COMMON_FRACTION))
+        cap = max(self.common_min, int(self._passages * self.common_fraction))
         if self._passages <= cap or len(terms) < 2:
             return terms
         for term in terms:
@@ -479,8 +484,9 @@ class SqliteStore:
             match = fts_query(self._selective(query_terms(query)))
         if match is None or limit <= 0:
             return []
+        weights = ", ".join(f"{float(w)!r}" for w in self.lexical_weights)
         sql = (
-            "SELECT c.chunk_id, -bm25(chunks_fts, 3.0, 2.0, 1.0) AS score "
+            f"SELECT c.chunk_id, -bm25(chunks_fts, {weights}) AS score "
             "FROM chunks_fts JOIN chunks c ON c.chunk_id = chunks_fts.rowid "
             "WHERE chunks_fts MATCH :match "
             "AND c.acl_id IN (SELECT value FROM json_each(:admitted)) "
