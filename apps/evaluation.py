@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,49 +30,51 @@ LAST_AUDIT_KEY = "eval:leak_audit:last"
 MODES: dict[str, Fusion | None] = {"bm25": "bm25", "dense": "dense", "hybrid": None}
 
 
-def _known_people(rt: Runtime) -> tuple[set[str], set[str]]:
-    """Users and domains any indexed ACL of a configured connector names."""
-    users: set[str] = set()
-    domains: set[str] = set()
-    for name in rt.connector_names:
-        for doc_id in rt.store.doc_ids(name):
-            doc = rt.store.document(doc_id)
-            if doc is None:
-                continue
-            for p in doc.acl.principals():
-                if p.startswith("user:"):
-                    users.add(p.removeprefix("user:"))
-                elif p.startswith("domain:"):
-                    domains.add(p.removeprefix("domain:"))
-    return users, domains
-
-
 def load_questions(rt: Runtime, path: Path,
                    views: dict[str, SourceView] | None = None) -> list[Question]:
     """The question file, parsed and checked against the index and, for the leak audit, what
     the sources say now (`views`): UsageError naming the line."""
     questions = _load(path)
     indexed = {d for name in rt.connector_names for d in rt.store.doc_ids(name)}
-    users, domains = _known_people(rt)
+    users: set[str] = set()
+    domains: set[str] = set()
     for view in (views or {}).values():
-        for acl in view.acls.values():
-            for p in acl.principals():
-                if p.startswith("user:"):
-                    users.add(p.removeprefix("user:"))
-                elif p.startswith("domain:"):
-                    domains.add(p.removeprefix("domain:"))
-        users.update(m.removeprefix("user:") for m in view.groups if m.startswith("user:"))
+        _named(users, domains, (p for acl in view.acls.values() for p in acl.principals()))
+        _named(users, domains, view.groups)
         users.update(a for pair in view.aliases for a in pair)
+    scanned: list[bool] = []
 
     def known(email: str) -> bool:
         if email in users or P.domain_of(email) in domains:
             return True
         identity = rt.identity(email)
         base = P.principals_for_email(email)
-        return any(identity.at(c).principals - base for c in rt.connector_names)
+        if any(identity.at(c).principals - base for c in rt.connector_names):
+            return True
+        if not scanned:  # every indexed ACL, read once and only when needed
+            scanned.append(True)
+            _named(users, domains, _indexed_principals(rt))
+        return email in users or P.domain_of(email) in domains
 
     check_known(path, questions, indexed.__contains__, rt.connector_names, known)
     return questions
+
+
+def _named(users: set[str], domains: set[str], principals: Iterable[str]) -> None:
+    for p in principals:
+        if p.startswith("user:"):
+            users.add(p.removeprefix("user:"))
+        elif p.startswith("domain:"):
+            domains.add(p.removeprefix("domain:"))
+
+
+def _indexed_principals(rt: Runtime) -> Iterator[str]:
+    """The principals of every indexed ACL of a configured connector."""
+    for name in rt.connector_names:
+        for doc_id in rt.store.doc_ids(name):
+            doc = rt.store.document(doc_id)
+            if doc is not None:
+                yield from doc.acl.principals()
 
 
 def assistant_for(rt: Runtime, mode: str) -> Assistant:

@@ -98,10 +98,10 @@ COMMON_FRACTION = 0.05
 COMMON_MIN = 2000
 
 
-def query_terms(text: str) -> list[str]:
+def query_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
     """The content words of a natural-language question, in order, without repeats."""
     words = [w.lower() for w in _WORD.findall(text)]
-    terms = list(dict.fromkeys(w for w in words if w not in STOPWORDS and len(w) > 1))
+    terms = list(dict.fromkeys(w for w in words if w not in stopwords and len(w) > 1))
     return (terms or list(dict.fromkeys(w for w in words if w)))[:64]
 
 
@@ -293,6 +293,7 @@ class SqliteStore:
         self.lexical_weights = tuple(w for _, w in LEXICAL_WEIGHTS)
         self.common_fraction = COMMON_FRACTION
         self.common_min = COMMON_MIN
+        self.stopwords = STOPWORDS
 
     def close(self) -> None:
         self._db.close()
@@ -481,7 +482,7 @@ class SqliteStore:
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
         _require_filter(acl)
         with self._lock:
-            match = fts_query(self._selective(query_terms(query)))
+            match = fts_query(self._selective(query_terms(query, self.stopwords)))
         if match is None or limit <= 0:
             return []
         weights = ", ".join(f"{float(w)!r}" for w in self.lexical_weights)
