@@ -27,8 +27,8 @@ class UnfilteredBaseline:
     """Read-only BM25 and dense search over an index file, with no ACL at all (bench only)."""
 
     def __init__(self, path: Path,
-                 select: Callable[[list[str]], list[str]] = lambda terms: terms) -> None:
-        self._select = select  # the store's own common-term trimming, to time the same query
+                 match: Callable[[list[str]], str | None] = fts_query) -> None:
+        self._match = match  # the store's own FTS5 query (its common-term rule): the same query
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         rows = self._db.execute("SELECT chunk_id, vector FROM chunks ORDER BY chunk_id").fetchall()
         self._chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -39,7 +39,7 @@ class UnfilteredBaseline:
         self._db.close()
 
     def lexical(self, query: str, limit: int) -> list[ChunkHit]:
-        match = fts_query(self._select(query_terms(query)))
+        match = self._match(query_terms(query))
         if match is None:
             return []
         rows = self._db.execute(

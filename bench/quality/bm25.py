@@ -18,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from bench.quality.dataset import AclJson, acl_cases, assign_acls, load_dataset, principals_of
 from bench.quality.run import HALVES, DatasetConnector, half_of
@@ -38,6 +39,7 @@ class Variant:
     common_fraction: float = sq.COMMON_FRACTION
     common_min: int = sq.COMMON_MIN
     stopwords: frozenset[str] = sq.STOPWORDS
+    common_terms: Literal["drop", "score"] = sq.COMMON_TERMS
 
 
 VARIANTS = [
@@ -47,8 +49,11 @@ VARIANTS = [
     Variant("weights 1/1/2", weights=(1.0, 1.0, 2.0)),
     Variant("weights 5/2/1", weights=(5.0, 2.0, 1.0)),
     Variant("no stop words", stopwords=frozenset()),
-    Variant("frequent-term cut forced (5%)", common_min=0),
-    Variant("frequent-term cut forced (20%)", common_min=0, common_fraction=0.20),
+    Variant("frequent-term cut forced (5%)", common_min=0, common_terms="drop"),
+    Variant("frequent-term cut forced (20%)", common_min=0, common_fraction=0.20,
+            common_terms="drop"),
+    Variant("cut forced (5%), common terms scored where a rare one matched", common_min=0,
+            common_terms="score"),
 ]
 
 
@@ -63,7 +68,7 @@ class Score:
         return r / max(1.0, n), m / max(1.0, n)
 
 
-def measure(dataset: str) -> tuple[int, float, dict[str, Score]]:
+def measure(dataset: str, variants: list[Variant]) -> tuple[int, float, dict[str, Score]]:
     ds = load_dataset(dataset)
     acls: dict[str, AclJson] = assign_acls(ds)
     docs = [make_document(f"man:{d}", title, f"man://{d}", [Section(text)],
@@ -71,17 +76,17 @@ def measure(dataset: str) -> tuple[int, float, dict[str, Score]]:
             for d, title, text in ds.documents]
     questions = {q: text for q, text, _ in ds.questions}
     cases = acl_cases(ds, acls)
-    scores = {v.name: Score() for v in VARIANTS}
+    scores = {v.name: Score() for v in variants}
     depth = RetrievalParams().candidates
     bm25 = RetrievalParams(fusion="bm25")
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(Path(tmp) / "bm25.sqlite3")
         report = Pipeline(store, HashingEmbedder()).full_sync(DatasetConnector("man", docs))
         started = time.perf_counter()
-        for variant in VARIANTS:
+        for variant in variants:
             store.lexical_weights = variant.weights
             store.common_fraction, store.common_min = variant.common_fraction, variant.common_min
-            store.stopwords = variant.stopwords
+            store.stopwords, store.common_terms = variant.stopwords, variant.common_terms
             for case in cases:
                 text = questions[case.qid]
                 relevant = {f"man:{d}" for d in case.reader_relevant}
@@ -100,16 +105,19 @@ def measure(dataset: str) -> tuple[int, float, dict[str, Score]]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", nargs="+", default=["manpages-name", "manpages-desc"])
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="only the variants whose name contains one of these")
     args = ap.parse_args()
+    variants = [v for v in VARIANTS if not args.variants or any(w in v.name for w in args.variants)]
     print("| dataset | variant | held-out R@5 | held-out MRR@10 | tune R@5 | tune MRR@10 |")
     print("|---|---|---|---|---|---|")
     for dataset in args.datasets:
-        chunks, seconds, scores = measure(dataset)
+        chunks, seconds, scores = measure(dataset, variants)
         for name, s in scores.items():
             (hr, hm), (tr, tm) = s.get("held-out"), s.get("tune")
             print(f"| {dataset} | {name} | {hr:.3f} | {hm:.3f} | {tr:.3f} | {tm:.3f} |",
                   flush=True)
-        print(f"<!-- {dataset}: {chunks} chunks, {len(VARIANTS)} variants in {seconds:.0f}s -->",
+        print(f"<!-- {dataset}: {chunks} chunks, {len(variants)} variants in {seconds:.0f}s -->",
               flush=True)
 
 

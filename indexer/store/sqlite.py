@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -92,10 +92,14 @@ STOPWORDS = frozenset((
 
 
 # BM25 scores every passage that matches any term; a term in more than this share of the
-# passages adds little (its idf is small) but costs most of the query: it is left out when the
-# question has rarer terms. Below COMMON_MIN passages nothing is left out.
+# passages costs most of the query (p95 3.1x at 100k passages, bench/lexical_common.py). When
+# the question has rarer terms, only passages matching one of those are scored, with every term
+# counted ("score": the FTS5 query `(rare...) AND (all...)`, 1.02x the p95 of dropping the
+# common terms); dropping them outright ("drop") lost 0.04-0.12 recall@5 on the labelled sets
+# (bench/quality/bm25.py, bench/RESULTS.md). Below COMMON_MIN passages nothing is cut.
 COMMON_FRACTION = 0.05
 COMMON_MIN = 2000
+COMMON_TERMS: Literal["drop", "score"] = "score"
 
 
 def query_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
@@ -294,6 +298,7 @@ class SqliteStore:
         self.common_fraction = COMMON_FRACTION
         self.common_min = COMMON_MIN
         self.stopwords = STOPWORDS
+        self.common_terms: Literal["drop", "score"] = COMMON_TERMS
 
     def close(self) -> None:
         self._db.close()
@@ -479,10 +484,18 @@ class SqliteStore:
         selective = [t for t in terms if self._df[t] < cap]
         return selective or terms
 
+    def _match(self, terms: list[str]) -> str | None:
+        """The FTS5 query: the selective terms, and with common_terms = "score" the common ones
+        too, counted only in passages that a selective term already matched."""
+        rare = self._selective(terms)
+        if self.common_terms == "score" and len(rare) < len(terms):
+            return f"({fts_query(rare)}) AND ({fts_query(terms)})"
+        return fts_query(rare)
+
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
         _require_filter(acl)
         with self._lock:
-            match = fts_query(self._selective(query_terms(query, self.stopwords)))
+            match = self._match(query_terms(query, self.stopwords))
         if match is None or limit <= 0:
             return []
         weights = ", ".join(f"{float(w)!r}" for w in self.lexical_weights)
