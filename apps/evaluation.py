@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clearance.eval")
 LAST_AUDIT_KEY = "eval:leak_audit:last"
+EVAL_AUDIT = "audit-eval.jsonl"  # what eval and the leak audit were shown, as whom
 MODES: dict[str, Fusion | None] = {"bm25": "bm25", "dense": "dense", "hybrid": None}
 
 
@@ -77,14 +78,18 @@ def _indexed_principals(rt: Runtime) -> Iterator[str]:
                 yield from doc.acl.principals()
 
 
-def assistant_for(rt: Runtime, mode: str) -> Assistant:
-    """The product's assistant, or one whose retriever runs one retriever alone."""
+def assistant_for(rt: Runtime, mode: str = "hybrid") -> Assistant:
+    """The product's assistant (or one whose retriever runs one retriever alone), auditing to
+    its own file: the audit log of people's questions never shows one a person did not ask."""
+    from assistant.audit import AuditLog
+
     fusion = MODES[mode]
-    if fusion is None:
-        return rt.assistant
     base = rt.retriever
-    return rt.assistant_for(Retriever(base.store, base.embedder,
-                                      replace(base.params, fusion=fusion)))
+    retriever = base if fusion is None else Retriever(
+        base.store, base.embedder, replace(base.params, fusion=fusion))
+    assistant = rt.assistant_for(retriever)
+    assistant.audit = AuditLog(rt.settings.home / EVAL_AUDIT)
+    return assistant
 
 
 def outcome(rt: Runtime, assistant: Assistant, question: str, email: str) -> Outcome:
@@ -110,9 +115,10 @@ def leak_audit(rt: Runtime, questions: list[Question], views: dict[str, SourceVi
     """Every question asked as every person of the file, checked against `views` (read from
     the sources before asking: a change at the source after that is no leak yet)."""
     seen: list[Seen] = []
+    assistant = assistant_for(rt)
     for email in people(questions):
         for q in questions:
-            o = outcome(rt, rt.assistant, q.question, email)
+            o = outcome(rt, assistant, q.question, email)
             seen.append(Seen(email, q.question, o.ranked, o.cited))
 
     def indexed_acl(doc_id: str) -> Acl | None:

@@ -416,3 +416,18 @@ def test_an_unreadable_access_file_at_the_source_fails_the_documents_closed(
     assert code == 1
     assert {x["doc_id"] for x in leaks} == {"docs:team/plan.md", "docs:team/budget.md"}
     assert all("could not be read" in x["reason"] for x in leaks)
+
+
+def test_eval_audits_to_its_own_file_not_the_log_of_peoples_questions(tenant: Tenant) -> None:
+    log = tenant.base / "home" / "audit.jsonl"
+    before = log.read_text(encoding="utf-8") if log.exists() else ""
+    path = tenant.questions(LEAK_QUESTIONS)
+    tenant.ok("eval", str(path))
+    tenant.ok("eval", str(path), "--leaks")
+    assert (log.read_text(encoding="utf-8") if log.exists() else "") == before
+    records = [json.loads(line) for line in
+               (tenant.base / "home" / "audit-eval.jsonl").read_text().splitlines()]
+    # eval: one search and one answer per question; the audit: every question as both people
+    assert len(records) == 2 * 3 + 2 * 3 * 2
+    assert {r["email"] for r in records} == {ADA, BO}
+    assert {r["action"] for r in records} == {"search", "ask"}
