@@ -3,8 +3,9 @@
     python -m bench.lexical_common [--chunks 100000] [--queries 300]
 
 Above COMMON_MIN / COMMON_FRACTION (40,000) passages, a query term found in more than 5% of
-the passages is either dropped from the query ("drop"), or kept for scoring in the passages a
-rarer term matched ("score": `(rare...) AND (all terms...)`), or the rule is off ("keep all").
+the passages (below that: in 2,000 or more) is either dropped from the query ("drop"), or
+kept for scoring in the passages a rarer term matched ("score": `(rare...) AND (all...)`),
+or the rule is off ("keep all").
 Times `store.lexical` alone (the ACL filter inside, 100 candidates) on bench/retrieval.py's
 synthetic Zipf store, the three modes interleaved per query; prints p50/p95 and ratios to
 "drop". Quality of the same modes: bench/quality/bm25.py.

@@ -91,12 +91,13 @@ STOPWORDS = frozenset((
 )
 
 
-# BM25 scores every passage that matches any term; a term in more than this share of the
-# passages costs most of the query (p95 3.1x at 100k passages, bench/lexical_common.py). When
-# the question has rarer terms, only passages matching one of those are scored, with every term
-# counted ("score": the FTS5 query `(rare...) AND (all...)`, 1.02x the p95 of dropping the
-# common terms); dropping them outright ("drop") lost 0.04-0.12 recall@5 on the labelled sets
-# (bench/quality/bm25.py, bench/RESULTS.md). Below COMMON_MIN passages nothing is cut.
+# BM25 scores every passage that matches any term; a term in more than COMMON_FRACTION of the
+# passages (and at least COMMON_MIN of them) costs most of the query (p95 3.1x at 100k passages,
+# bench/lexical_common.py). When the question has rarer terms, only passages matching one of
+# those are scored, with every term counted ("score": the FTS5 query `(rare...) AND (all...)`,
+# 1.02x the p95 of dropping the common terms); dropping them outright ("drop") lost recall on
+# every labelled set (bench/quality/bm25.py, bench/RESULTS.md). Up to COMMON_MIN passages
+# nothing is cut.
 COMMON_FRACTION = 0.05
 COMMON_MIN = 2000
 COMMON_TERMS: Literal["drop", "score"] = "score"
