@@ -431,3 +431,17 @@ def test_eval_audits_to_its_own_file_not_the_log_of_peoples_questions(tenant: Te
     assert len(records) == 2 * 3 + 2 * 3 * 2
     assert {r["email"] for r in records} == {ADA, BO}
     assert {r["action"] for r in records} == {"search", "ask"}
+
+
+def test_when_the_sources_name_nobody_anyone_may_be_asked_as(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLEARANCE_EMBEDDER", "hashing")
+    write_tree(tmp_path / "wiki", WIKI)  # everyone may read everything; no groups file
+    (tmp_path / "c.toml").write_text('[[connectors]]\nname = "wiki"\nkind = "files"\n'
+                                     'root = "wiki"\n', encoding="utf-8")
+    t = Tenant(tmp_path, capsys)
+    t.ok("sync")
+    data = t.eval_json(str(t.questions([q("where do visitors park", "zed@elsewhere.net",
+                                          ["wiki:parking.md"])])))
+    assert data["questions"][0]["as"] == "zed@elsewhere.net"
