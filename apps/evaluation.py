@@ -90,7 +90,8 @@ def assistant_for(rt: Runtime, mode: str = "hybrid") -> Assistant:
     retriever = base if fusion is None else Retriever(
         base.store, base.embedder, replace(base.params, fusion=fusion))
     assistant = rt.assistant_for(retriever)
-    assistant.audit = AuditLog(rt.settings.home / EVAL_AUDIT)
+    assistant.audit = AuditLog(rt.settings.home / EVAL_AUDIT,
+                               principals=rt.settings.file.audit.principals)
     return assistant
 
 

@@ -1,13 +1,17 @@
-"""`clearance demo`: sync the bundled Acme tenant, then ask the same questions as two people."""
+"""`clearance demo`: sync the bundled Acme tenant (a files folder, plus a Confluence site and a
+SharePoint site served by local emulators: apps/demo/sources.py), then ask the same questions as
+two people and explain the differences with `explain`."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apps.demo.sources import SOURCES, DemoSource, Running, connector_toml, serve, toml_string
 from apps.runtime import Runtime
 from assistant.citations import Answer
 from auth.identity import Decision, explain
@@ -19,17 +23,23 @@ PEOPLE = Path(__file__).resolve().parent / "acme_people.json"
 MARKER = "# written by `clearance demo`"
 
 
-def write_demo_config(home: Path) -> Path:
-    """$HOME/clearance.toml pointing at the bundled tenant, unless the user has their own."""
+def write_demo_config(home: Path, running: Sequence[Running] = ()) -> Path:
+    """$HOME/clearance.toml pointing at the bundled tenant and at this run's emulated sources,
+    unless the user has their own. Secrets only as the names of the variables that hold them."""
     path = home / CONFIG_NAME
     if path.exists() and MARKER not in path.read_text(encoding="utf-8", errors="replace"):
         raise UsageError(f"{path} exists and was not written by the demo; "
                          "run the demo with another --home")
     home.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"{MARKER}; edit freely, but remove this line to keep the demo from rewriting it\n"
-        f'[[connectors]]\nname = "acme"\nkind = "files"\nroot = {json.dumps(str(TENANT))}\n',
-        encoding="utf-8")
+    text = (f"{MARKER}; edit freely, but remove this line to keep the demo from rewriting it\n"
+            f'[[connectors]]\nname = "acme"\nkind = "files"\nroot = {toml_string(str(TENANT))}\n')
+    if running:
+        text += ("\n# The connectors below read emulators that run only while `clearance demo` "
+                 "does,\n# with a fresh secret each run (set in the demo's own environment): "
+                 "outside the demo\n# they do not sync; what they indexed stays searchable.\n")
+    for r in running:
+        text += "\n" + connector_toml(r.source.name, r.source.kind, r.options())
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -92,23 +102,34 @@ def _show(differences: list[Difference]) -> None:
             print("    " + output.text(a.line()))
 
 
-def run_demo(home: Path, json_output: bool = False) -> int:
+def run_demo(home: Path, json_output: bool = False,
+             sources: Sequence[DemoSource] = SOURCES) -> int:
     from apps.cli import output
     from indexer.jobs.runner import run_exclusive
     from indexer.locks import cli_holder, sync_lock
+    from indexer.sync import _checkpoint_key as checkpoint_key
 
-    config = write_demo_config(home)
-    rt = Runtime(load_settings(home, config))
     script = json.loads(PEOPLE.read_text(encoding="utf-8"))
     say = (lambda *a: None) if json_output else print
     say(f"Clearance demo: syncing the Acme sample tenant ({TENANT}) into {home}")
     progress = output.TerminalProgress()
     reports = []
-    lock = sync_lock(rt.settings)  # the demo's own home: the file lock (no broker configured)
-    for connector in rt.connectors():
-        reports += run_exclusive(lock, rt.store, rt.pipeline, connector, "full",
-                                 cli_holder("demo"), progress=progress).reports
-        progress.done()
+    with serve(home, sources) as running:
+        for r in running:
+            say(f"  and {r.source.title}, served by a local emulator at {r.served.base_url}")
+        config = write_demo_config(home, running)
+        rt = Runtime(load_settings(home, config))
+        lock = sync_lock(rt.settings)  # the demo's own home: the file lock (no broker configured)
+        emulated = {r.source.name for r in running}
+        for connector in rt.connectors():
+            if connector.name in emulated:
+                # Its emulator restarted (another port, a new secret): a checkpoint left by an
+                # interrupted run points at the old one. Start over; unchanged documents are
+                # not re-embedded, so nothing is lost.
+                rt.store.delete_state(checkpoint_key(connector.name, "full"))
+            reports += run_exclusive(lock, rt.store, rt.pipeline, connector, "full",
+                                     cli_holder("demo"), progress=progress).reports
+            progress.done()
     for report in reports:
         say(output.summary(report))
     transcript: list[dict[str, Any]] = []
@@ -131,6 +152,7 @@ def run_demo(home: Path, json_output: bool = False) -> int:
     else:
         say(f"\nTry it yourself:\n  clearance --home {home} search \"expense approval limits\" "
             f"--as alice.chen@acme.example\n  clearance --home {home} explain "
-            f"acme:hr/salary-bands-2026.md --as alice.chen@acme.example")
+            f"acme:hr/salary-bands-2026.md --as alice.chen@acme.example\n  clearance --home {home} "
+            f"explain confluence:2011 --as alice.chen@acme.example")
     sys.stdout.flush()
     return 0

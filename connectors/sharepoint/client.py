@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
+from connectors.extract.limits import TooLarge
 from connectors.http import HttpPolicy, redact_text
 from core.errors import SourceAuthError, SourceError
 
@@ -188,16 +189,19 @@ class GraphClient:
             out.extend(value)
         return out
 
-    def content(self, drive_id: str, item_id: str) -> bytes:
-        """The bytes (the 302 to the pre-authenticated URL is followed), at most max_bytes."""
+    def content(self, drive_id: str, item_id: str, max_bytes: int | None = None) -> bytes:
+        """The bytes (the 302 to the pre-authenticated URL is followed), at most `max_bytes`
+        (the client's own limit by default). Past it: `TooLarge`, which no retry fixes, so a
+        file whose listing gave no size (or a wrong one) is reported once, not retried forever."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
         response = self.request(f"drives/{drive_id}/items/{item_id}/content", stream=True)
         self.policy.check(response, every_error=True)
         data = bytearray()
         for chunk in response.iter_content(65536):
             data.extend(chunk)
-            if len(data) > self.max_bytes:
+            if len(data) > limit:
                 response.close()
-                raise SourceError(f"item {item_id}: more than {self.max_bytes} bytes")
+                raise TooLarge(f"item {item_id}: more than the {limit} bytes allowed")
         return bytes(data)
 
     def organization_domains(self) -> list[str]:

@@ -380,7 +380,7 @@ class SharePointConnector:
             return Failure(iid, f"{name}: {size} bytes, more than the {self.limits.max_bytes} "
                            "allowed", doc_id, acl)
         try:
-            data = self.client.content(did, iid)
+            data = self.client.content(did, iid, self.limits.max_bytes)
             sections = list(extract_bytes(data, name, limits=self.limits).sections)
         except NoText as exc:
             return Failure(iid, str(exc), doc_id, acl)

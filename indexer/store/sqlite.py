@@ -26,6 +26,8 @@ import numpy.typing as npt
 from core.acl import Acl, AclFilter
 from core.errors import StoreError
 from core.models import Alias, Chunk, Document, Membership
+from indexer.embedding.minilm import _BLAS
+from indexer.store import int8scan
 from indexer.store.base import (
     LEXICAL_WEIGHTS,
     ChunkHit,
@@ -102,6 +104,15 @@ COMMON_FRACTION = 0.05
 COMMON_MIN = 2000
 COMMON_TERMS: Literal["drop", "score"] = "score"
 
+# Dense search scores only the caller's rows when they are under 1/SPARSE_SCAN of the index
+# (bench/peers.py: at 100k chunks a caller who reads 3 % is answered from 3 % of the vectors);
+# above that, one product over the whole matrix is cheaper than gathering the rows first.
+SPARSE_SCAN = 4
+READABLE_CACHE = 64  # callers whose readable rows are kept per matrix generation
+# After the int8 first pass, this many candidates (at least RESCORE_MIN) are rescored exactly.
+RESCORE_FACTOR = 10
+RESCORE_MIN = 100
+
 
 def query_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
     """The content words of a natural-language question, in order, without repeats."""
@@ -115,6 +126,9 @@ def fts_query(terms: list[str]) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms) or None
 
 
+single_threaded_blas = _BLAS.held  # shared with MiniLM: the setting is process-wide
+
+
 class _DenseCache:
     def __init__(self) -> None:
         self.dim = -1
@@ -123,6 +137,10 @@ class _DenseCache:
         self.chunk_ids = np.zeros(0, dtype=np.int64)
         self.acl_ids = np.zeros(0, dtype=np.int64)
         self.matrix = np.zeros((0, 0), dtype=np.float32)
+        # caller's principal terms -> readable row numbers, for this generation of the matrix
+        self.readable: dict[frozenset[str], npt.NDArray[np.int64]] = {}
+        self.int8: int8scan.Int8Scan | None = None  # made on the first broad query
+        self.int8_tried = False
 
 
 PRIVATE = 0o600  # the index holds every chunk's text: its owner's only
@@ -520,17 +538,59 @@ class SqliteStore:
             cache = self._dense_matrix(len(vector))
             if len(cache.chunk_ids) == 0 or limit <= 0:
                 return []
+            rows = self._readable_rows(cache, acl)
+            take = min(limit, len(rows))
+            if take == 0:
+                return []
+            # One BLAS thread: a query's product is small and memory-bound, and OpenBLAS's own
+            # threading stalls on a busy machine or beside other requests (10x slower, measured).
+            with single_threaded_blas():
+                if len(rows) * SPARSE_SCAN < len(cache.chunk_ids):
+                    # A caller who reads a small share: score only their rows (the gather reads
+                    # those rows once; the full product would read every vector in the index).
+                    scores = cache.matrix[rows] @ vector
+                elif (approx := self._int8_scores(cache, vector)) is not None:
+                    # A large index and a broad caller: an int8 first pass over every row, then
+                    # the best candidates rescored exactly (indexer/store/int8scan.py).
+                    approx = approx[rows]
+                    wanted = min(len(rows), max(RESCORE_MIN, RESCORE_FACTOR * take))
+                    if wanted < len(rows):
+                        rows = rows[np.argpartition(-approx, wanted - 1)[:wanted]]
+                    scores = cache.matrix[rows] @ vector
+                else:
+                    scores = (cache.matrix @ vector)[rows]
+            top = np.argpartition(-scores, take - 1)[:take]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            return self._hits([(int(cache.chunk_ids[rows[i]]), float(scores[i])) for i in top])
+
+    @staticmethod
+    def _int8_scores(cache: _DenseCache,
+                     vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
+        if not cache.int8_tried:
+            cache.int8_tried = True
+            cache.int8 = int8scan.build(cache.matrix)
+        if cache.int8 is None:
+            return None
+        scores = cache.int8.scores(vector)
+        if scores is None:
+            cache.int8 = None  # failed once: float32 for the rest of this generation
+        return scores
+
+    def _readable_rows(self, cache: _DenseCache, acl: AclFilter) -> npt.NDArray[np.int64]:
+        """Row numbers of the dense matrix whose ACL the caller passes, ascending; memoised per
+        caller until the next write (a person asking again pays for neither the ACL tables
+        nor the per-row mask)."""
+        key = acl.terms()
+        rows = cache.readable.get(key)
+        if rows is None:
             admitted = np.zeros(int(cache.acl_ids.max()) + 1, dtype=bool)
             ids = [i for i in self.admitted_acl_ids(acl) if i < len(admitted)]
             admitted[ids] = True
-            scores = np.where(admitted[cache.acl_ids], cache.matrix @ vector, -np.inf)
-            allowed = int(np.isfinite(scores).sum())
-            take = min(limit, allowed)
-            if take == 0:
-                return []
-            top = np.argpartition(-scores, take - 1)[:take]
-            top = top[np.argsort(-scores[top], kind="stable")]
-            return self._hits([(int(cache.chunk_ids[i]), float(scores[i])) for i in top])
+            rows = np.flatnonzero(admitted[cache.acl_ids]).astype(np.int64)
+            if len(cache.readable) >= READABLE_CACHE:
+                cache.readable.pop(next(iter(cache.readable)))
+            cache.readable[key] = rows
+        return rows
 
     def _dense_matrix(self, dim: int) -> _DenseCache:
         """Vectors of the query's dimension (an index being re-embedded by another model
@@ -546,12 +606,15 @@ class SqliteStore:
             cache.matrix = (np.vstack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
                             if rows else np.zeros((0, 0), dtype=np.float32))
             cache.vector_gen, cache.acl_gen, cache.dim = vector_gen, acl_gen, dim
+            cache.readable = {}
+            cache.int8, cache.int8_tried = None, False
         elif acl_gen != cache.acl_gen:
             rows = self._db.execute(
                 "SELECT acl_id FROM chunks WHERE length(vector) = ? ORDER BY chunk_id",
                 (dim * 4,)).fetchall()
             cache.acl_ids = np.array([r[0] for r in rows], dtype=np.int64)
             cache.acl_gen = acl_gen
+            cache.readable = {}
         return cache
 
     def _hits(self, scored: list[tuple[int, float]]) -> list[ChunkHit]:

@@ -350,3 +350,22 @@ def test_without_a_site_list_every_site_is_discovered_and_onedrives_only_when_as
     pages, _ = run(conn)
     drives = {op.document.doc_id.split(":")[1] for op in ops(pages) if isinstance(op, Upsert)}
     assert drives == {"d-eng", "d-hr", "d-arch", "d-od-ann"}
+
+
+def test_a_file_whose_listing_understates_its_size_is_reported_once_not_retried(
+        server: EmulatorServer) -> None:
+    """The listing says 10 bytes, the download runs past the limit: the download is cut off and
+    the file reported as too large (not transient: the same bytes would fail again), with its
+    ACL so it leaves the index closed; the other files still sync."""
+    from connectors.extract.limits import Limits
+
+    emu(server).edit("d-eng", "i-plan", content="x" * 5000, size=10)
+    conn = make_connector(NAME, server, limits=Limits(max_bytes=1000))
+    pages, _ = run(conn)
+    failures = {f.source_id: f for p in pages for f in p.failures}
+    assert "i-plan" in failures
+    failure = failures["i-plan"]
+    assert "more than the 1000 bytes" in failure.reason
+    assert not failure.transient and failure.acl is not None
+    upserted = {op.document.doc_id for op in ops(pages) if isinstance(op, Upsert)}
+    assert f"{NAME}:d-eng:i-plan" not in upserted and upserted

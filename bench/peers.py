@@ -1,0 +1,354 @@
+"""Dense ACL-filtered search: Clearance's embedded store against the engines a user would pick
+instead, on one ACL workload, in one run on one machine.
+
+Workload (seeded, the same for every engine): N chunks of D-dimensional clustered unit vectors
+(five chunks a document), 2,000 group principals, each document behind 1-3 gates (a gate is an
+OR of 1-3 groups, the document needs every gate: Confluence's space ∩ page ∩ ancestor shape),
+callers in 1-50 groups, picked so that they read about 3 %, 40 % and 80 % of the chunks.
+
+Each peer uses its own metadata pre-filter on the chunk's ACL id (the ids the caller passes are
+computed once per caller, outside the timing: the peer is given Clearance's ACL evaluation for
+free); Clearance is timed through `SqliteStore.dense`, its ACL evaluation included. Recall@10
+is against the exact top 10 of the caller's readable chunks.
+
+    python -m bench.peers [--chunks 100000] [--dim 384] [--queries 40]
+                          [--engines clearance,faiss-flat,faiss-hnsw,lancedb,chroma,sqlite-vec]
+
+The peers are optional (`pip install '.[peers]'`); an engine that is not installed is listed as
+such. Figures go into bench/RESULTS.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# OpenMP threads (FAISS, OpenBLAS) busy-wait after each call by default and would steal the
+# cores from the next engine asked; they sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import numpy.typing as npt
+
+from core.acl import Acl, AclFilter
+from core.models import Chunk, Section, make_document
+
+CONNECTOR = "peers"
+GROUPS = 2000
+BROAD = 12  # company-wide and department groups: most gates name one of them
+TARGETS = (0.03, 0.40, 0.80)
+K = 10
+
+Vectors = npt.NDArray[np.float32]
+os.environ.setdefault("LANCE_LOG", "error")  # lance warns on every search otherwise
+
+
+@dataclass
+class Workload:
+    vectors: Vectors  # (N, D), unit rows
+    chunk_acl: npt.NDArray[np.int64]  # (N,) ACL id of each chunk's document
+    acls: list[tuple[frozenset[int], ...]]  # gates of group numbers, by ACL id
+    callers: list[frozenset[int]] = field(default_factory=list)
+    queries: Vectors = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+
+    def admitted(self, caller: frozenset[int]) -> npt.NDArray[np.int64]:
+        ok = [i for i, gates in enumerate(self.acls) if all(g & caller for g in gates)]
+        return np.array(ok, dtype=np.int64)
+
+    def mask(self, caller: frozenset[int]) -> npt.NDArray[np.bool_]:
+        allowed = np.zeros(len(self.acls), dtype=bool)
+        allowed[self.admitted(caller)] = True
+        return np.asarray(allowed[self.chunk_acl])
+
+
+def make_workload(n: int, dim: int, n_queries: int, seed: int = 5) -> Workload:
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    centers = nrng.standard_normal((256, dim)).astype(np.float32)
+    n_docs = (n + 4) // 5
+    per_doc = np.full(n_docs, 5)
+    per_doc[-1] = n - 5 * (n_docs - 1)
+    doc_center = nrng.integers(0, len(centers), n_docs)
+    vectors = centers[np.repeat(doc_center, per_doc)]
+    vectors = vectors + 0.9 * nrng.standard_normal(vectors.shape).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    acls: list[tuple[frozenset[int], ...]] = []
+    index: dict[tuple[frozenset[int], ...], int] = {}
+    doc_acl = np.zeros(n_docs, dtype=np.int64)
+    for d in range(n_docs):
+        gates = []
+        for _ in range(rng.randint(1, 3)):
+            gate = {rng.randrange(BROAD)} if rng.random() < 0.9 else set()
+            gate |= {rng.randrange(BROAD, GROUPS) for _ in range(rng.randint(1, 2))}
+            gates.append(frozenset(gate))
+        key = tuple(sorted(gates, key=sorted))
+        doc_acl[d] = index.setdefault(key, len(acls))
+        if doc_acl[d] == len(acls):
+            acls.append(key)
+    work = Workload(vectors.astype(np.float32), np.repeat(doc_acl, per_doc), acls)
+    work.callers = pick_callers(work, rng)
+    q = centers[nrng.integers(0, len(centers), n_queries)]
+    q = q + 0.9 * nrng.standard_normal(q.shape).astype(np.float32)
+    work.queries = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    return work
+
+
+def pick_callers(work: Workload, rng: random.Random) -> list[frozenset[int]]:
+    """Callers in 1-50 groups whose readable share is nearest each target."""
+    weights = np.bincount(work.chunk_acl, minlength=len(work.acls)) / len(work.chunk_acl)
+    found: list[tuple[float, frozenset[int]]] = []
+    for _ in range(400):
+        broad = rng.sample(range(BROAD), rng.randint(0, BROAD))
+        narrow = rng.sample(range(BROAD, GROUPS), rng.randint(1, 50 - len(broad)))
+        caller = frozenset(broad + narrow)
+        share = float(weights[work.admitted(caller)].sum()) if len(work.acls) else 0.0
+        found.append((share, caller))
+    return [min(found, key=lambda f: abs(f[0] - t))[1] for t in TARGETS]
+
+
+def exact_top(work: Workload, mask: npt.NDArray[np.bool_], q: Vectors) -> list[int]:
+    scores = np.where(mask, work.vectors @ q, -np.inf)
+    take = min(K, int(mask.sum()))
+    top = np.argpartition(-scores, take - 1)[:take] if take else np.zeros(0, dtype=np.int64)
+    return [int(i) for i in top[np.argsort(-scores[top])]]
+
+
+# -- engines: build(work) -> search(q, caller_no) -> row numbers ------------------------------
+Search = Callable[[Vectors, int], list[int]]
+
+
+def clearance(work: Workload, tmp: Path) -> Search:
+    from indexer.store.sqlite import SqliteStore
+
+    store = SqliteStore(tmp / "clearance.sqlite")
+    doc_rows: dict[str, list[int]] = {}
+    acl_objs = [Acl.of([[f"group:g{g}" for g in sorted(gate)] for gate in gates])
+                for gates in work.acls]
+    start = 0
+    with store.batch():
+        d = 0
+        while start < len(work.vectors):
+            end = min(start + 5, len(work.vectors))
+            doc = make_document(f"{CONNECTOR}:d{d}", f"d{d}", f"bench://{d}",
+                                [Section(f"chunk {i}") for i in range(start, end)],
+                                acl_objs[int(work.chunk_acl[start])])
+            chunks = [Chunk(doc.doc_id, i - start, f"chunk {i}") for i in range(start, end)]
+            store.upsert(doc, chunks, work.vectors[start:end], "bench", "r0")
+            doc_rows[doc.doc_id] = list(range(start, end))
+            start, d = end, d + 1
+    filters = [AclFilter({CONNECTOR: [f"group:g{g}" for g in caller]})
+               for caller in work.callers]
+
+    def search(q: Vectors, caller: int) -> list[int]:
+        return [doc_rows[h.doc_id][h.ordinal] for h in store.dense(q, filters[caller], K)]
+
+    return search
+
+
+def faiss_engine(hnsw: bool) -> Callable[[Workload, Path], Search]:
+    def build(work: Workload, tmp: Path) -> Search:
+        import faiss
+
+        dim = work.vectors.shape[1]
+        if hnsw:
+            index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+        else:
+            index = faiss.IndexFlatIP(dim)
+        index.add(work.vectors)
+        masks = [np.packbits(work.mask(c), bitorder="little") for c in work.callers]
+
+        def search(q: Vectors, caller: int) -> list[int]:
+            sel = faiss.IDSelectorBitmap(len(work.vectors), faiss.swig_ptr(masks[caller]))
+            params = (faiss.SearchParametersHNSW(sel=sel, efSearch=256) if hnsw
+                      else faiss.SearchParameters(sel=sel))
+            _, ids = index.search(q[None, :], K, params=params)
+            return [int(i) for i in ids[0] if i >= 0]
+
+        return search
+
+    return build
+
+
+def _in_list(ids: npt.NDArray[np.int64]) -> str:
+    return ",".join(str(int(i)) for i in ids) or "-1"
+
+
+def lancedb_engine(work: Workload, tmp: Path) -> Search:
+    import lancedb
+    import pyarrow as pa
+
+    db = lancedb.connect(str(tmp / "lance"))
+    dim = work.vectors.shape[1]
+    table = db.create_table("chunks", pa.table({
+        "row": pa.array(np.arange(len(work.vectors)), pa.int64()),
+        "acl_id": pa.array(work.chunk_acl, pa.int64()),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(work.vectors.ravel()), dim)}))
+    wheres = [f"acl_id IN ({_in_list(work.admitted(c))})" for c in work.callers]
+
+    def search(q: Vectors, caller: int) -> list[int]:
+        rows = (table.search(q).metric("dot").where(wheres[caller], prefilter=True)
+                .limit(K).select(["row"]).to_arrow())
+        return [int(r) for r in rows.column("row").to_pylist()]
+
+    return search
+
+
+def chroma_engine(work: Workload, tmp: Path) -> Search:
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(tmp / "chroma"))
+    col = client.create_collection("chunks", metadata={"hnsw:space": "ip"})
+    step = 5000
+    for s in range(0, len(work.vectors), step):
+        e = min(s + step, len(work.vectors))
+        col.add(ids=[str(i) for i in range(s, e)], embeddings=work.vectors[s:e].tolist(),
+                metadatas=[{"acl_id": int(a)} for a in work.chunk_acl[s:e]])
+    wheres: list[dict[str, Any]] = [
+        {"acl_id": {"$in": [int(i) for i in work.admitted(c)] or [-1]}} for c in work.callers]
+
+    def search(q: Vectors, caller: int) -> list[int]:
+        out = col.query(query_embeddings=[q.tolist()], n_results=K, where=wheres[caller])
+        return [int(i) for i in out["ids"][0]]
+
+    return search
+
+
+def sqlite_vec_engine(work: Workload, tmp: Path) -> Search:
+    import apsw  # the stdlib sqlite3 of many Python builds cannot load extensions
+    import sqlite_vec
+
+    db = apsw.Connection(str(tmp / "vec.sqlite"))
+    db.enable_load_extension(True)
+    db.load_extension(sqlite_vec.loadable_path())
+    dim = work.vectors.shape[1]
+    db.execute(f"CREATE VIRTUAL TABLE chunks USING vec0(row INTEGER PRIMARY KEY, "
+               f"embedding float[{dim}] distance_metric=cosine, acl_id INTEGER)")
+    with db:
+        db.executemany("INSERT INTO chunks(row, embedding, acl_id) VALUES (?, ?, ?)",
+                       ((i, work.vectors[i].tobytes(), int(work.chunk_acl[i]))
+                        for i in range(len(work.vectors))))
+    admitted = [_in_list(work.admitted(c)) for c in work.callers]
+
+    def search(q: Vectors, caller: int) -> list[int]:
+        rows = db.execute(f"SELECT row FROM chunks WHERE embedding MATCH ? AND k = {K} "
+                          f"AND acl_id IN ({admitted[caller]})", (q.tobytes(),))
+        return [int(r[0]) for r in rows]
+
+    return search
+
+
+ENGINES: dict[str, Callable[[Workload, Path], Search]] = {
+    "clearance": clearance,
+    "faiss-flat": faiss_engine(hnsw=False),
+    "faiss-hnsw": faiss_engine(hnsw=True),
+    "lancedb": lancedb_engine,
+    "chroma": chroma_engine,
+    "sqlite-vec": sqlite_vec_engine,
+}
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+@dataclass
+class Row:
+    engine: str
+    build_s: float
+    rss_mb: float
+    by_caller: list[tuple[float, float, float]]  # p50 ms, p95 ms, recall@10
+
+
+def build_engine(name: str, work: Workload, tmp: Path) -> tuple[Search, float, float] | str:
+    """The engine's search, its build seconds and its RSS growth (warm: every caller asked
+    once, so lazily built caches count)."""
+    gc.collect()
+    before = rss_mb()
+    t0 = time.perf_counter()
+    try:
+        search = ENGINES[name](work, tmp)
+    except ImportError as exc:
+        return f"{name}: not installed ({exc.name})"
+    for c in range(len(work.callers)):
+        search(work.queries[0], c)
+    return search, time.perf_counter() - t0, rss_mb() - before
+
+
+def measure(built: dict[str, tuple[Search, float, float]], work: Workload,
+            truth: list[list[list[int]]]) -> list[Row]:
+    """Every engine on every query in turn, so a busy machine slows them alike."""
+    times: dict[str, list[list[float]]] = {n: [[] for _ in work.callers] for n in built}
+    recalls: dict[str, list[list[float]]] = {n: [[] for _ in work.callers] for n in built}
+    for c in range(len(work.callers)):
+        for qi, q in enumerate(work.queries):
+            for name, (search, _, _) in built.items():
+                t = time.perf_counter()
+                got = search(q, c)
+                times[name][c].append((time.perf_counter() - t) * 1000)
+                want = truth[c][qi]
+                recalls[name][c].append(len(set(got) & set(want)) / len(want) if want else 1.0)
+    callers = range(len(work.callers))
+    return [Row(name, b, r, [(statistics.median(times[name][c]),
+                              float(np.percentile(times[name][c], 95)),
+                              statistics.fmean(recalls[name][c])) for c in callers])
+            for name, (_, b, r) in built.items()]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--chunks", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=40)
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    args = ap.parse_args(argv)
+    names = [e for e in args.engines.split(",") if e]
+    unknown = [e for e in names if e not in ENGINES]
+    if unknown:
+        ap.error(f"unknown engine(s): {', '.join(unknown)}; known: {', '.join(ENGINES)}")
+    work = make_workload(args.chunks, args.dim, args.queries)
+    masks = [work.mask(c) for c in work.callers]
+    shares = [float(m.mean()) for m in masks]
+    truth = [[exact_top(work, m, q) for q in work.queries] for m in masks]
+    print(f"{args.chunks} chunks x {args.dim}, {len(work.acls)} distinct ACLs, callers reading "
+          + ", ".join(f"{s:.1%}" for s in shares) + f"; {args.queries} queries each, top {K}")
+    built: dict[str, tuple[Search, float, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            sub = Path(tmp) / name
+            sub.mkdir()
+            result = build_engine(name, work, sub)
+            if isinstance(result, str):
+                print(result)
+            else:
+                built[name] = result
+        rows = measure(built, work, truth)
+    head = "| engine | build s | RSS +MB | " + " | ".join(
+        f"{s:.0%}: p50 / p95 ms, R@10" for s in shares) + " |"
+    print(head)
+    print("|---" * (3 + len(shares)) + "|")
+    for r in rows:
+        cells = " | ".join(f"{p50:.2f} / {p95:.2f}, {rec:.3f}" for p50, p95, rec in r.by_caller)
+        print(f"| {r.engine} | {r.build_s:.1f} | {r.rss_mb:.0f} | {cells} |")
+    base = next((r for r in rows if r.engine == "clearance"), None)
+    if base:
+        for r in rows:
+            if r is not base:
+                ratios = ", ".join(f"{b[0] / x[0]:.2f}" for b, x in zip(base.by_caller,
+                                                                        r.by_caller, strict=True))
+                print(f"clearance p50 / {r.engine} p50 by caller: {ratios}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The SQLite store's dense search against a plain reference (every readable row scored, top k):
+the same answer whether the caller reads a small share (only their rows are scored) or most of
+the index (one product over the whole matrix), and the readable rows it remembers per caller are
+forgotten by the next ACL change or write."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.acl import Acl, AclFilter
+from core.models import Chunk, Section, make_document
+from indexer.store import int8scan
+from indexer.store import sqlite as sqlite_store
+from indexer.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.integration
+
+DIM = 16
+GROUPS = [f"group:g{i}" for i in range(12)]
+
+
+def build(path: Path, n_docs: int = 120, seed: int = 3) -> tuple[SqliteStore, dict[str, Acl],
+                                                                 dict[str, np.ndarray]]:
+    rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
+    store = SqliteStore(path)
+    acls: dict[str, Acl] = {}
+    vectors: dict[str, np.ndarray] = {}
+    with store.batch():
+        for d in range(n_docs):
+            doc_id = f"c:d{d}"
+            gates = [rng.sample(GROUPS, rng.randint(1, 3)) for _ in range(rng.randint(1, 2))]
+            deny = ["user:mallory@acme.com"] if d % 17 == 0 else []
+            acl = acls[doc_id] = Acl.of(gates, deny)
+            vec = nrng.standard_normal((2, DIM)).astype(np.float32)
+            vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+            doc = make_document(doc_id, doc_id, f"u://{d}", [Section("a"), Section("b")], acl)
+            store.upsert(doc, [Chunk(doc_id, 0, "a"), Chunk(doc_id, 1, "b")], vec, "t", "r1")
+            vectors[f"{doc_id}#0"], vectors[f"{doc_id}#1"] = vec[0], vec[1]
+    return store, acls, vectors
+
+
+def reference(acls: dict[str, Acl], vectors: dict[str, np.ndarray], held: set[str],
+              q: np.ndarray, k: int) -> list[str]:
+    scored = [(float(v @ q), key) for key, v in vectors.items()
+              if acls[key.split("#")[0]].allows(frozenset(held))]
+    return [key for _, key in sorted(scored, key=lambda s: (-s[0], s[1]))[:k]]
+
+
+def found(store: SqliteStore, held: set[str], q: np.ndarray, k: int) -> list[str]:
+    return [f"{h.doc_id}#{h.ordinal}" for h in store.dense(q, AclFilter({"c": held}), k)]
+
+
+@pytest.mark.parametrize("held", [
+    {"group:g0"},  # a small share: the gathered path
+    {"group:g0", "group:g1", "user:mallory@acme.com"},  # denied some of what the groups open
+    set(GROUPS[:9]),  # most of the index: the whole-matrix path
+    set(GROUPS) | {"user:mallory@acme.com"},
+    {"group:nobody-has-this"},  # nothing readable
+])
+def test_dense_equals_the_reference_on_both_paths(tmp_path: Path, held: set[str]) -> None:
+    store, acls, vectors = build(tmp_path / "i.sqlite")
+    rng = np.random.default_rng(9)
+    for _ in range(5):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        want = reference(acls, vectors, held, q, 7)
+        assert found(store, held, q, 7) == want
+        for key in found(store, held, q, 7):  # the denied side, hit by hit
+            assert acls[key.split("#")[0]].allows(frozenset(held))
+
+
+def test_both_paths_are_really_taken(tmp_path: Path) -> None:
+    """The threshold splits these callers: one reads under a quarter, one most of the index."""
+    _, acls, _ = build(tmp_path / "i.sqlite")
+    share = {name: sum(acl.allows(frozenset(held)) for acl in acls.values()) / len(acls)
+             for name, held in {"small": {"group:g0"}, "broad": set(GROUPS[:9])}.items()}
+    sparse = sqlite_store.SPARSE_SCAN
+    assert share["small"] * sparse < 1 <= share["broad"] * sparse
+
+
+def test_remembered_rows_follow_acl_changes_and_writes(tmp_path: Path) -> None:
+    store, acls, vectors = build(tmp_path / "i.sqlite")
+    q = vectors["c:d5#0"]
+    alice = {"group:g0"}
+    before = found(store, alice, q, 240)
+    assert "c:d5#0" not in before or acls["c:d5"].allows(frozenset(alice))
+    store.update_acl("c:d5", Acl.single(["group:g0"]), None)
+    after = found(store, alice, q, 240)
+    assert after[0] == "c:d5#0"  # granted at once
+    store.update_acl("c:d5", Acl.single(["group:g11"]), None)
+    assert not any(k.startswith("c:d5#") for k in found(store, alice, q, 240))  # revoked at once
+    store.delete(["c:d7"])
+    assert not any(k.startswith("c:d7#") for k in found(store, set(GROUPS), q, 240))
+
+
+@pytest.fixture
+def int8_on_small_matrices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int8 first pass starts at 50k rows; here it serves the test's 240."""
+    monkeypatch.setattr(int8scan, "MIN_ROWS", 1)
+    monkeypatch.setattr(sqlite_store, "RESCORE_MIN", 20)
+
+
+@pytest.mark.parametrize("held", [set(GROUPS[:9]), set(GROUPS) | {"user:mallory@acme.com"}])
+def test_the_int8_first_pass_returns_the_exact_order(
+        tmp_path: Path, held: set[str], int8_on_small_matrices: None) -> None:
+    store, acls, vectors = build(tmp_path / "i.sqlite")
+    rng = np.random.default_rng(4)
+    for _ in range(8):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
+    assert store._dense.int8 is not None  # the int8 path answered, not the float32 one
+
+
+def test_scores_of_the_int8_copy_are_close_and_rank_like_float32(
+        int8_on_small_matrices: None) -> None:
+    rng = np.random.default_rng(1)
+    matrix = rng.standard_normal((500, 64)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    matrix[7] = 0.0  # an all-zero row must not divide by zero
+    scan = int8scan.build(matrix)
+    assert scan is not None
+    q = matrix[3]
+    approx = scan.scores(q)
+    assert approx is not None and approx.shape == (500,)
+    assert float(np.max(np.abs(approx - matrix @ q))) < 0.05
+    assert approx[7] == 0.0
+    assert int(np.argmax(approx)) == 3
+
+
+def test_a_failing_int8_pass_falls_back_to_float32(
+        tmp_path: Path, int8_on_small_matrices: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(int8scan, "build", lambda matrix: None)
+    store, acls, vectors = build(tmp_path / "i.sqlite")
+    q = vectors["c:d1#0"]
+    held = set(GROUPS)
+    assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
+    assert store._dense.int8 is None
+
+
+def test_too_small_a_matrix_gets_no_int8_copy() -> None:
+    assert int8scan.build(np.ones((10, 4), dtype=np.float32)) is None
