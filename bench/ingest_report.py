@@ -78,13 +78,15 @@ def ingest_section(embedders: dict[str, Embedder], work: Path, root: Path, docs:
                   f"{r['chunks_per_s'] / numpy_e2e:.2f} |", flush=True)
 
 
-def big_section(embedder: Embedder, work: Path, docs: int, sequential: bool) -> None:
+def big_section(embedder: Embedder, work: Path, docs: int, sequential: bool,
+                raw_every: int) -> None:
     root = write_tree(work / "big", docs)
-    print(f"\n### Default embedder `{DEFAULT}` on a generated tree of {docs} documents\n")
+    sample = f" (raw rate over every {raw_every}th page's chunks)" if raw_every > 1 else ""
+    print(f"\n### Default embedder `{DEFAULT}` on a generated tree of {docs} documents{sample}\n")
     print("| sync | documents | chunks | e2e s | e2e chunks/s | raw chunks/s | e2e / raw |\n"
           "|---|---|---|---|---|---|---|")
     for pipelined in (True, False) if sequential else (True,):
-        r = measure(f"big-{pipelined}", root, embedder, work, pipelined)
+        r = measure(f"big-{pipelined}", root, embedder, work, pipelined, raw_every)
         print(f"| {'pipelined' if pipelined else 'sequential'} | {r['documents']:.0f} | "
               f"{r['chunks']:.0f} | {r['e2e_s']:.0f} | {r['chunks_per_s']:.1f} | "
               f"{r['raw_chunks_per_s']:.1f} | {r['ratio']:.2f} |", flush=True)
@@ -129,6 +131,9 @@ def main() -> None:
     ap.add_argument("--big-docs", type=int, default=10_000)
     ap.add_argument("--big-sequential", action="store_true",
                     help="sync the big tree sequentially too (doubles the section's time)")
+    ap.add_argument("--big-raw-every", type=int, default=1,
+                    help="raw rate of the big tree over every n-th page only (saves time)")
+    ap.add_argument("--threads-docs", type=int, default=300)
     ap.add_argument("--passages", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-words", type=int, default=150)
@@ -151,9 +156,11 @@ def main() -> None:
         if "ingest" not in args.skip:
             ingest_section(embedders, work, root, args.docs)
         if "big" not in args.skip:
-            big_section(embedders[DEFAULT], work, args.big_docs, args.big_sequential)
+            big_section(embedders[DEFAULT], work, args.big_docs, args.big_sequential,
+                        args.big_raw_every)
         if "threads" not in args.skip:
-            threads_section(cache, work, write_tree(work / "threads", 300), args.rounds)
+            threads_section(cache, work, write_tree(work / "threads", args.threads_docs),
+                            args.rounds)
         if "quality" not in args.skip:
             quality_section(cache, args.max_words)
     print(f"\nrun took {time.perf_counter() - start:.0f}s; load average at end: "

@@ -160,12 +160,12 @@ def _build_temp(model_dir: Path, folder: Path, variant: Variant) -> tuple[Path, 
     and its content key; nothing is left behind if the build fails."""
     import onnx
 
-    model = _graph(load_weights(model_dir))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails before the build
     fd, tmp_name = tempfile.mkstemp(prefix=f".minilm-l6-{variant}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        model = _graph(load_weights(model_dir))
         if variant == "fp32":
             onnx.save_model(model, tmp)
         else:
