@@ -256,7 +256,12 @@ def test_build_leaves_logging_as_it_was(tmp_path: Path, capfd: pytest.CaptureFix
         OnnxMiniLMEmbedder("int8", cache_dir=tmp_path).load()
         assert root.handlers == [] and root.filters == filters
         assert logging.getLogger("onnxruntime.quantization").level == level
-        logging.getLogger("clearance.test").warning("still reported after the build")
+        # A logger no other test configures, at WARNING: with no handler on the way up, the
+        # record must reach stderr through logging.lastResort, as in a bare CLI process.
+        probe = logging.getLogger("test_embedding_onnx.probe")
+        probe.setLevel(logging.WARNING)
+        assert probe.propagate and not probe.handlers
+        probe.warning("still reported after the build")
     finally:
         root.handlers[:] = saved
     out, err = capfd.readouterr()

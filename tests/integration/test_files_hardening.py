@@ -333,17 +333,31 @@ def shared_dir() -> Iterator[Path]:
 
 
 def nobody_sync(db: Path, root: Path, mode: str) -> SyncReport:
-    def run() -> SyncReport:
-        store = SqliteStore(db)
-        try:
-            pipeline = Pipeline(store, HashingEmbedder())
-            connector = FilesConnector("docs", root)
-            return (pipeline.full_sync(connector) if mode == "full"
-                    else pipeline.permission_sync(connector))
-        finally:
-            store.close()
+    warm_up_imports(root)
+    return as_nobody(lambda: _sync(db, root, mode))
 
-    return as_nobody(run)
+
+def warm_up_imports(root: Path) -> None:
+    """The child cannot import what the parent has not (the interpreter lives under /root,
+    0700): run the same sync once as root on a scratch copy, so every module and codec the
+    sync, the extractors and the store import lazily is loaded before the fork."""
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "docs"
+        shutil.copytree(root, copy, ignore=lambda d, names: [
+            n for n in names if not os.access(os.path.join(d, n), os.R_OK)])
+        for mode in ("full", "permissions"):
+            _sync(Path(scratch) / "index.sqlite3", copy, mode)
+
+
+def _sync(db: Path, root: Path, mode: str) -> SyncReport:
+    store = SqliteStore(db)
+    try:
+        pipeline = Pipeline(store, HashingEmbedder())
+        connector = FilesConnector("docs", root)
+        return (pipeline.full_sync(connector) if mode == "full"
+                else pipeline.permission_sync(connector))
+    finally:
+        store.close()
 
 
 def test_real_permission_errors_on_an_acl_file_and_a_folder_fail_closed_and_keep_documents(
@@ -358,7 +372,8 @@ def test_real_permission_errors_on_an_acl_file_and_a_folder_fail_closed_and_keep
     db_dir.mkdir()
     os.chown(db_dir, 65534, 65534)
     db = db_dir / "index.sqlite3"
-    assert nobody_sync(db, root, "full").status == "ok"
+    first = nobody_sync(db, root, "full")
+    assert first.status == "ok", first.errors
 
     (root / "acl/.access.json").chmod(0)  # exists, cannot be read
     (root / "hidden").chmod(0)  # cannot be listed
