@@ -31,7 +31,7 @@ from retriever.hybrid import RetrievalParams, Retriever
 if TYPE_CHECKING:
     from celery import Celery
 
-    from assistant.conversations import ConversationStore
+    from assistant.conversations import Conversations
     from assistant.guardrails import Guardrails
     from indexer.store.opensearch import OpenSearchStore
 
@@ -169,6 +169,12 @@ class Runtime:
             from assistant.llm.bedrock import bedrock_provider
 
             return bedrock_provider(llm, self.settings.config_dir)
+        if llm.provider == "openai":
+            import os
+
+            from assistant.llm.openai_compat import openai_provider
+
+            return openai_provider(llm, self.settings.config_dir, os.environ)
         if llm.provider != "extractive":
             raise ConfigError(f"llm provider {llm.provider!r} is not available in this build yet")
         return ExtractiveAnswerer(self.query_embedder, min_evidence=llm.min_evidence)
@@ -183,7 +189,22 @@ class Runtime:
 
     @cached_property
     def audit(self) -> AuditLog:
-        return AuditLog(self.settings.home / "audit.jsonl")
+        cfg = self.settings.file.audit
+        if cfg.backend == "opensearch":
+            import os
+
+            from assistant.audit_opensearch import OpenSearchAudit
+            from indexer.store.opensearch_client import Cluster, make_client
+
+            store = self.settings.file.store
+            if not store.url:
+                raise ConfigError('[audit] backend = "opensearch" writes through the [store] '
+                                  "connection: set [store] url")
+            index = cfg.index or f"{store.index_prefix}-audit"
+            cluster = Cluster(make_client(store, os.environ))
+            return AuditLog(None, principals=cfg.principals,
+                            backend=OpenSearchAudit(cluster, index))
+        return AuditLog(self.settings.home / "audit.jsonl", principals=cfg.principals)
 
     @cached_property
     def guard(self) -> Guardrails | None:
@@ -195,11 +216,15 @@ class Runtime:
             return from_settings(self.settings.file.guardrails, self.query_embedder, remote)
 
     @cached_property
-    def conversations(self) -> ConversationStore:
-        from assistant.conversations import ConversationStore
+    def conversations(self) -> Conversations:
+        import os
 
-        return ConversationStore(self.settings.home / "conversations.sqlite3",
-                                 window=self.settings.file.llm.history_turns)
+        from assistant.conversations_remote import from_settings
+
+        file = self.settings.file
+        return from_settings(file.conversations, home=self.settings.home,
+                             window=file.llm.history_turns, broker_url=file.jobs.broker_url,
+                             base_dir=self.settings.config_dir, environ=os.environ)
 
     def assistant_for(self, retriever: Retriever) -> Assistant:
         with self._build_lock:

@@ -12,7 +12,7 @@ from typing import cast
 from assistant import oversharing
 from assistant.audit import AuditLog, AuditRecord, acl_hash, elapsed_ms
 from assistant.citations import Answer, CitationCheck, refusal
-from assistant.conversations import ConversationStore, standalone
+from assistant.conversations import Conversations, standalone
 from assistant.guardrails import Action, Guardrails
 from assistant.llm.base import DraftDone, LlmProvider, Source, TextDelta, Turn, Usage
 from auth.identity import Identity
@@ -48,7 +48,7 @@ class Assistant:
     def __init__(self, retriever: Retriever, provider: LlmProvider, *, max_sources: int = 6,
                  audit_path: Path | None = None, audit: AuditLog | None = None,
                  guard: Guardrails | None = None,
-                 conversations: ConversationStore | None = None,
+                 conversations: Conversations | None = None,
                  exclude_overshared: bool = True) -> None:
         self.retriever = retriever
         # Documents with sensitive data shared with everyone/a domain never feed an answer.
@@ -165,7 +165,7 @@ class Assistant:
                    actions: Sequence[Action], conversation: str | None) -> None:
         self._audit(AuditRecord(
             at=time.time(), email=identity.email, principals=sorted(identity.principals),
-            question=question, hits=[s.doc_id for s in sources],
+            question=question, hits=list(dict.fromkeys(s.doc_id for s in sources)),
             citations=[c.doc_id for c in answer.citations], refused=answer.refused,
             latency_ms=elapsed_ms(started), provider=provider,
             input_tokens=done.usage.input_tokens, output_tokens=done.usage.output_tokens,

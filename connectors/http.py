@@ -496,6 +496,9 @@ class PolicyHttp:
     def __init__(self, session: PolicySession, credentials: Any = None) -> None:
         self.session = session
         self.credentials = credentials
+        # One google-auth Request for the object's life: its __del__ closes the session it
+        # wraps, so one made per call would drop the connection pool after every request.
+        self._auth_request: Any = None
 
     def request(self, uri: str, method: str = "GET", body: bytes | str | None = None,
                 headers: Mapping[str, str] | None = None, redirections: int = 5,
@@ -504,9 +507,11 @@ class PolicyHttp:
 
         sent = dict(headers or {})
         if self.credentials is not None:
-            from google.auth.transport.requests import Request as AuthRequest
+            if self._auth_request is None:
+                from google.auth.transport.requests import Request as AuthRequest
 
-            self.credentials.before_request(AuthRequest(self.session), method, uri, sent)
+                self._auth_request = AuthRequest(self.session)
+            self.credentials.before_request(self._auth_request, method, uri, sent)
         response = self.session.request(method, uri, data=body, headers=sent,
                                         allow_redirects=redirections > 0)
         info = {k.lower(): v for k, v in response.headers.items()}

@@ -11,7 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -73,6 +80,20 @@ class LlmSettings(Section):
     timeout_seconds: float = Field(default=60.0, gt=0.0, le=900.0)
     # Conversations: how many recent turns (a question or an answer each) a follow-up sees.
     history_turns: int = Field(default=6, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _openai_needs_an_endpoint(self) -> LlmSettings:
+        if self.provider == "openai":
+            from urllib.parse import urlsplit
+
+            if not self.base_url or not self.model_id:
+                raise ValueError("provider 'openai' needs base_url and model_id")
+            parts = urlsplit(self.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("base_url must be an http:// or https:// URL")
+            if parts.username or parts.password or parts.query or parts.fragment:
+                raise ValueError("base_url must not carry credentials, a query or a fragment")
+        return self
 
 
 EmbedderName = Literal["minilm", "minilm-onnx-int8", "minilm-onnx-fp32", "static", "hashing"]
@@ -161,6 +182,28 @@ class TeamsSettings(Section):
     openid_metadata_url: str | None = None
     oauth_endpoint: str | None = None
 
+    @field_validator("openid_metadata_url", "oauth_endpoint")
+    @classmethod
+    def _https_unless_loopback(cls, value: str | None) -> str | None:
+        return WebSettings._https_unless_loopback(value)
+
+
+class AuditSettings(Section):
+    backend: Literal["jsonl", "opensearch"] = "jsonl"  # opensearch: the [store] connection
+    principals: Literal["plain", "hash"] = "plain"  # hash: only their SHA-256 is kept
+    index: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9._-]*$")  # <prefix>-audit
+
+
+class ConversationSettings(Section):
+    backend: Literal["sqlite", "dynamodb", "redis"] = "sqlite"
+    table: str = Field(default="clearance-conversations", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    region: str | None = None
+    endpoint_url: str | None = None  # DynamoDB: a VPC endpoint, or a local one in tests
+    ca_bundle: str | None = None
+    redis_url: str | None = None  # default: [jobs] broker_url
+    key_prefix: str = Field(default="clearance:conv", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    ttl_days: float = Field(default=30.0, gt=0.0, le=3650.0)  # a conversation expires after
+
 
 class ConnectorSettings(BaseModel):
     """Keys shared by every connector; each kind validates its own extra keys."""
@@ -191,6 +234,8 @@ class FileConfig(Section):
     web: WebSettings = WebSettings()
     slack: SlackSettings = SlackSettings()
     teams: TeamsSettings = TeamsSettings()
+    audit: AuditSettings = AuditSettings()
+    conversations: ConversationSettings = ConversationSettings()
     connectors: list[ConnectorSettings] = []
 
     @field_validator("connectors")
@@ -249,8 +294,8 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 # Sections that parse but whose features are not built yet: a setting that silently does
 # nothing would mislead an administrator, so each is refused until its feature exists.
-UNSUPPORTED_SECTIONS = ("teams",)  # [slack]: apps/slack, [web]: apps/web
-SUPPORTED_PROVIDERS = ("extractive", "bedrock")
+UNSUPPORTED_SECTIONS: tuple[str, ...] = ()  # [slack]: apps/slack, [teams]: apps/teams
+SUPPORTED_PROVIDERS = ("extractive", "bedrock", "openai")
 
 
 def _refuse_unbuilt(raw: dict[str, Any], path: Path) -> None:

@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("doc_id")
     p.add_argument("--as", dest="as_email", required=True, metavar="EMAIL")
     command("status", "per connector: last sync, documents, errors, permission freshness")
+    from apps.cli.audit import add_arguments as audit_arguments
+    audit_arguments(command("audit", "read the audit log: who asked what, what they were shown"))
     p = command("worker", "run a Celery worker for this deployment's sync jobs")
     p.add_argument("--pool", choices=["prefork", "solo"], default="prefork",
                    help="prefork: one process per concurrent sync; solo: one sync at a time")
@@ -718,17 +720,25 @@ def cmd_slack(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(rt: Runtime, args: argparse.Namespace) -> int:
+    from apps.cli.audit import run
+
+    return run(rt.audit, args)
+
+
 def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
     from apps.demo import run_demo
 
     return run_demo(rt.settings.home, json_output=args.json)
 
 
-READ_ONLY = frozenset({"search", "ask", "explain", "status", "web"})  # they create no index
+# they create no index
+READ_ONLY = frozenset({"search", "ask", "explain", "status", "web", "audit"})
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
             "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
             "reindex": cmd_reindex, "emulate": cmd_emulate, "web": cmd_web}
 COMMANDS["slack"] = cmd_slack
+COMMANDS["audit"] = cmd_audit
 
 
 def main(argv: Sequence[str] | None = None) -> int:

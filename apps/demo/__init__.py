@@ -1,6 +1,6 @@
-"""`clearance demo`: sync the bundled Acme tenant (a files folder, plus a Confluence site and a
-SharePoint site served by local emulators: apps/demo/sources.py), then ask the same questions as
-two people and explain the differences with `explain`."""
+"""`clearance demo`: sync the bundled Acme tenant (a files folder, plus a Confluence site, a
+SharePoint site and a Google shared drive served by local emulators: apps/demo/sources.py), then
+ask the same questions as two people and explain the differences with `explain`."""
 
 from __future__ import annotations
 

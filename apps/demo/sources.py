@@ -1,4 +1,5 @@
-"""The demo's emulated sources: a Confluence site and a SharePoint site, served in-process.
+"""The demo's emulated sources: a Confluence site, a SharePoint site and a Google shared drive,
+served in-process.
 
 Each `DemoSource` names a connector (its `name` is the doc_id prefix), the emulator that plays the
 source, the tenant it serves (a file in `apps/demo/tenants/`), the connector's TOML keys given
@@ -11,10 +12,12 @@ ever written to a file or printed. The CA that signs an emulator's TLS certifica
 under the demo home (it is public; its private key never leaves the emulator's process).
 
 Stability: the emulators' ports change from run to run, so nothing that lands in a document's
-text, id or URL may come from the port. The Graph tenant gives each site a fixed `webUrl`; the
-Confluence emulator answers as a site behind a proxy at a fixed public host (`public_host`), so
-`_links.base` (web URLs, the links inside pages) is the same on every run. Cursors do carry the
-port (Graph's nextLink): `clearance demo` drops an emulated source's checkpoint before its sync.
+text, id or URL may come from the port. The Graph tenant gives each site a fixed `webUrl` and
+the Google tenant each file a fixed `webViewLink`; the Confluence emulator answers as a site
+behind a proxy at a fixed public host (`public_host`), so `_links.base` (web URLs, the links
+inside pages) is the same on every run. Cursors do carry the port (Graph's nextLink):
+`clearance demo` drops an emulated source's checkpoint before its sync. The Google key file's
+`token_uri` names this run's emulator, so its secret maker returns a function of `Served`.
 Adding a source: its tenant file in `tenants/` (the Acme people, no secret in it), an entry in
 `SOURCES`, and a scripted question in `acme_people.json` whose two answers differ because of
 that source's own access rule (with a test against a reference evaluator, as in
@@ -34,6 +37,8 @@ from secrets import token_urlsafe
 
 from emulators.base import Emulator, EmulatorServer, JsonObject, Request, Response, load_tenant
 from emulators.confluence import ConfluenceEmulator
+from emulators.google import GoogleEmulator
+from emulators.google.generate import ServiceAccount
 from emulators.graph import GraphEmulator
 
 TENANTS = Path(__file__).resolve().parent / "tenants"
@@ -48,6 +53,11 @@ class Served:
     ca_bundle: Path | None  # the CA to trust, under the demo home
 
 
+# A secret maker: takes the tenant (in memory) and returns the variable's value, or a function
+# of where the emulator runs that returns it.
+SecretMaker = Callable[[JsonObject], "str | Callable[[Served], str]"]
+
+
 @dataclass(frozen=True)
 class DemoSource:
     """One emulated source of the demo tenant."""
@@ -60,8 +70,9 @@ class DemoSource:
     # The connector's keys (besides name and kind), given where the emulator runs.
     options: Callable[[Served], Mapping[str, TomlValue]]
     # Environment variable -> makes this run's fresh secret, puts the emulator's side of it
-    # into the tenant (a token, a client secret, a public key) and returns the variable's value.
-    secrets: Mapping[str, Callable[[JsonObject], str]] = field(default_factory=dict)
+    # into the tenant (a token, a client secret, a public key) and returns the variable's value,
+    # or what makes it once the emulator's address is known (a key file naming its token URL).
+    secrets: Mapping[str, SecretMaker] = field(default_factory=dict)
     tls: bool = True  # served over TLS with a throwaway CA (written under the demo home)
 
     def load_tenant(self) -> JsonObject:
@@ -140,6 +151,32 @@ def _sharepoint_options(served: Served) -> Mapping[str, TomlValue]:
     return out
 
 
+# -- Google Drive ----------------------------------------------------------------------------
+GDRIVE_KEY_ENV = "CLEARANCE_DEMO_GDRIVE_KEY"
+GDRIVE_ADMIN = "raj.patel@acme.example"  # an admin of the tenant: the Directory reader
+
+
+def _gdrive_key(tenant: JsonObject) -> Callable[[Served], str]:
+    """A fresh RSA key pair for the tenant's service account: the public half goes into the
+    tenant; the key file's JSON (private half, token URL of this run's emulator) is the
+    variable's value. It lives in this process's memory and environment only."""
+    entry = tenant["service_accounts"][0]
+    account = ServiceAccount.new(str(entry["client_email"]), str(entry["client_id"]))
+    entry["public_key_pem"] = account.public_key_pem
+    return lambda served: json.dumps(account.key_file(served.base_url))
+
+
+def _gdrive_options(served: Served) -> Mapping[str, TomlValue]:
+    tenant = load_tenant(TENANTS / "google.json")
+    out: dict[str, TomlValue] = {
+        "service_account_json_env": GDRIVE_KEY_ENV, "delegated_admin": GDRIVE_ADMIN,
+        "domain": str(tenant["domain"]), "shared_drives": True, "my_drives": [],
+        "api_endpoint": served.base_url}
+    if served.ca_bundle is not None:
+        out["ca_bundle"] = str(served.ca_bundle)
+    return out
+
+
 SOURCES: tuple[DemoSource, ...] = (
     DemoSource("confluence", "confluence", "a Confluence site (spaces ENG and NEWS)",
                PublicConfluence, "confluence.json", _confluence_options,
@@ -147,6 +184,8 @@ SOURCES: tuple[DemoSource, ...] = (
     DemoSource("sharepoint", "sharepoint", "a SharePoint site (Finance)", GraphEmulator,
                "sharepoint.json", _sharepoint_options,
                {SHAREPOINT_SECRET_ENV: _sharepoint_secret}),
+    DemoSource("gdrive", "gdrive", "a Google shared drive (Sales)", GoogleEmulator,
+               "google.json", _gdrive_options, {GDRIVE_KEY_ENV: _gdrive_key}),
 )
 
 
@@ -170,10 +209,15 @@ def serve(home: Path, sources: Sequence[DemoSource] = SOURCES) -> Iterator[list[
         running: list[Running] = []
         for source in sources:
             tenant = source.load_tenant()
+            deferred: dict[str, Callable[[Served], str]] = {}
             for env, make in source.secrets.items():
                 secret = make(tenant)
                 saved.setdefault(env, os.environ.get(env))
-                os.environ[env] = secret
+                if isinstance(secret, str):
+                    os.environ[env] = secret
+                else:
+                    os.environ.pop(env, None)  # set below, once the address is known
+                    deferred[env] = secret
             server = stack.enter_context(EmulatorServer(source.emulator(tenant),
                                                         tls=source.tls))
             ca: Path | None = None
@@ -181,7 +225,10 @@ def serve(home: Path, sources: Sequence[DemoSource] = SOURCES) -> Iterator[list[
                 certs.mkdir(parents=True, exist_ok=True)
                 ca = certs / f"{source.name}-ca.pem"
                 shutil.copyfile(server.ca_bundle, ca)
-            running.append(Running(source, Served(server.base_url, ca)))
+            served = Served(server.base_url, ca)
+            for env, finish in deferred.items():
+                os.environ[env] = finish(served)
+            running.append(Running(source, served))
         yield running
 
 

@@ -33,7 +33,7 @@ from fastapi.responses import (
 from fastapi.staticfiles import StaticFiles
 
 from apps.runtime import FINISHED, Lane, LanePool, Runtime
-from apps.web.oidc import InvalidToken, OidcClient, person_of, pkce_pair
+from apps.web.oidc import InvalidToken, OidcClient, person_of
 from apps.web.security import Hardening, RateLimiter, Session, Sessions, csrf_ok
 from assistant.answer import AnswerDelta, AnswerDone
 from assistant.audit import AuditRecord
@@ -79,7 +79,12 @@ class WebApp:
             if web.client_secret_env and not secret:
                 raise ConfigError(f"[web] client_secret_env names {web.client_secret_env}, "
                                   "which is not set")
-            oidc = OidcClient(web.oidc_issuer, web.client_id, client_secret=secret)
+            from apps.web.entra import EntraClient, entra_tenant
+
+            if entra_tenant(web.oidc_issuer) is not None:  # Entra ID: msal drives the sign-in
+                oidc = EntraClient(web.oidc_issuer, web.client_id, client_secret=secret)
+            else:
+                oidc = OidcClient(web.oidc_issuer, web.client_id, client_secret=secret)
         self.oidc = oidc
         if web.dev_login and urlsplit(self.base).hostname not in LOOPBACK:
             raise ConfigError("[web] dev_login is only allowed on a loopback public_url")
@@ -294,11 +299,9 @@ def create_app(runtime: Runtime, oidc: OidcClient | None = None) -> FastAPI:
     async def login() -> Response:
         if state.oidc is None:
             return RedirectResponse("/auth/dev", 303)
-        verifier, challenge = pkce_pair()
-        st, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        state.sessions.begin_sign_in(st, {"verifier": verifier, "nonce": nonce})
-        target = await asyncio.to_thread(state.oidc.authorize_url, _callback(state), st,
-                                         nonce, challenge)
+        st = secrets.token_urlsafe(24)
+        target, pending = await asyncio.to_thread(state.oidc.begin_sign_in, _callback(state), st)
+        state.sessions.begin_sign_in(st, pending)
         response = RedirectResponse(target, 303, headers={"Cache-Control": "no-store"})
         # The callback must come back to the browser that started the sign-in (login CSRF).
         response.set_cookie(LOGIN_COOKIE, st, max_age=600, path="/auth/callback",
@@ -319,14 +322,10 @@ def create_app(runtime: Runtime, oidc: OidcClient | None = None) -> FastAPI:
                         "was not started here. <a href=\"/auth/login\">Sign in again</a>.</p>",
                         script=False)
         oidc_client = state.oidc
+        params = {k: v for k, v in request.query_params.items()}
         try:
-            tokens = await asyncio.to_thread(oidc_client.exchange, code, _callback(state),
-                                             pending["verifier"])
-            id_token = tokens.get("id_token")
-            if not isinstance(id_token, str):
-                raise InvalidToken("the issuer returned no id_token")
-            claims = await asyncio.to_thread(oidc_client.validate, id_token,
-                                             nonce=pending["nonce"])
+            claims = await asyncio.to_thread(oidc_client.finish_sign_in, pending, params,
+                                             _callback(state))
             email = person_of(claims)
         except InvalidToken as exc:
             log.warning("web.sign_in_refused", extra={"reason": str(exc)})

@@ -46,7 +46,12 @@ def pkce_pair() -> tuple[str, str]:
 
 
 def person_of(claims: dict[str, Any]) -> str:
-    """The asker: `email`, else `preferred_username`, else `upn`; it must look like an address."""
+    """The asker: `email`, else `preferred_username`, else `upn`; it must look like an address.
+    An `email` the issuer says is unverified (`email_verified` false, or anything but true) is
+    never the identity, nor replaced by a weaker claim: the sign-in is refused."""
+    if "email" in claims and "email_verified" in claims \
+            and claims["email_verified"] not in (True, "true"):
+        raise InvalidToken("the issuer has not verified the token's email address")
     for name in ("email", "preferred_username", "upn"):
         value = claims.get(name)
         if isinstance(value, str) and value:
@@ -145,6 +150,26 @@ class OidcClient:
         if nonce is not None and not secrets.compare_digest(str(claims.get("nonce", "")), nonce):
             raise InvalidToken("the token's nonce is not this sign-in's")
         return claims
+
+    # -- the auth-code sign-in, as the web app drives it --------------------------------------
+    def begin_sign_in(self, redirect_uri: str, state: str) -> tuple[str, dict[str, str]]:
+        """(where to send the browser, what the callback needs back) for a new sign-in."""
+        verifier, challenge = pkce_pair()
+        nonce = secrets.token_urlsafe(24)
+        return (self.authorize_url(redirect_uri, state, nonce, challenge),
+                {"verifier": verifier, "nonce": nonce})
+
+    def finish_sign_in(self, pending: dict[str, str], params: dict[str, str],
+                       redirect_uri: str) -> dict[str, Any]:
+        """The validated ID token's claims for the callback's `params`; else InvalidToken."""
+        code = params.get("code")
+        if not code:
+            raise InvalidToken("the issuer returned no code")
+        tokens = self.exchange(code, redirect_uri, pending["verifier"])
+        id_token = tokens.get("id_token")
+        if not isinstance(id_token, str):
+            raise InvalidToken("the issuer returned no id_token")
+        return self.validate(id_token, nonce=pending["nonce"])
 
     def authorize_url(self, redirect_uri: str, state: str, nonce: str, challenge: str) -> str:
         from urllib.parse import urlencode

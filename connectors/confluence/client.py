@@ -10,9 +10,9 @@ followed exactly, joined with the wiki base, and an empty page ends a listing ev
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -22,11 +22,13 @@ from connectors.http import HttpPolicy
 from core.errors import SourceAuthError, SourceError
 
 JsonObject = dict[str, Any]
+T = TypeVar("T")
 
 PAGE_EXPAND = ("body.storage,version,ancestors,space,container,"
                "restrictions.read.restrictions.user,restrictions.read.restrictions.group")
 ACL_EXPAND = "version,ancestors,space,restrictions.read.restrictions.user," \
              "restrictions.read.restrictions.group"
+RESTRICTION_EXPAND = "restrictions.read.restrictions.user,restrictions.read.restrictions.group"
 Auth = Literal["basic", "oauth"]
 
 
@@ -44,8 +46,12 @@ class ConfluenceClient:
 
     def __init__(self, url: str, policy: HttpPolicy, *, auth: Auth, token: str = "",
                  username: str | None = None, page_size: int = 25,
-                 service_account: ServiceAccount | None = None) -> None:
+                 service_account: ServiceAccount | None = None,
+                 site: str | None = None) -> None:
         self.base = url.rstrip("/")
+        # The site's own wiki base, for web links when an answer carries no `_links.base`
+        # (through the OAuth gateway, `base` is api.atlassian.com's, not the site's).
+        self.site = (site or url).rstrip("/")
         self.policy = policy
         self.page_size = page_size
         self.service_account = service_account
@@ -81,19 +87,36 @@ class ConfluenceClient:
         if self.service_account is not None and time.monotonic() >= self._expires:
             self.api._create_token_session(self._mint(self.api.session))
 
+    def _call(self, request: Callable[[], T]) -> T:
+        """One request with a valid Bearer. A minted Bearer the site refuses (401: expired
+        early or revoked) is minted again once and the request tried once more; a second
+        401 is the answer."""
+        self._fresh()
+        try:
+            return request()
+        except SourceAuthError:
+            if self.service_account is None:
+                raise
+        self._expires = 0.0
+        self._fresh()
+        return request()
+
     # -- raw ---------------------------------------------------------------------------------
     def get(self, path: str, params: dict[str, str] | None = None) -> JsonObject:
         """One GET of a path under the wiki base (`rest/api/...`), a JSON object back."""
-        self._fresh()
-        answer = self.api.get(path.lstrip("/"), params=params or {})
+        answer = self._call(lambda: self.api.get(path.lstrip("/"), params=params or {}))
         if not isinstance(answer, dict):
             raise SourceError(f"GET {path}: not a JSON object")
         return answer
 
     def next_path(self, page: JsonObject) -> str | None:
         """`_links.next` relative to the wiki base (real sites answer `/rest/api/...`)."""
-        link = page.get("_links", {}).get("next")
-        if not isinstance(link, str) or not link:
+        links = page.get("_links", {})
+        link = links.get("next") if isinstance(links, dict) else None
+        if link is not None and not isinstance(link, str):
+            # Ending here would make the rest of the listing look deleted: refuse instead.
+            raise SourceError(f"a '_links.next' that is not a link ({type(link).__name__})")
+        if not link:
             return None
         if "://" in link:
             parts = urlsplit(link)
@@ -105,6 +128,10 @@ class ConfluenceClient:
             base_path = urlsplit(self.base).path
             if base_path and link.startswith(base_path + "/"):
                 link = link[len(base_path):]
+            elif base_path.endswith("/wiki") and link.startswith("/wiki/"):
+                # v2 links are relative to the site (`/wiki/api/v2/...`), also through the
+                # OAuth gateway, whose base path is `/ex/confluence/<cloudId>/wiki`.
+                link = link[len("/wiki"):]
         return link.lstrip("/")
 
     def pages(self, path: str, params: dict[str, str] | None = None,
@@ -128,12 +155,35 @@ class ConfluenceClient:
                ) -> Iterator[tuple[JsonObject, str | None]]:
         return self.pages("rest/api/content/search", {"cql": cql, "expand": expand}, resume)
 
+    def content(self, content_id: str, expand: str) -> JsonObject:
+        """One content item (a page whose body the search left out)."""
+        return self.get(f"rest/api/content/{content_id}", {"expand": expand})
+
     def spaces(self) -> Iterator[JsonObject]:
         for page, _ in self.pages("rest/api/space", {"status": "current"}):
             yield from page["results"]
 
     def space_permissions(self, key: str) -> JsonObject:
         return self.get(f"rest/api/space/{key}", {"expand": "permissions"})
+
+    # -- v2 (role-aware space permissions) ----------------------------------------------------
+    def v2_spaces(self, keys: list[str]) -> Iterator[JsonObject]:
+        for page, _ in self.pages("api/v2/spaces", {"keys": ",".join(keys)} if keys else {}):
+            yield from page["results"]
+
+    def v2_space_permissions(self, space_id: str) -> Iterator[JsonObject]:
+        for page, _ in self.pages(f"api/v2/spaces/{space_id}/permissions", {}):
+            yield from page["results"]
+
+    def users_bulk(self, account_ids: list[str]) -> list[JsonObject]:
+        """The users of up to 250 accountIds (`POST /api/v2/users-bulk`); unknown ones are
+        absent from the answer."""
+        answer = self._call(lambda: self.api.post("api/v2/users-bulk",
+                                                  json={"accountIds": account_ids}))
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list):
+            raise SourceError("POST api/v2/users-bulk: no 'results' list")
+        return [r for r in results if isinstance(r, dict)]
 
     def read_restriction(self, content_id: str) -> tuple[list[JsonObject], list[JsonObject]]:
         """Every user and group of a content's read restriction, paged by start/limit."""
@@ -158,8 +208,7 @@ class ConfluenceClient:
         if not link:
             raise SourceError("attachment without a download link")
         path = self.next_path({"_links": {"next": link}}) or ""
-        self._fresh()
-        data = self.api.get(path, not_json_response=True)
+        data = self._call(lambda: self.api.get(path, not_json_response=True))
         if not isinstance(data, bytes):
             raise SourceError(f"GET {path.split('?')[0]}: no bytes")
         return data

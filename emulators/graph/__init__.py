@@ -58,6 +58,9 @@ class GraphEmulator(Emulator):
         self.changed: dict[tuple[str, str], int] = {}  # (drive, item) -> seq of last change
         self.shared: dict[tuple[str, str], int] = {}  # (drive, item) -> seq of sharing change
         self.downloads: dict[str, tuple[str, str]] = {}
+        from emulators.graph.signin import EntraSignIn
+
+        self.signin = EntraSignIn(self)  # user sign-in (auth-code flow): emulators/graph/signin.py
         super().__init__(tenant)
 
     # -- tenant ------------------------------------------------------------------------------
@@ -248,6 +251,7 @@ class GraphEmulator(Emulator):
     def setup(self) -> None:
         self.route("GET", "/{tenant}/v2.0/.well-known/openid-configuration", self._oidc)
         self.route("POST", "/{tenant}/oauth2/v2.0/token", self._token)
+        self.signin.routes()
         self.route("GET", "/_download/{ticket}", self._download)
         g = "/v1.0"
         self.route("GET", f"{g}/organization", self._organization)
@@ -292,6 +296,8 @@ class GraphEmulator(Emulator):
         if request.params["tenant"] != self.tenant.get("tenant_id"):
             return Response.json({"error": "invalid_request",
                                   "error_description": "AADSTS90002: Tenant not found."}, 400)
+        if form.get("grant_type") == "authorization_code":
+            return self.signin.token(request, form)
         if form.get("grant_type") != "client_credentials":
             return Response.json({"error": "unsupported_grant_type"}, 400)
         app = next((a for a in self.tenant["apps"]

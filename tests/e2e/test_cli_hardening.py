@@ -361,8 +361,18 @@ UNBUILT = {
     # [slack] is built (apps/slack): its keys are checked like every section's.
     "[slack] unknown key": ('[slack]\nbot_tokn_env = "SLACK_BOT_TOKEN"\n',
                             "slack.bot_tokn_env: unknown key"),
-    "[teams]": ('[teams]\napp_id = "x"\n', "[teams] is not supported yet"),
-    "openai": ('[llm]\nprovider = "openai"\n', "[llm] provider 'openai' is not supported yet"),
+    # [teams] is built (apps/teams): its keys are checked, its endpoints https off loopback.
+    "[teams] unknown key": ('[teams]\napp_idd = "x"\n', "teams.app_idd: unknown key"),
+    "[teams] http oauth_endpoint": ('[teams]\noauth_endpoint = "http://login.example.com"\n',
+                                    "teams.oauth_endpoint: Value error, must be https"),
+    # provider "openai" is built (assistant/llm/openai_compat.py): without an endpoint it is
+    # refused at load, and an unknown provider still is.
+    "openai without base_url": ('[llm]\nprovider = "openai"\n',
+                                "llm: Value error, provider 'openai' needs base_url and model_id"),
+    "openai with credentials in base_url": (
+        '[llm]\nprovider = "openai"\nmodel_id = "m"\nbase_url = "https://u:pw@llm.example/v1"\n',
+        "llm: Value error, base_url must not carry credentials"),
+    "unknown provider": ('[llm]\nprovider = "gpt"\n', "[llm] provider 'gpt' is not supported yet"),
 }
 
 

@@ -1,8 +1,9 @@
 """`clearance demo` explains why two people's answers differ from the product's own explain
-output, and the explanation it prints matches the answers it printed. Its Confluence space and
-SharePoint site (local emulators) change answers exactly as the sources' own rules say (checked
-against reference evaluators over the tenant files); a second run re-embeds nothing; after the
-demo the store still answers and `sync` says in one line per emulated source why it cannot."""
+output, and the explanation it prints matches the answers it printed. Its Confluence space,
+SharePoint site and Google shared drive (local emulators) change answers exactly as the
+sources' own rules say (checked against reference evaluators over the tenant files); a second
+run re-embeds nothing; no key material reaches the output or the demo home; after the demo the
+store still answers and `sync` says in one line per emulated source why it cannot."""
 
 from __future__ import annotations
 
@@ -147,8 +148,10 @@ def test_demo_json_carries_the_explanations(second: dict[str, Any]) -> None:
 # -- reference evaluators over the tenant files ---------------------------------------------
 WIKI = json.loads((TENANTS / "confluence.json").read_text(encoding="utf-8"))
 GRAPH = json.loads((TENANTS / "sharepoint.json").read_text(encoding="utf-8"))
+GOOGLE = json.loads((TENANTS / "google.json").read_text(encoding="utf-8"))
 WIKI_NAME = next(s.name for s in SOURCES if s.kind == "confluence")
 SP_NAME = next(s.name for s in SOURCES if s.kind == "sharepoint")
+GD_NAME = next(s.name for s in SOURCES if s.kind == "gdrive")
 
 
 def wiki_principals(entry: dict[str, Any]) -> set[str]:
@@ -238,6 +241,67 @@ def graph_readers(item_id: str, *, links: bool = True) -> set[str]:
         if links and perm.get("link", {}).get("scope") == "users":
             readers |= graph_emails([g["user"]["id"] for g in perm["grantedToIdentitiesV2"]])
     return readers
+
+
+def google_emails(grantees: list[dict[str, Any]]) -> set[str]:
+    """People's addresses behind Drive grantees (`user`, `group`, `domain`, `anyone`) and
+    Directory members (`USER`, `GROUP`, `EXTERNAL`, `CUSTOMER`), through nested groups.
+    "Anyone at the domain / anyone with the link" without discovery grants nothing (the
+    connector's default): a person without the link cannot find the file."""
+    domain = GOOGLE["domain"]
+    staff = {u["primaryEmail"] for u in GOOGLE["users"] if not u.get("suspended")}
+    groups = {g["email"]: g.get("members", []) for g in GOOGLE["groups"]}
+    out: set[str] = set()
+    todo, seen = list(grantees), set()
+    while todo:
+        one = todo.pop()
+        kind = str(one.get("type", "")).lower()
+        email = one.get("emailAddress", one.get("email"))
+        if kind == "group":
+            if email not in seen:
+                seen.add(email)
+                todo += groups.get(email, [])
+        elif kind in ("user", "external"):
+            out.add(email)
+        elif kind == "customer" or (kind == "domain" and one.get("domain") == domain
+                                    and one.get("allowFileDiscovery")):
+            out |= staff
+        elif kind == "anyone" and one.get("allowFileDiscovery"):
+            out |= staff | {p["email"] for p in
+                            json.loads(PEOPLE.read_text(encoding="utf-8"))["people"]}
+    return out
+
+
+def google_file(file_id: str) -> dict[str, Any]:
+    entry: dict[str, Any] = next(f for f in GOOGLE["files"] if f["id"] == file_id)
+    return entry
+
+
+def google_chain(file_id: str) -> list[dict[str, Any]]:
+    """The file and its folders up to the drive's root."""
+    ids = {f["id"] for f in GOOGLE["files"]}
+    chain = [google_file(file_id)]
+    while chain[-1].get("parents") and chain[-1]["parents"][0] in ids:
+        chain.append(google_file(chain[-1]["parents"][0]))
+    return chain
+
+
+def google_readers(file_id: str, *, shares: bool = True) -> set[str]:
+    """Who may open a shared-drive file: the drive's members, plus (with `shares`) the grants
+    of the file and of every folder above it (they propagate down)."""
+    entry = google_file(file_id)
+    drive = next(d for d in GOOGLE["drives"] if d["id"] == entry["driveId"])
+    grants = list(drive["members"])
+    if shares:
+        grants += [p for node in google_chain(file_id) for p in node.get("permissions", [])]
+    return google_emails(grants)
+
+
+def google_documents() -> list[str]:
+    """The files the connector indexes: not folders, not trashed (nor under a trashed folder)."""
+    return [f["id"] for f in GOOGLE["files"]
+            if f["mimeType"] != "application/vnd.google-apps.folder"
+            and not any(node.get("trashed") for node in google_chain(f["id"]))]
 
 
 def the_round(data: dict[str, Any], doc: str) -> tuple[str, list[str]]:
@@ -408,3 +472,111 @@ def test_every_person_reads_exactly_what_the_sources_rules_admit(demo: tuple[Pat
     assert f"{WIKI_NAME}:{news[-1]}" in hits
     hits = search(home, wiki_page(eng[1])["title"], partner)
     assert not [h for h in hits if h.startswith(f"{WIKI_NAME}:") and h.split(":")[1] in eng]
+
+
+def test_the_churn_watchlist_is_read_through_its_folders_group_share_only(
+        demo: tuple[Path, str], second: dict[str, Any]) -> None:
+    """The Sales drive's members read all of it; the "Leadership reviews" folder is also shared
+    with the leadership group (which nests the executive team), so the CFO reads the watchlist
+    in it without being a member, and a finance analyst, who reads the drive's all-staff FAQ
+    through its discoverable domain share, does not."""
+    shared = [f["id"] for f in GOOGLE["files"] if f["id"] in google_documents()
+              and google_readers(f["id"]) - google_readers(f["id"], shares=False)
+              and not any(p["type"] in ("domain", "anyone", "user")
+                          for node in google_chain(f["id"]) for p in node["permissions"])]
+    assert len(shared) == 1, shared
+    item = shared[0]
+    drive = google_file(item)["driveId"]
+    doc = f"{GD_NAME}:d:{drive}:{item}"
+    question, people = the_round(second, doc)
+    readers = google_readers(item)
+    by_share = readers - google_readers(item, shares=False)
+    asked_by_share = [p for p in people if p in by_share]
+    refused = [p for p in people if p not in readers]
+    assert asked_by_share and refused, (people, readers)
+    for answer in (a for a in second["answers"] if a["question"] == question):
+        assert (doc in {c["doc_id"] for c in answer["citations"]}) == (answer["as"] in readers)
+    folder_groups = {f"group:google:{p['emailAddress']}" for node in google_chain(item)[1:]
+                     for p in node["permissions"] if p["type"] == "group"}
+    access = next(e for e in second["explanations"] if e["doc_id"] == doc)["access"]
+    for person in asked_by_share:
+        # Admitted by the folder's group (through the nested one they are in), not by
+        # membership of the drive.
+        assert access[person]["allowed"] is True
+        admitted = [g["admitted_by"] for g in access[person]["gates"]]
+        assert len(admitted) == 1 and admitted[0] in folder_groups, admitted
+        assert access[person]["gates"][0]["path"][-1] == f"user:{person}"
+    faq = [f for f in google_documents() if any(
+        p["type"] == "domain" and p["allowFileDiscovery"] for p in google_file(f)["permissions"])]
+    for person in refused:
+        decision = access[person]
+        assert decision["allowed"] is False
+        assert not decision["gates"][0]["admitted_by"]
+        assert set(decision["gates"][0]["members"]) >= folder_groups
+        # Not an outsider: they read the drive's file shared with the whole domain.
+        assert faq and all(person in google_readers(f) for f in faq)
+    home, _ = demo
+    for person in people:
+        assert (doc in search(home, question, person)) == (person in readers), person
+
+
+def test_every_person_reads_exactly_what_the_google_drive_admits(demo: tuple[Path, str]) -> None:
+    """Every Acme person (the external partner included) against every document of the Google
+    shared drive, from the stored ACL, agrees with the reference evaluator: drive members,
+    folder and file shares, nested groups, a link-only domain share that grants nothing, a
+    discoverable one that grants the whole domain. Trashed files and folders are not indexed."""
+    from apps.runtime import Runtime
+    from core.settings import load_settings
+
+    home, _ = demo
+    rt = Runtime(load_settings(home, home / "clearance.toml"), read_only=True)
+    people = [p["email"] for p in json.loads(PEOPLE.read_text(encoding="utf-8"))["people"]]
+    files = google_documents()
+    link_only = [f for f in files if any(p["type"] == "domain" and not p["allowFileDiscovery"]
+                                         for p in google_file(f)["permissions"])]
+    assert link_only and len(files) < len(GOOGLE["files"])
+    checked = refused = 0
+    for email in people:
+        identity = rt.identity(email)
+        for item in files:
+            entry = google_file(item)
+            doc = rt.store.document(f"{GD_NAME}:d:{entry['driveId']}:{item}")
+            assert doc is not None, item
+            expected = email in google_readers(item)
+            assert explain_acl(doc.acl, identity.at(doc.connector)).allowed == expected, (email,
+                                                                                       item)
+            checked += 1
+            refused += not expected
+    assert checked == len(people) * len(files) and 0 < refused < checked
+    # Link-only: the domain's people outside the drive do not read it.
+    staff = {u["primaryEmail"] for u in GOOGLE["users"]}
+    for item in link_only:
+        assert staff - google_readers(item)
+    for entry in GOOGLE["files"]:
+        if entry["id"] not in files:
+            assert rt.store.document(f"{GD_NAME}:d:{entry['driveId']}:{entry['id']}") is None
+    partner = next(e for e in people if not e.endswith("@acme.example"))
+    shared_out = [f for f in files if partner in google_readers(f)]
+    assert shared_out, "the partner should read the file shared to them"
+    hits = search(home, google_file(shared_out[0])["name"], partner)
+    assert f"{GD_NAME}:d:{google_file(shared_out[0])['driveId']}:{shared_out[0]}" in hits
+    assert not [h for h in hits if h.startswith(f"{GD_NAME}:") and h.split(":")[-1] not in
+                shared_out]
+
+
+def test_no_key_material_in_the_demos_output_or_home(demo: tuple[Path, str],
+                                                     second: dict[str, Any]) -> None:
+    """The Google service-account key is made per run in the demo's memory: no private key in
+    what the demo printed (text or --json) nor in any file under its home."""
+    home, stdout = demo
+    assert "PRIVATE KEY" not in stdout and "PRIVATE KEY" not in json.dumps(second)
+    assert "private_key" not in stdout and "private_key" not in json.dumps(second)
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert b"PRIVATE KEY" not in data and b"private_key" not in data, path
+    config = (home / "clearance.toml").read_text(encoding="utf-8")
+    gdrive = next(s for s in SOURCES if s.kind == "gdrive")
+    assert all(f'service_account_json_env = "{env}"' in config for env in gdrive.secrets)
+    assert "service_account_file" not in config

@@ -35,6 +35,7 @@ MARK = Tenant.marker
 OLD = "2026-01-01T08:00:00.000Z"
 SCOPE = ["ENG", "HR", "PUB"]
 MAPPED = {"acc-dana": "dana@acme.example"}  # a hidden email, mapped by the configuration
+READABLE = (".pdf", ".docx", ".pptx", ".xlsx", ".txt", ".md", ".html")  # extraction formats
 
 
 def _page(cid: str, space: str, title: str, parent: str | None = None,
@@ -97,8 +98,9 @@ def tenant_data() -> dict[str, Any]:
 class ConfluenceTenant(Tenant):
     def __init__(self, emulator: ConfluenceEmulator, name: str, *,
                  scope: Sequence[str] = SCOPE, mapping: dict[str, str] | None = None,
-                 users: Sequence[str] | None = None) -> None:
+                 users: Sequence[str] | None = None, attachments: bool = False) -> None:
         self.emu, self.name = emulator, name
+        self.attachments = attachments  # the connector indexes attachments too
         self.scope = list(scope)
         self.mapping = MAPPED if mapping is None else mapping
         self._users = users
@@ -148,16 +150,25 @@ class ConfluenceTenant(Tenant):
         return [c for c in self.data["content"]
                 if c["space"] in self.scope and c.get("status", "current") == "current"]
 
+    def _ids(self, item: dict[str, Any]) -> list[str]:
+        """The documents of one content item: itself, then (when indexed) its attachments in
+        a format the extraction reads; they have no access of their own."""
+        ids = [f"{self.name}:{item['id']}"]
+        if self.attachments:
+            ids += [f"{self.name}:{a['id']}" for a in item.get("attachments", [])
+                    if a["title"].lower().endswith(READABLE)]
+        return ids
+
     def truth(self) -> Truth:
         out = {}
         for email in self.users:
             account = self._account(email)
-            out[email] = frozenset(f"{self.name}:{c['id']}" for c in self._in_scope()
-                                   if self._readable(c, account))
+            out[email] = frozenset(d for c in self._in_scope() if self._readable(c, account)
+                                   for d in self._ids(c))
         return out
 
     def doc_ids(self) -> frozenset[str]:
-        return frozenset(f"{self.name}:{c['id']}" for c in self._in_scope())
+        return frozenset(d for c in self._in_scope() for d in self._ids(c))
 
     # -- changes between syncs ----------------------------------------------------------------
     def edit_content(self) -> None:

@@ -1,6 +1,7 @@
 """The demo's emulated sources (apps/demo/sources.py): each emulator really serves its tenant
 over TLS with the CA written under the demo home, with a fresh secret that lives only in this
-process's environment while the demo runs; web URLs come from fixed public addresses; a broken
+process's environment while the demo runs (the Google service-account key is made per run and
+signs in to that run's emulator only); web URLs come from fixed public addresses; a broken
 source stops nothing half-way (servers stopped, environment restored)."""
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from apps.demo.sources import (
     CONFLUENCE_HOST,
     CONFLUENCE_TOKEN_ENV,
     CONFLUENCE_USER,
+    GDRIVE_ADMIN,
+    GDRIVE_KEY_ENV,
     SHAREPOINT_CLIENT_ID,
     SHAREPOINT_SECRET_ENV,
     SOURCES,
@@ -34,7 +37,8 @@ from apps.demo.sources import (
 )
 
 pytestmark = pytest.mark.integration
-ENVS = (CONFLUENCE_TOKEN_ENV, SHAREPOINT_SECRET_ENV)
+ENVS = (CONFLUENCE_TOKEN_ENV, SHAREPOINT_SECRET_ENV, GDRIVE_KEY_ENV)
+DRIVE_SCOPE = "https://www.googleapis.com/auth/drive.readonly"
 
 
 def source(name: str) -> DemoSource:
@@ -56,6 +60,64 @@ def graph_token(base: str, ca: Path | None, tenant_id: str, secret: str) -> requ
                          data={"grant_type": "client_credentials",
                                "client_id": SHAREPOINT_CLIENT_ID, "client_secret": secret,
                                "scope": "https://graph.microsoft.com/.default"})
+
+
+def google_token(served_ca: Path | None, key_json: str, subject: str) -> str:
+    """Sign in as the key file says (google-auth, JWT bearer to its token_uri)."""
+    import google.auth.transport.requests
+    from google.oauth2 import service_account
+
+    session = requests.Session()
+    session.verify = str(served_ca)
+    session.trust_env = False  # a CA bundle from the environment would replace this one
+    creds = service_account.Credentials.from_service_account_info(
+        json.loads(key_json), scopes=[DRIVE_SCOPE], subject=subject)
+    creds.refresh(google.auth.transport.requests.Request(session))
+    return str(creds.token)
+
+
+def private_key_lines(key_json: str) -> list[str]:
+    """The base64 lines of the key's PEM body: any one of them found anywhere is a leak."""
+    pem = str(json.loads(key_json)["private_key"])
+    lines = [line for line in pem.splitlines() if line and not line.startswith("-----")]
+    assert len(lines) > 10
+    return lines
+
+
+def test_the_google_key_is_made_per_run_and_signs_in_to_that_run_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import google.auth.exceptions
+
+    monkeypatch.setenv(GDRIVE_KEY_ENV, "the user's own value")
+    keys = []
+    for run in range(2):
+        with serve(tmp_path / str(run), [source("gdrive")]) as running:
+            served = running[0].served
+            key_json = os.environ[GDRIVE_KEY_ENV]
+            key = json.loads(key_json)
+            assert key["type"] == "service_account" and "PRIVATE KEY" in key["private_key"]
+            assert key["token_uri"] == f"{served.base_url}/token"  # this run's emulator
+            ca = served.ca_bundle
+            assert ca is not None and ca.parent == tmp_path / str(run) / "demo"
+            token = google_token(ca, key_json, "jamal.brooks@acme.example")
+            drives = requests.get(f"{served.base_url}/drive/v3/drives", verify=str(ca),
+                                  headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert drives.status_code == 200, drives.text
+            assert [d["name"] for d in drives.json()["drives"]] == ["Sales"]
+            if keys:
+                # The previous run's key (pointed at this run's server) is refused: its public
+                # half is not this run's.
+                stale = json.dumps({**json.loads(keys[-1]), "token_uri": key["token_uri"]})
+                with pytest.raises(google.auth.exceptions.RefreshError):
+                    google_token(ca, stale, GDRIVE_ADMIN)
+            keys.append(key_json)
+        assert os.environ[GDRIVE_KEY_ENV] == "the user's own value"  # restored
+        for path in (tmp_path / str(run)).rglob("*"):
+            if path.is_file():
+                data = path.read_text(encoding="utf-8", errors="replace")
+                assert "PRIVATE KEY" not in data
+                assert not any(line in data for line in private_key_lines(key_json)), path
+    assert keys[0] != keys[1]
 
 
 def test_each_emulator_serves_with_this_runs_secret_and_the_ca_under_home(
@@ -95,9 +157,13 @@ def test_secrets_are_fresh_each_run_and_never_in_the_tenant_files(tmp_path: Path
             seen.append({e: os.environ[e] for e in ENVS})
     assert seen[0][CONFLUENCE_TOKEN_ENV] != seen[1][CONFLUENCE_TOKEN_ENV]
     assert seen[0][SHAREPOINT_SECRET_ENV] != seen[1][SHAREPOINT_SECRET_ENV]
+    assert seen[0][GDRIVE_KEY_ENV] != seen[1][GDRIVE_KEY_ENV]
     wiki, sp = tenant_file("confluence.json"), tenant_file("sharepoint.json")
     assert all("token" not in c for c in wiki["credentials"])  # type: ignore[attr-defined]
     assert all("client_secret" not in a for a in sp["apps"])  # type: ignore[attr-defined]
+    google = (TENANTS / "google.json").read_text(encoding="utf-8")
+    assert "KEY-----" not in google and "private_key" not in google
+    assert all("public_key_pem" not in a for a in tenant_file("google.json")["service_accounts"])  # type: ignore[attr-defined]
 
 
 def test_the_config_names_variables_never_values(tmp_path: Path) -> None:
@@ -111,6 +177,8 @@ def test_the_config_names_variables_never_values(tmp_path: Path) -> None:
     assert set(by_name) == {"acme", *(s.name for s in SOURCES)}
     assert by_name["confluence"]["token_env"] == CONFLUENCE_TOKEN_ENV
     assert by_name["sharepoint"]["client_secret_env"] == SHAREPOINT_SECRET_ENV
+    assert by_name["gdrive"]["service_account_json_env"] == GDRIVE_KEY_ENV
+    assert "service_account_file" not in by_name["gdrive"] and "PRIVATE KEY" not in text
     for entry in by_name.values():
         assert not any(("secret" in k or "token" in k or "password" in k)
                        and not k.endswith("_env") for k in entry), entry
@@ -163,6 +231,14 @@ def test_the_tenants_are_the_acme_people() -> None:
     guests = [u for u in graph_users if u["userType"] == "Guest"]  # type: ignore[attr-defined]
     assert [g["mail"] for g in guests] == ["pat@partner.example"]
     assert all("#EXT#" in g["userPrincipalName"] for g in guests)
+    google = tenant_file("google.json")
+    assert {u["primaryEmail"] for u in google["users"]} == staff  # type: ignore[attr-defined]
+    # The partner is no user of the Workspace domain: only a grantee of a file shared out.
+    granted = {p.get("emailAddress") for f in google["files"]  # type: ignore[attr-defined]
+               for p in f["permissions"]}
+    assert people - staff <= granted
+    members = {m.get("email") for g in google["groups"] for m in g["members"]}  # type: ignore[attr-defined]
+    assert members <= staff | {g["email"] for g in google["groups"]}  # type: ignore[attr-defined]
 
 
 @given(st.text())
@@ -192,7 +268,22 @@ def test_no_secret_in_the_demos_output_logs_or_files(
             return make(tenant)  # type: ignore[operator]
         return build
 
-    sources = [dataclasses.replace(s, emulator=keeping(s.emulator))  # type: ignore[arg-type]
+    made: list[str] = []  # values the secret makers returned (the Google key file's JSON)
+
+    def recording(make: object) -> object:
+        def secret(tenant: dict[str, object]) -> object:
+            value = make(tenant)  # type: ignore[operator]
+            if isinstance(value, str):
+                return value
+
+            def finish(served: object) -> str:
+                made.append(value(served))
+                return made[-1]
+            return finish
+        return secret
+
+    sources = [dataclasses.replace(s, emulator=keeping(s.emulator),  # type: ignore[arg-type]
+                                   secrets={e: recording(m) for e, m in s.secrets.items()})
                for s in SOURCES]
     caplog.set_level(logging.DEBUG)
     home = tmp_path / "home"
@@ -202,9 +293,12 @@ def test_no_secret_in_the_demos_output_logs_or_files(
              if c.get("token")]
     found += [str(a["client_secret"]) for t in tenants for a in t.get("apps", [])  # type: ignore[attr-defined]
               if a.get("client_secret")]
-    assert len(found) == len(SOURCES) and all(len(v) >= 20 for v in found)
+    assert len(made) == 1 and all(t.get("service_accounts") for t in tenants[-1:])
+    found += private_key_lines(made[0])
+    assert len(found) >= len(SOURCES) and all(len(v) >= 20 for v in found)
     assert "red team exercise" in out.out.lower()  # it did run the emulated sources' rounds
     logged = caplog.text + "\n".join(r.getMessage() for r in caplog.records)
+    assert "PRIVATE KEY" not in out.out + out.err + logged
     for secret in found:
         assert secret not in out.out and secret not in out.err and secret not in logged
         for path in home.rglob("*"):

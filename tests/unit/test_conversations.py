@@ -55,3 +55,37 @@ def test_an_unusable_store_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "junk.sqlite3").write_bytes(b"not a database at all" * 100)
     with pytest.raises(StoreError):
         ConversationStore(tmp_path / "junk.sqlite3").append("a@b.c", "c1", "q", "a")
+
+
+def test_a_look_alike_address_is_another_person(tmp_path: Path) -> None:
+    # Only ASCII letters fold: U+212A KELVIN SIGN lower-cases to "k" under str.casefold, which
+    # would hand kim's conversation to whoever signs in with the look-alike address.
+    store = ConversationStore(tmp_path / "c.sqlite3")
+    store.append("kim@example.org", "c1", "Which company do we acquire?", "Lumen [1].")
+    assert store.history("\u212aim@example.org", "c1") == []
+    assert store.history("KIM@example.org", "c1") == [
+        Turn("user", "Which company do we acquire?"), Turn("assistant", "Lumen [1].")]
+
+
+def test_turns_longer_than_a_store_item_are_cut(tmp_path: Path) -> None:
+    store = ConversationStore(tmp_path / "c.sqlite3")
+    store.append("ada@example.org", "c1", "q" * 20_000, "a" * 20_000)
+    assert [len(t.text) for t in store.history("ada@example.org", "c1")] == [16_000, 16_000]
+
+
+def test_a_chain_of_follow_ups_keeps_the_question_that_stood_alone() -> None:
+    history = [Turn("user", "Who approves annual leave?"), Turn("assistant", "Your manager."),
+               Turn("user", "And how many days?"), Turn("assistant", "Twenty-eight [1].")]
+    assert standalone("What about in Berlin?", history) == (
+        "Who approves annual leave? And how many days? What about in Berlin?")
+    # A question that stands alone starts the chain afresh; answers are never part of it.
+    history += [Turn("user", "When does the Berlin office open?"), Turn("assistant", "At 7.")]
+    assert standalone("And on Saturdays?", history) == (
+        "When does the Berlin office open? And on Saturdays?")
+    assert "Twenty-eight" not in standalone("And it?", history[:4])
+
+
+def test_the_chain_is_bounded() -> None:
+    history = [Turn("user", "Who approves annual leave?")]
+    history += [Turn("user", f"And {n}?") for n in range(10)]
+    assert standalone("And then?", history) == "And 7? And 8? And 9? And then?"

@@ -3,7 +3,6 @@ configured bot this build does not have is a config error, never silently unserv
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,31 @@ def test_nothing_configured_mounts_nothing(tmp_path: Path) -> None:
                                                                     "/api/messages")]
 
 
-def test_a_configured_teams_bot_this_build_lacks_is_refused(tmp_path: Path) -> None:
-    """[teams] is refused at load until the Teams bot lands; built directly, the web app still
-    refuses to start without a router for it rather than leave it silently unserved."""
-    assert importlib.util.find_spec("apps.teams") is None
-    with pytest.raises(ConfigError, match="no teams bot"):
-        mount_bots(FastAPI(), runtime(tmp_path, teams=TeamsSettings(app_id="app")))
+def test_a_configured_teams_bot_is_mounted(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """[teams] mounts POST /api/messages: an activity without the channel's token is refused
+    there (401 from the bot's token check, not a 404), before any key is fetched."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("MB_TEAMS_PASSWORD", "teams-mount-secret")
+    section = TeamsSettings(app_id="app", app_password_env="MB_TEAMS_PASSWORD",
+                            openid_metadata_url="http://127.0.0.1:9/v1/.well-known/x",
+                            oauth_endpoint="https://127.0.0.1:9")
+    app = FastAPI()
+    assert mount_bots(app, runtime(tmp_path, teams=section)) == ["teams"]
+    with TestClient(app) as client:
+        r = client.post("/api/messages", json={"type": "message", "channelId": "msteams"})
+        assert r.status_code == 401 and "bearer" in r.json()["error"]
+
+
+def test_a_teams_bot_without_its_password_is_a_config_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MB_TEAMS_PASSWORD", raising=False)
+    section = TeamsSettings(app_id="app", app_password_env="MB_TEAMS_PASSWORD")
+    with pytest.raises(ConfigError, match="MB_TEAMS_PASSWORD is not set"):
+        mount_bots(FastAPI(), runtime(tmp_path, teams=section))
+    with pytest.raises(ConfigError, match="app_id is not set"):
+        mount_bots(FastAPI(), runtime(tmp_path, teams=TeamsSettings(app_password_env="X")))
 
 
 def test_a_configured_slack_bot_is_mounted(tmp_path: Path,

@@ -1,113 +1,41 @@
-"""A Confluence Cloud emulator: the v1 REST paths a connector reads, with the real JSON shapes.
+"""A Confluence Cloud emulator: the v1 REST paths (and the v2 calls) a connector reads, with
+the real JSON shapes.
 
 Served under `/wiki` (Basic email + API token) and under `/ex/confluence/{cloudId}/wiki` (the
-OAuth/service-account path, Bearer). The tenant format is documented in emulators/README.md
-("confluence"); `emulators/tenants/confluence.json` is an example. Paging follows the real API:
-offsets (`start`, `limit`) plus `_links.next` for spaces, groups and members, an opaque cursor
-inside `_links.next` for CQL search. Non-current content (drafts, trash) never appears in a
-search. The Python handle (`restrict`, `move`, `trash`, `delete`, `edit`, `set_members`) and
-the admin routes under `/_admin/` change the tenant between syncs.
+OAuth gateway, Bearer minted by `POST /oauth/token` with client credentials). Routes and the
+tenant format: emulators/confluence/README.md; `emulators/tenants/confluence.json` is an
+example. Paging follows the real API: offsets (`start`, `limit`) plus `_links.next` for spaces,
+groups and members, an opaque cursor inside `_links.next` for CQL search and the v2 lists.
+Non-current content (drafts, trash, archived) never appears in a search. The Python handle
+(`edit`, `add`, `restrict`, `move`, `trash`, `delete`, `forbid`, `set_members`,
+`set_space_permissions`, `expire_tokens`) and the admin routes under `/_admin/` change the
+tenant between syncs; every change is validated and undone whole when invalid.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import re
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+import copy
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from emulators.base import Emulator, JsonObject, Request, Response
-
-CONTENT_TYPES = ("page", "blogpost")
-STATUSES = ("current", "draft", "trashed", "archived")
-
-
-def tz_of(name: str) -> tzinfo:
-    """`UTC`, an IANA zone name or a `+HH:MM` offset."""
-    match = re.fullmatch(r"([+-])(\d\d):(\d\d)", name)
-    if match:
-        sign = -1 if match.group(1) == "-" else 1
-        return timezone(sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3))))
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
-
-
-def parse_when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
-        f"{moment.microsecond // 1000:03d}Z"
-
-
-class CqlError(ValueError):
-    pass
-
-
-_CLAUSE = re.compile(
-    r"\s*(?P<field>type|space|id|ancestor|lastmodified|created|status)\s*"
-    r"(?:(?P<op>>=|<=|!=|=|>|<)\s*(?P<value>\"[^\"]*\"|[\w.\-]+)"
-    r"|\s+in\s*\((?P<values>[^)]*)\))\s*", re.IGNORECASE)
-_ORDER = re.compile(r"\s+order\s+by\s+(lastmodified|created|id|title)(?:\s+(asc|desc))?\s*$",
-                    re.IGNORECASE)
-_DATE_FORMATS = ("%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d", "%Y/%m/%d")
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
-
-
-def parse_cql(cql: str) -> tuple[list[tuple[str, str, list[str]]], tuple[str, bool]]:
-    """The minimal CQL a connector uses: clauses joined by AND, an optional ORDER BY."""
-    order = ("created", False)
-    match = _ORDER.search(cql)
-    if match:
-        order = (match.group(1).lower(), (match.group(2) or "asc").lower() == "desc")
-        cql = cql[:match.start()]
-    clauses = []
-    for part in re.split(r"\s+and\s+", cql.strip(), flags=re.IGNORECASE):
-        m = _CLAUSE.fullmatch(part)
-        if m is None:
-            raise CqlError(f"Could not parse cql : {part!r}")
-        field = m.group("field").lower()
-        if m.group("values") is not None:
-            clauses.append((field, "in", [_unquote(v) for v in m.group("values").split(",")]))
-        else:
-            clauses.append((field, m.group("op"), [_unquote(m.group("value"))]))
-    return clauses, order
-
-
-def cql_date(text: str, zone: tzinfo) -> datetime:
-    for fmt in _DATE_FORMATS:
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=zone)
-        except ValueError:
-            continue
-    raise CqlError(f"Could not parse cql date {text!r}")
-
-
-def _encode_cursor(offset: int, cql: str) -> str:
-    raw = json.dumps({"o": offset, "q": cql}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, cql: str) -> int | None:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("q") != cql or not isinstance(data.get("o"), int):
-        return None
-    return int(data["o"])
+from emulators.confluence.cql import (
+    CqlError,
+    cql_date,
+    decode_cursor,
+    encode_cursor,
+    iso,
+    parse_cql,
+    parse_when,
+    tz_of,
+)
+from emulators.confluence.tenant import validate_tenant
 
 
 class ConfluenceEmulator(Emulator):
@@ -115,35 +43,7 @@ class ConfluenceEmulator(Emulator):
 
     # -- tenant ------------------------------------------------------------------------------
     def validate(self, tenant: JsonObject) -> None:
-        for key in ("credentials", "users", "groups", "spaces", "content"):
-            if not isinstance(tenant.get(key, []), list):
-                raise ValueError(f"{key!r} is a list")
-        users = {u.get("accountId") for u in tenant.get("users", [])}
-        if None in users:
-            raise ValueError("every user has an accountId")
-        groups = {g.get("id") for g in tenant.get("groups", [])}
-        for g in tenant.get("groups", []):
-            if not isinstance(g.get("name"), str) or not set(g.get("members", [])) <= users:
-                raise ValueError(f"group {g.get('id')!r}: a name and members that are users")
-        keys = {s.get("key") for s in tenant.get("spaces", [])}
-        for s in tenant.get("spaces", []):
-            for perm in s.get("permissions", []):
-                if not set(perm.get("users", [])) <= users or \
-                        not set(perm.get("groups", [])) <= groups:
-                    raise ValueError(f"space {s.get('key')!r}: unknown user or group")
-        ids = [c.get("id") for c in tenant.get("content", [])]
-        ids += [a.get("id") for c in tenant.get("content", []) for a in c.get("attachments", [])]
-        if len(set(ids)) != len(ids) or None in ids:
-            raise ValueError("content ids are unique")
-        for c in tenant.get("content", []):
-            if c.get("type", "page") not in CONTENT_TYPES or c.get("space") not in keys:
-                raise ValueError(f"content {c.get('id')!r}: a page or blogpost in a known space")
-            if c.get("status", "current") not in STATUSES:
-                raise ValueError(f"content {c.get('id')!r}: status one of {STATUSES}")
-            if c.get("parent") is not None and c["parent"] not in ids:
-                raise ValueError(f"content {c['id']!r}: unknown parent {c['parent']!r}")
-            parse_when(c.get("when", "2026-01-01T00:00:00Z"))
-        tz_of(str(tenant.get("timezone", "UTC")))
+        validate_tenant(tenant)
 
     def _list(self, key: str) -> list[JsonObject]:
         items: list[JsonObject] = self.tenant.setdefault(key, [])
@@ -185,11 +85,15 @@ class ConfluenceEmulator(Emulator):
 
     # -- routes ------------------------------------------------------------------------------
     def setup(self) -> None:
+        self._minted: dict[str, tuple[str, float]] = {}  # Bearer -> (client_id, expires at)
+        self._mints = 0
         routes: list[tuple[str, Callable[[Request], Response]]] = [
             ("/rest/api/content/search", self._search),
             ("/rest/api/content", self._content_list),
             ("/rest/api/content/{content_id}", self._content_one),
-            ("/rest/api/content/{content_id}/restriction/byOperation/read", self._restriction),
+            ("/rest/api/content/{content_id}/restriction/byOperation/{operation}",
+             self._restriction),
+            ("/rest/api/content/{content_id}/restriction/byOperation", self._restrictions),
             ("/rest/api/space", self._spaces),
             ("/rest/api/space/{key}", self._space_one),
             ("/rest/api/group", self._groups),
@@ -200,9 +104,14 @@ class ConfluenceEmulator(Emulator):
             ("/media/{att_id}", self._media),
         ]
         self.route("POST", "/oauth/token", self._token)
-        for path, handler in routes:
-            self.route("GET", f"/wiki{path}", self._guard(handler, oauth=False))
-            self.route("GET", f"/ex/confluence/{{cloud_id}}/wiki{path}",
+        v2: list[tuple[str, str, Callable[[Request], Response]]] = [
+            ("GET", "/api/v2/spaces", self._v2_spaces),
+            ("GET", "/api/v2/spaces/{space_id}/permissions", self._v2_space_permissions),
+            ("POST", "/api/v2/users-bulk", self._v2_users_bulk),
+        ]
+        for method, path, handler in [*(("GET", p, h) for p, h in routes), *v2]:
+            self.route(method, f"/wiki{path}", self._guard(handler, oauth=False))
+            self.route(method, f"/ex/confluence/{{cloud_id}}/wiki{path}",
                        self._guard(handler, oauth=True))
 
     def _guard(self, handler: Callable[[Request], Response], *, oauth: bool
@@ -218,6 +127,12 @@ class ConfluenceEmulator(Emulator):
             return handler(request)
         return guarded
 
+    def expire_tokens(self) -> None:
+        """Every Bearer minted so far stops working (expired early or revoked at the source);
+        the client is not told, it learns from the next 401."""
+        with self.lock:
+            self._minted = {t: (c, 0.0) for t, (c, _) in self._minted.items()}
+
     def _token(self, request: Request) -> Response:
         """OAuth 2.0 client credentials of a service account: a Bearer for the gateway path."""
         try:
@@ -232,8 +147,12 @@ class ConfluenceEmulator(Emulator):
         if account is None:
             return Response.json({"error": "access_denied",
                                   "error_description": "Unauthorized"}, 401)
-        return Response.json({"access_token": account["token"], "token_type": "Bearer",
-                              "expires_in": int(account.get("expires_in", 3600)),
+        lifetime = int(account.get("expires_in", 3600))
+        self._mints += 1
+        token = f"{account['token']}.{self._mints}"  # a new Bearer each time, as the real one
+        self._minted[token] = (str(account["client_id"]), time.time() + lifetime)
+        return Response.json({"access_token": token, "token_type": "Bearer",
+                              "expires_in": lifetime,
                               "scope": "read:confluence-content.all"})
 
     def _authenticate(self, request: Request, oauth: bool) -> JsonObject | None:
@@ -243,10 +162,14 @@ class ConfluenceEmulator(Emulator):
             if request.params.get("cloud_id") != self.tenant.get("cloud_id"):
                 return None
             token = request.bearer
-            minted = [{"bearer": a.get("token"), "admin": a.get("admin", True)}
-                      for a in self._list("service_accounts")]
-            return next((c for c in [*creds, *minted] if token and c.get("bearer") == token),
-                        None)
+            if token in self._minted:
+                client_id, expires = self._minted[token]
+                account = next((a for a in self._list("service_accounts")
+                                if a["client_id"] == client_id), None)
+                if account is None or time.time() >= expires:
+                    return None  # expired, revoked, or its service account removed
+                return {"bearer": token, "admin": account.get("admin", True)}
+            return next((c for c in creds if token and c.get("bearer") == token), None)
         if not auth.lower().startswith("basic "):
             return None
         try:
@@ -257,9 +180,11 @@ class ConfluenceEmulator(Emulator):
                      and token), None)
 
     def _base(self, request: Request) -> str:
+        """`_links.base`: the site's wiki, also through the OAuth gateway (web links point at
+        the site, not at api.atlassian.com)."""
         host = request.headers.get("host", "127.0.0.1")
         scheme = self.tenant.get("scheme", "https")
-        return f"{scheme}://{host}{request.params['_prefix']}"
+        return f"{scheme}://{host}/wiki"
 
     # -- shapes ------------------------------------------------------------------------------
     def _user_json(self, account_id: str) -> JsonObject:
@@ -287,19 +212,20 @@ class ConfluenceEmulator(Emulator):
         return list(reversed(chain))  # root first, immediate parent last (as v1 does)
 
     def _restriction_json(self, item: JsonObject, start: int = 0,
-                          limit: int | None = None) -> JsonObject:
-        read = item.get("restrictions", {}).get("read", {})
+                          limit: int | None = None, operation: str = "read") -> JsonObject:
+        read = item.get("restrictions", {}).get(operation, {})
         cap = limit or int(self.tenant.get("restriction_limit", 100))
         users = list(read.get("users", []))
         groups = list(read.get("groups", []))
-        return {"operation": "read", "restrictions": {
+        return {"operation": operation, "restrictions": {
             "user": {"results": [self._user_json(u) for u in users[start:start + cap]],
                      "start": start, "limit": cap, "size": len(users[start:start + cap]),
                      "totalSize": len(users)},
             "group": {"results": [self._group_json(g) for g in groups[start:start + cap]],
                       "start": start, "limit": cap, "size": len(groups[start:start + cap]),
                       "totalSize": len(groups)}},
-            "_links": {"self": f"/rest/api/content/{item['id']}/restriction/byOperation/read"}}
+            "_links": {"self": f"/rest/api/content/{item['id']}/restriction/byOperation/"
+                               f"{operation}"}}
 
     def _content_json(self, item: JsonObject, expand: set[str], request: Request) -> JsonObject:
         space = self._space(item["space"]) or {}
@@ -322,7 +248,11 @@ class ConfluenceEmulator(Emulator):
             out["ancestors"] = [{"id": a["id"], "type": a.get("type", "page"),
                                  "title": a.get("title", a["id"])}
                                 for a in self._ancestors(item)]
-        if "body.storage" in expand:
+        forbidden = self._forbidden(item)
+        if "body.storage" in expand and "content" in forbidden:
+            # The caller may list it but not read it: the expansion is left out, as Cloud does.
+            out["_expandable"]["body"] = f"/rest/api/content/{item['id']}?expand=body"
+        elif "body.storage" in expand:
             out["body"] = {"storage": {"value": item.get("body", ""),
                                        "representation": "storage"}}
         if kind == "attachment":
@@ -333,7 +263,11 @@ class ConfluenceEmulator(Emulator):
             out["extensions"] = {"mediaType": item.get("mediaType", "application/octet-stream")}
             if "container" in expand:
                 out["container"] = {"id": item["parent"], "type": "page"}
-        if any(e.startswith("restrictions.read") for e in expand):
+        if any(e.startswith("restrictions.read") for e in expand) \
+                and "restrictions" in forbidden:
+            out["_expandable"]["restrictions"] = (f"/rest/api/content/{item['id']}/"
+                                                  "restriction/byOperation")
+        elif any(e.startswith("restrictions.read") for e in expand):
             full = self._restriction_json(item)
             if "restrictions.read.restrictions.user" not in expand:
                 full["restrictions"].pop("user")
@@ -392,24 +326,32 @@ class ConfluenceEmulator(Emulator):
         offset = 0
         cursor = request.arg("cursor")
         if cursor is not None:
-            got = _decode_cursor(cursor, cql)
+            got = decode_cursor(cursor, cql)
             if got is None:
                 return Response.json({"statusCode": 400, "message": "Invalid cursor"}, 400)
             offset = got
         limit = self._page_size(request, cap=int(self.tenant.get("search_cap", 250)))
         page = hits[offset:offset + limit]
+        # A spurious empty page in the middle of a listing, with a next link (Cloud does this
+        # now and then): a client that trusts it as the end loses the rest of the listing.
+        spurious = offset > 0 and offset == self.tenant.get("quirk_empty_page_at")
+        if spurious:
+            page = []
         expand = self._expand(request)
         end = offset + len(page)
-        more = end < len(hits) or (page and self.tenant.get("quirk_empty_last_page", False))
+        # Cloud's quirks: a next link on the last page leading to an empty page; or a next
+        # link on every page, empty ones included (a client must stop on an empty page).
+        more = end < len(hits) or (page and self.tenant.get("quirk_empty_last_page", False)) \
+            or self.tenant.get("quirk_next_on_empty", False) or spurious
         links: JsonObject = {"base": self._base(request), "context": "/wiki"}
         if more:
-            query = {"cql": cql, "cursor": _encode_cursor(end, cql), "limit": str(limit)}
+            query = {"cql": cql, "cursor": encode_cursor(end, cql), "limit": str(limit)}
             if request.arg("expand"):
                 query["expand"] = request.arg("expand") or ""
             links["next"] = f"/rest/api/content/search?{urlencode(query)}"
         return Response.json({"results": [self._content_json(c, expand, request) for c in page],
                               "start": offset, "limit": limit, "size": len(page),
-                              "_links": links})
+                              "totalSize": len(hits), "_links": links})
 
     def _content_list(self, request: Request) -> Response:
         status = request.arg("status", "current")
@@ -420,27 +362,67 @@ class ConfluenceEmulator(Emulator):
                                  lambda c: self._content_json(c, self._expand(request), request),
                                  "/rest/api/content")
 
+    def _forbidden(self, item: JsonObject) -> set[str]:
+        """What of this content answers 403 (`forbidden` in the tenant, or `forbid()`);
+        an attachment is forbidden with its container's content."""
+        if item.get("type") == "attachment":
+            page = self.content_by_id(str(item.get("parent")))
+            return {"content"} & set(page.get("forbidden", [])) if page else set()
+        return set(item.get("forbidden", []))
+
+    @staticmethod
+    def _forbidden_answer() -> Response:
+        return Response.json({"statusCode": 403, "message": "Not permitted to view this "
+                              "content"}, 403)
+
     def _content_one(self, request: Request) -> Response:
         item = self.content_by_id(request.params["content_id"])
         if item is None or (item.get("status", "current") in ("trashed", "archived") \
                 and request.arg("status") != item.get("status")):
             return Response.json({"statusCode": 404, "message": "No content found"}, 404)
-        if item.get("status") == "draft":
-            return Response.json({"statusCode": 403, "message": "Not permitted"}, 403)
+        if item.get("status") == "draft" or "content" in self._forbidden(item):
+            return self._forbidden_answer()
         return Response.json(self._content_json(item, self._expand(request), request))
 
-    def _restriction(self, request: Request) -> Response:
+    def _restricted(self, request: Request) -> JsonObject | Response:
         item = self.content_by_id(request.params["content_id"])
         if item is None or item.get("status", "current") not in ("current", "draft"):
             return Response.json({"statusCode": 404, "message": "No content found"}, 404)
-        if item.get("status") == "draft":
-            return Response.json({"statusCode": 403, "message": "Not permitted"}, 403)
-        start = int(request.arg("start", "0") or 0)
-        return Response.json(self._restriction_json(item, start, self._page_size(request)))
+        if item.get("status") == "draft" or "restrictions" in self._forbidden(item):
+            return self._forbidden_answer()
+        return item
+
+    def _restriction(self, request: Request) -> Response:
+        """`byOperation/{read|update}`: the users and groups of one operation's restriction,
+        paged inside by start/limit."""
+        item = self._restricted(request)
+        if isinstance(item, Response):
+            return item
+        operation = request.params["operation"]
+        if operation not in ("read", "update"):
+            return Response.json({"statusCode": 400, "message": "operation is read or "
+                                  "update"}, 400)
+        raw = request.arg("start", "0") or "0"
+        if not raw.isdigit():
+            return Response.json({"statusCode": 400, "message": "start is a number"}, 400)
+        return Response.json(self._restriction_json(item, int(raw), self._page_size(request),
+                                                    operation))
+
+    def _restrictions(self, request: Request) -> Response:
+        """`byOperation`: every operation's restriction, keyed by operation. Read restrictions
+        cascade to descendants; update restrictions do not."""
+        item = self._restricted(request)
+        if isinstance(item, Response):
+            return item
+        return Response.json({op: self._restriction_json(item, operation=op)
+                              for op in ("read", "update")})
 
     # -- attachments -------------------------------------------------------------------------
     def _child_attachments(self, request: Request) -> Response:
         cid = request.params["content_id"]
+        page = self.content_by_id(cid)
+        if page is not None and "content" in self._forbidden(page):
+            return self._forbidden_answer()
         items = [a for a in self.attachments() if a["parent"] == cid]
         return self._offset_page(request, items,
                                  lambda a: self._content_json(a, self._expand(request), request),
@@ -452,6 +434,8 @@ class ConfluenceEmulator(Emulator):
                     and a.get("title") == request.params["name"]), None)
         if att is None or att.get("status") != "current":
             return Response.json({"statusCode": 404, "message": "No attachment"}, 404)
+        if "content" in self._forbidden(att):
+            return self._forbidden_answer()
         return Response(302, b"", {"Location": f"{request.params['_prefix']}/media/{att['id']}"})
 
     def _media(self, request: Request) -> Response:
@@ -483,11 +467,93 @@ class ConfluenceEmulator(Emulator):
                     perms.append({"operation": operation, "anonymousAccess": False,
                                   "unlicensedAccess": False, "subjects": {"group": {
                                       "results": [self._group_json(g)], "size": 1}}})
-            if space.get("anonymous"):
+            if space.get("anonymous") or space.get("unlicensed"):
+                # No subjects: the space is open to anonymous and/or unlicensed (JSM) users.
                 perms.append({"operation": {"operation": "read", "targetType": "space"},
-                              "anonymousAccess": True, "unlicensedAccess": False})
+                              "anonymousAccess": bool(space.get("anonymous")),
+                              "unlicensedAccess": bool(space.get("unlicensed"))})
             out["permissions"] = perms
         return out
+
+    # -- v2 ---------------------------------------------------------------------------------
+    def _cursor_page(self, request: Request, items: list[Any], path: str, scope: str,
+                     cap: int = 250) -> Response | tuple[list[Any], JsonObject, JsonObject]:
+        """A v2 cursor page: (items, `_links`, headers) or a 400 for a forged cursor."""
+        offset = 0
+        cursor = request.arg("cursor")
+        if cursor is not None:
+            got = decode_cursor(cursor, scope)
+            if got is None:
+                return Response.json({"errors": [{"status": 400, "code": "INVALID_REQUEST_"
+                                                  "PARAMETER", "title": "Invalid cursor"}]}, 400)
+            offset = got
+        limit = self._page_size(request, cap)
+        page = items[offset:offset + limit]
+        links: JsonObject = {"base": self._base(request)}
+        headers: JsonObject = {}
+        if offset + limit < len(items) or self.tenant.get("quirk_next_on_empty", False):
+            query = {k: v[0] for k, v in request.query.items() if k not in ("cursor", "limit")}
+            query.update(cursor=encode_cursor(offset + len(page), scope), limit=str(limit))
+            links["next"] = f"/wiki{path}?{urlencode(query)}"  # relative to the site
+            headers["Link"] = f'<{links["next"]}>; rel="next"'
+        return page, links, headers
+
+    def _v2_spaces(self, request: Request) -> Response:
+        keys = {k for k in (request.arg("keys") or "").split(",") if k}
+        spaces = [s for s in self._list("spaces") if not keys or s["key"] in keys]
+        got = self._cursor_page(request, spaces, "/api/v2/spaces", f"spaces:{sorted(keys)}")
+        if isinstance(got, Response):
+            return got
+        page, links, headers = got
+        return Response.json({"results": [
+            {"id": str(s["id"]), "key": s["key"], "name": s.get("name", s["key"]),
+             "type": s.get("type", "global"), "status": s.get("status", "current"),
+             "_links": {"webui": f"/spaces/{s['key']}"}} for s in page],
+            "_links": links}, headers=headers)
+
+    def _v2_space_permissions(self, request: Request) -> Response:
+        """One assignment per (principal, operation); users, groups and roles. Anonymous and
+        unlicensed access are not among them (the v1 expansion carries those)."""
+        space = next((s for s in self._list("spaces")
+                      if str(s["id"]) == request.params["space_id"]), None)
+        if space is None:
+            return Response.json({"errors": [{"status": 404, "code": "NOT_FOUND"}]}, 404)
+        if not request.params.get("_admin"):
+            return Response.json({"errors": [{"status": 403, "code": "FORBIDDEN", "title":
+                                              "Not permitted to view space permissions"}]}, 403)
+        items: list[JsonObject] = []
+        for perm in space.get("permissions", []):
+            operation = {"key": perm["operation"], "targetType": "space"}
+            for kind in ("users", "groups", "roles"):
+                for pid in perm.get(kind, []):
+                    items.append({"id": str(len(items) + 1),
+                                  "principal": {"type": kind[:-1], "id": pid},
+                                  "operation": operation})
+        path = f"/api/v2/spaces/{space['id']}/permissions"
+        got = self._cursor_page(request, items, path, path)
+        if isinstance(got, Response):
+            return got
+        page, links, headers = got
+        return Response.json({"results": page, "_links": links}, headers=headers)
+
+    def _v2_users_bulk(self, request: Request) -> Response:
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        ids = body.get("accountIds") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) \
+                or not 0 < len(ids) <= 250:
+            return Response.json({"errors": [{"status": 400, "code": "INVALID_REQUEST_"
+                                              "PARAMETER", "title": "accountIds: 1 to 250"}]}, 400)
+        known = {u["accountId"] for u in self._list("users")}
+        results = []
+        for account in ids:
+            if account in known:
+                user = self._user_json(account)
+                user.pop("type", None)
+                results.append(user)
+        return Response.json({"results": results, "_links": {}})
 
     def _spaces(self, request: Request) -> Response:
         keys = request.query.get("spaceKey") or None
@@ -535,7 +601,7 @@ class ConfluenceEmulator(Emulator):
         limit = self._page_size(request, cap)
         page = items[start:start + limit]
         links: JsonObject = {"base": self._base(request), "context": "/wiki"}
-        if start + limit < len(items):
+        if start + limit < len(items) or self.tenant.get("quirk_next_on_empty", False):
             query = {k: v[0] for k, v in request.query.items() if k not in ("start", "limit")}
             query.update(start=str(start + limit), limit=str(limit))
             links["next"] = f"{path}?{urlencode(query)}"
@@ -547,46 +613,77 @@ class ConfluenceEmulator(Emulator):
         item["version"] = int(item.get("version", 1)) + 1
         item["when"] = iso(when or datetime.now(UTC))
 
+    @contextmanager
+    def _change(self) -> Iterator[None]:
+        """One change of the tenant: validated after, undone entirely if it is not valid."""
+        with self.lock:
+            before = copy.deepcopy(self.tenant)
+            try:
+                yield
+                self.validate(self.tenant)
+            except Exception:
+                self.tenant = before
+                raise
+
     def edit(self, content_id: str, **fields: Any) -> None:
         """Change content (title, body, ...): a new version, `lastmodified` now."""
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
             item.update(fields)
             self.touch(item)
 
     def add(self, item: JsonObject) -> None:
-        with self.lock:
+        with self._change():
             item.setdefault("version", 1)
             item.setdefault("when", iso(datetime.now(UTC)))
             item.setdefault("created", item["when"])
-            candidate = {**self.tenant, "content": [*self._list("content"), item]}
-            self.validate(candidate)
-            self.tenant = candidate
+            self._list("content").append(item)
 
     def restrict(self, content_id: str, users: list[str] | None = None,
                  groups: list[str] | None = None) -> None:
         """Set the read restriction (empty lists: none). Does not touch lastmodified."""
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
             item.setdefault("restrictions", {})["read"] = {"users": list(users or []),
                                                            "groups": list(groups or [])}
 
     def move(self, content_id: str, space: str | None = None, parent: str | None = None) -> None:
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
             if space is not None:
                 if self._space(space) is None:
                     raise ValueError(f"unknown space {space!r}")
-                item["space"] = space
+                # The subtree moves with its root, as at the source (a parent and its
+                # children are always in one space).
+                for node in [item, *self._descendants(content_id)]:
+                    node["space"] = space
             item["parent"] = parent
             self.touch(item)
 
+    def forbid(self, content_id: str, *parts: str) -> None:
+        """Make the content (`"content"`: its body, one-item read, attachments) or its
+        `"restrictions"` answer 403 to the connector's account; no parts: readable again."""
+        with self._change():
+            item = self._must(content_id)
+            item["forbidden"] = list(parts)
+
+    def _descendants(self, content_id: str) -> list[JsonObject]:
+        out: list[JsonObject] = []
+        frontier = [content_id]
+        while frontier:
+            parent = frontier.pop()
+            for child in self._list("content"):
+                if child.get("parent") == parent and child not in out:
+                    out.append(child)
+                    frontier.append(child["id"])
+        return out
+
     def trash(self, content_id: str) -> None:
-        with self.lock:
+        with self._change():
             self._must(content_id)["status"] = "trashed"
 
     def delete(self, content_id: str) -> None:
-        with self.lock:
+        with self._change():
             item = self._must(content_id)
             self._list("content").remove(item)
             for child in self._list("content"):
@@ -594,16 +691,15 @@ class ConfluenceEmulator(Emulator):
                     child["parent"] = item.get("parent")
 
     def set_members(self, group_id: str, members: list[str]) -> None:
-        with self.lock:
+        with self._change():
             group = next((g for g in self._list("groups") if g["id"] == group_id), None)
             if group is None:
                 raise ValueError(f"unknown group {group_id!r}")
             group["members"] = list(members)
-            self.validate(self.tenant)
 
     def set_space_permissions(self, key: str, permissions: list[JsonObject],
                               anonymous: bool | None = None) -> None:
-        with self.lock:
+        with self._change():
             space = self._space(key)
             if space is None:
                 raise ValueError(f"unknown space {key!r}")
@@ -639,6 +735,8 @@ class ConfluenceEmulator(Emulator):
                 self.move(cid, body.get("space"), body.get("parent"))
             elif request.method == "POST" and action == "trash":
                 self.trash(cid)
+            elif request.method == "POST" and action == "forbid":
+                self.forbid(cid, *body.get("parts", []))
             else:
                 return None
             return Response.json(self._must(cid) if self.content_by_id(cid) else {"id": cid})
@@ -652,59 +750,3 @@ class ConfluenceEmulator(Emulator):
                                        body.get("anonymous"))
             return Response.json(self._space(parts[1]))
         return None
-
-
-def generate_tenant(seed: int = 7, *, spaces: int = 4, pages: int = 300, users: int = 24,
-                    groups: int = 6) -> JsonObject:
-    """A generated tenant: deep page trees, read restrictions at several levels, an anonymous
-    space, flat groups with names that look nested, hidden emails, an app user, drafts and
-    trash. Deterministic for a seed."""
-    import random
-
-    rng = random.Random(seed)
-    people: list[JsonObject] = []
-    for n in range(users):
-        person: JsonObject = {"accountId": f"acc-{n:03d}", "displayName": f"Person {n}"}
-        if n % 7 != 3:  # every seventh person hides their email
-            person["email"] = f"person{n}@acme.example"
-        people.append(person)
-    people.append({"accountId": "acc-bot", "accountType": "app", "displayName": "Bot"})
-    ids = [p["accountId"] for p in people[:users]]
-    group_list = [{"id": f"g-{n}", "name": f"team-{n}/sub-{n % 2}",
-                   "members": sorted(rng.sample(ids, rng.randint(2, max(2, users // 3))))}
-                  for n in range(groups)]
-    gids = [g["id"] for g in group_list]
-    space_list: list[JsonObject] = []
-    for n in range(spaces):
-        anonymous = n == spaces - 1
-        perms = [] if anonymous else [{"operation": "read",
-                                       "groups": rng.sample(gids, rng.randint(1, 2)),
-                                       "users": rng.sample(ids, rng.randint(0, 3))}]
-        space_list.append({"id": 100 + n, "key": f"S{n}", "name": f"Space {n}",
-                           "anonymous": anonymous, "permissions": perms})
-    content: list[JsonObject] = []
-    by_space: dict[str, list[str]] = {s["key"]: [] for s in space_list}
-    for n in range(pages):
-        space = space_list[n % spaces]["key"]
-        siblings = by_space[space]
-        # Mostly a child of a recent page: trees many levels deep.
-        parent = rng.choice(siblings[-6:]) if siblings and rng.random() < 0.85 else None
-        cid = str(10_000 + n)
-        restricted = rng.random() < 0.3
-        read = {"users": rng.sample(ids, rng.randint(0, 4)) if restricted else [],
-                "groups": rng.sample(gids, rng.randint(0, 2)) if restricted else []}
-        status = "draft" if n % 41 == 40 else "trashed" if n % 37 == 36 else "current"
-        kind = "blogpost" if n % 23 == 22 else "page"
-        content.append({
-            "id": cid, "type": kind, "space": space, "parent": None if kind == "blogpost"
-            else parent, "title": f"Page {n}", "status": status, "version": 1,
-            "when": f"2026-0{1 + n % 9}-1{n % 10}T0{n % 10}:00:00.000Z",
-            "created": f"2026-01-01T00:{n % 60:02d}:00.000Z", "author": rng.choice(ids),
-            "body": f"<h1>Page {n}</h1><p>Generated page {n}, zephyrmarker.</p>",
-            "restrictions": {"read": read}})
-        if kind == "page" and status == "current":
-            siblings.append(cid)
-    return {"cloud_id": "generated", "timezone": "UTC", "page_size": 25,
-            "credentials": [{"email": "admin@acme.example", "token": "generated-token",
-                             "admin": True}],
-            "users": people, "groups": group_list, "spaces": space_list, "content": content}

@@ -1,0 +1,1 @@
+"""The Teams bot (botbuilder): Bot Framework messages at POST /api/messages on the web server."""
