@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistant.answer import Assistant
 from assistant.audit import AuditLog
@@ -238,6 +238,13 @@ class Runtime:
     def assistant(self) -> Assistant:
         with self._build_lock:
             return self.assistant_for(self.retriever)
+
+    def leak_audit(self, trigger: str = "schedule") -> dict[str, Any]:
+        """The leak audit on `[eval] questions`, recorded for `clearance status` (the task of
+        `[eval] leak_audit_schedule`)."""
+        from apps.evaluation import run_scheduled_audit
+
+        return run_scheduled_audit(self, trigger)
 
     def lanes(self, size: int = 4) -> LanePool:
         """The serving threads of a long-running surface (web, bots): each has its own store

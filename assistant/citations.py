@@ -71,7 +71,14 @@ def supporting_sentence(claim: str, text: str) -> str:
         overlap = len(words & {w.lower() for w in _WORD.findall(sentence)})
         if overlap > best_overlap:
             best, best_overlap = sentence.strip(), overlap
-    return best if best_overlap >= 2 and 2 * best_overlap >= len(words) else ""
+    return best if supports(claim, best) else ""
+
+
+def supports(claim: str, span: str) -> bool:
+    """`span` shares at least two words and half of the claim's words with `claim`."""
+    words = _words(claim)
+    overlap = len(words & {w.lower() for w in _WORD.findall(span)})
+    return overlap >= 2 and 2 * overlap >= len(words)
 
 
 def refusal() -> Answer:
@@ -98,7 +105,8 @@ class CitationCheck:
         self.by_n = {s.n: s for s in sources}
         self.guard = guard
         self.actions: list[Action] = []  # guardrail interventions, for the audit log
-        self.quotes: dict[int, str] = {}  # what the provider says each claim rests on
+        # What the provider says its claims rest on: every span given for each source.
+        self.quotes: dict[int, list[str]] = {}
         self._quote_of: dict[int, str] = {}  # the quote each citation shows
         self._pending = ""
         self._order: dict[int, int] = {}  # source n -> the number the person sees
@@ -108,7 +116,9 @@ class CitationCheck:
 
     def feed(self, delta: str, quotes: Mapping[int, str] | None = None) -> list[str]:
         """The checked sentences this delta completes (each prefixed with its separator)."""
-        self.quotes.update(quotes or {})
+        for n, quote in (quotes or {}).items():
+            if quote not in self.quotes.setdefault(n, []):
+                self.quotes[n].append(quote)
         complete, self._pending = split_sentences(self._pending + delta)
         return [s for s in (self._check(c) for c in complete) if s]
 
@@ -155,7 +165,10 @@ class CitationCheck:
         source = self.by_n.get(n)
         if source is None:
             return False
-        quote = self.quotes.get(n) or supporting_sentence(claim, source.text)
+        given = self.quotes.get(n)
+        quote = _closest(claim, given) if given else ""
+        if not supports(claim, quote):  # a span the claim does not rest on proves nothing
+            quote = supporting_sentence(claim, source.text)
         if not quote or quote not in source.text or INJECTION.search(quote):
             return False
         self._quote_of.setdefault(n, quote)
@@ -171,6 +184,13 @@ class CitationCheck:
                 quote = self.guard.quote(quote)
             self._citations.append(Citation(self._order[n], s.doc_id, s.title, s.url, quote))
         return self._order[n]
+
+
+def _closest(claim: str, quotes: Sequence[str]) -> str:
+    """Of the spans a provider gave for one source, the one this claim shares most words with
+    (a stream may give the next claim's span before this claim is complete)."""
+    words = _words(claim)
+    return max(quotes, key=lambda q: len(words & _words(q)))
 
 
 def validate(draft: Draft, sources: Sequence[Source]) -> Answer:

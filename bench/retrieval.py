@@ -68,7 +68,7 @@ def measure(store: SqliteStore, queries: list[tuple[str, np.ndarray]], acl: AclF
             params: RetrievalParams) -> dict[str, float]:
     depth = params.candidates
     # The store cannot search without an ACL; the baseline is bench's own copy of its queries.
-    baseline = UnfilteredBaseline(store.path, select=store._selective)
+    baseline = UnfilteredBaseline(store.path, match=store._match)
 
     def filtered(q: str, v: np.ndarray) -> object:
         return group_by_document(fuse(store.lexical(q, acl, depth), store.dense(v, acl, depth),

@@ -17,16 +17,18 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from indexer.store.base import ChunkHit
+from indexer.store.base import LEXICAL_WEIGHTS, ChunkHit
 from indexer.store.sqlite import fts_query, query_terms
+
+WEIGHTS = ", ".join(f"{w!r}" for _, w in LEXICAL_WEIGHTS)
 
 
 class UnfilteredBaseline:
     """Read-only BM25 and dense search over an index file, with no ACL at all (bench only)."""
 
     def __init__(self, path: Path,
-                 select: Callable[[list[str]], list[str]] = lambda terms: terms) -> None:
-        self._select = select  # the store's own common-term trimming, to time the same query
+                 match: Callable[[list[str]], str | None] = fts_query) -> None:
+        self._match = match  # the store's own FTS5 query (its common-term rule): the same query
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         rows = self._db.execute("SELECT chunk_id, vector FROM chunks ORDER BY chunk_id").fetchall()
         self._chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -37,11 +39,11 @@ class UnfilteredBaseline:
         self._db.close()
 
     def lexical(self, query: str, limit: int) -> list[ChunkHit]:
-        match = fts_query(self._select(query_terms(query)))
+        match = self._match(query_terms(query))
         if match is None:
             return []
         rows = self._db.execute(
-            "SELECT c.chunk_id, -bm25(chunks_fts, 3.0, 2.0, 1.0) AS score "
+            f"SELECT c.chunk_id, -bm25(chunks_fts, {WEIGHTS}) AS score "
             "FROM chunks_fts JOIN chunks c ON c.chunk_id = chunks_fts.rowid "
             "WHERE chunks_fts MATCH :match ORDER BY score DESC LIMIT :limit",
             {"match": match, "limit": limit}).fetchall()

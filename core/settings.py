@@ -205,6 +205,13 @@ class ConversationSettings(Section):
     ttl_days: float = Field(default=30.0, gt=0.0, le=3650.0)  # a conversation expires after
 
 
+class EvalSettings(Section):
+    # The question file of `clearance eval` (JSONL), relative to the config file's folder.
+    questions: str | None = None
+    # The scheduled leak audit on `questions`: cron, "@every 1h" or "off" (beat runs it).
+    leak_audit_schedule: str = "off"
+
+
 class ConnectorSettings(BaseModel):
     """Keys shared by every connector; each kind validates its own extra keys."""
 
@@ -236,6 +243,7 @@ class FileConfig(Section):
     teams: TeamsSettings = TeamsSettings()
     audit: AuditSettings = AuditSettings()
     conversations: ConversationSettings = ConversationSettings()
+    eval: EvalSettings = EvalSettings()
     connectors: list[ConnectorSettings] = []
 
     @field_validator("connectors")

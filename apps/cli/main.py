@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     from apps.web.server import add_arguments as web_arguments
     web_arguments(command("web", "serve the web Q&A page, its JSON API and the admin page"))
     command("slack", "run the Slack bot in Socket Mode ([slack] app_token_env)")
+    from apps.cli.evaluation import add_arguments as eval_arguments
+    eval_arguments(command("eval", "retrieval and answer quality on a labelled question file; "
+                                   "--leaks: audit every hit against the sources' permissions"))
     from emulators.cli import add_arguments as emulate_arguments
     emulate_arguments(command("emulate", "serve a source's loopback emulator; print its base URL"))
     return parser
@@ -544,10 +547,14 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     from indexer.embedding import reembed_notice  # issue 12: never a mixed index, say so
     reembed = None if store_problems else reembed_notice(rt.store.embedder_names(),
                                                          rt.embedder.name)
+    audit = None if store_problems else _leak_audit_status(rt, problems)
     if args.json:
         output.print_json({"connectors": rows, "orphaned": orphaned,
-                           "problems": [*store_problems, *problems], "re_embed": reembed})
+                           "problems": [*store_problems, *problems], "re_embed": reembed,
+                           "leak_audit": audit})
         return 1 if _status_problems(problems) or failing else 0
+    if audit is not None:
+        _print_leak_audit(audit, now)
     for problem in store_problems:
         print(f"PROBLEM: {output.text(problem)}")
     if reembed:
@@ -599,6 +606,31 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
                   f"{output.text(skip['reason'])}")
         _print_jobs_status(row, now)
     return 1 if _status_problems(problems) or failing else 0
+
+
+def _leak_audit_status(rt: Runtime, problems: list[str]) -> dict[str, Any] | None:
+    """The last leak audit (`clearance eval --leaks` or its schedule); a leak is a problem."""
+    from apps.evaluation import LAST_AUDIT_KEY
+
+    last: dict[str, Any] | None = rt.store.get_state(LAST_AUDIT_KEY)
+    if last and last.get("leaks"):
+        problems.append(f"the last leak audit found {len(last['leaks'])} document(s) shown to "
+                        "a person the source no longer allows (clearance eval --leaks)")
+    return last
+
+
+def _print_leak_audit(audit: dict[str, Any], now: float) -> None:
+    when = output.ago(max(0.0, now - audit["started"]))
+    if audit["status"] == "failed":
+        print(output.text(f"leak audit: FAILED {when} ago ({audit['trigger']}): {audit['error']}"))
+        return
+    leaks = audit["leaks"]
+    print(f"leak audit: {when} ago ({audit['trigger']}): {audit['questions']} questions as "
+          f"{audit['people']} people, {len(leaks)} leaks")
+    for leak in leaks[:10]:
+        print(output.text(f"  LEAK {leak['user']} {leak['doc_id']}: {leak['reason']}"))
+    if len(leaks) > 10:
+        print(f"  ... and {len(leaks) - 10} more")
 
 
 def _status_problems(problems: list[str]) -> int:
@@ -733,12 +765,21 @@ def cmd_demo(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 # they create no index
-READ_ONLY = frozenset({"search", "ask", "explain", "status", "web", "audit"})
+READ_ONLY = frozenset({"search", "ask", "explain", "status", "web", "audit", "eval"})
 COMMANDS = {"sync": cmd_sync, "search": cmd_search, "ask": cmd_ask, "explain": cmd_explain,
             "status": cmd_status, "demo": cmd_demo, "worker": cmd_worker, "beat": cmd_beat,
             "reindex": cmd_reindex, "emulate": cmd_emulate, "web": cmd_web}
 COMMANDS["slack"] = cmd_slack
 COMMANDS["audit"] = cmd_audit
+
+
+def cmd_eval(rt: Runtime, args: argparse.Namespace) -> int:
+    from apps.cli.evaluation import cmd_eval as run
+
+    return run(rt, args)
+
+
+COMMANDS["eval"] = cmd_eval
 
 
 def main(argv: Sequence[str] | None = None) -> int:

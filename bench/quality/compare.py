@@ -36,6 +36,7 @@ from indexer.embedding import Embedder, load_embedder
 from indexer.store.sqlite import SqliteStore
 from indexer.sync import Pipeline
 from retriever.hybrid import RetrievalParams, fuse, group_by_document
+from retriever.metrics import recall_at, reciprocal_rank
 
 
 @dataclass
@@ -100,8 +101,8 @@ def evaluate(dataset: str | None, embedder: Embedder, max_words: int | None = No
                 ranked = [h.doc_id for h in group_by_document(
                     fuse(lexical, dense, params), 10, 1, text)]
                 cell = result.by_half[name][half_of(case.qid)]
-                cell[0] += len(relevant & set(ranked[:5])) / len(relevant)
-                cell[1] += next((1 / (i + 1) for i, d in enumerate(ranked) if d in relevant), 0.0)
+                cell[0] += recall_at(ranked, relevant, 5)
+                cell[1] += reciprocal_rank(ranked, relevant, 10)
                 cell[2] += 1
             if case.outsider:
                 out = AclFilter({"man": principals_of(case.outsider)})

@@ -36,6 +36,7 @@ from indexer.embedding import load_embedder
 from indexer.store.sqlite import SqliteStore
 from indexer.sync import Pipeline
 from retriever.hybrid import RetrievalParams, fuse, group_by_document
+from retriever.metrics import recall_at, reciprocal_rank
 
 
 class DatasetConnector:
@@ -125,8 +126,8 @@ def main() -> None:
             for name, params in FUSIONS:
                 ranked = [h.doc_id for h in group_by_document(
                     fuse(lexical, dense, params), 10, 1, text)]
-                recall = len(relevant & set(ranked[:5])) / len(relevant)
-                rr = next((1 / (i + 1) for i, d in enumerate(ranked) if d in relevant), 0.0)
+                recall = recall_at(ranked, relevant, 5)
+                rr = reciprocal_rank(ranked, relevant, 10)
                 scores[name][0] += recall
                 scores[name][1] += rr
                 half = halves[name][half_of(case.qid)]

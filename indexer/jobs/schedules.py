@@ -113,11 +113,32 @@ def period(spec: str, now: datetime) -> float:
     return min(gaps) if gaps else 0.0
 
 
+LEAK_AUDIT_TASK = "clearance.leak_audit"
+LEAK_AUDIT_ENTRY = "eval:leak_audit"
+
+
+def leak_audit_schedule(settings: Settings) -> BaseSchedule | None:
+    """`[eval] leak_audit_schedule` parsed (None: off); it needs `[eval] questions`."""
+    cfg = settings.file.eval
+    when = parse(cfg.leak_audit_schedule, "[eval] leak_audit_schedule")
+    if when is not None and not cfg.questions:
+        raise ConfigError("[eval] leak_audit_schedule needs [eval] questions (the question "
+                          "file the audit asks)")
+    return when
+
+
 def beat_schedule(settings: Settings, now: datetime | None = None) -> dict[str, dict[str, Any]]:
-    """Celery's `beat_schedule` for this deployment: one entry per connector and mode."""
+    """Celery's `beat_schedule` for this deployment: one entry per connector and mode, and
+    the leak audit when `[eval] leak_audit_schedule` is set."""
     ref = now or datetime.now(UTC)
     queue = deployment_queue(settings)
-    return {
+    audit = leak_audit_schedule(settings)
+    extra = {} if audit is None else {LEAK_AUDIT_ENTRY: {
+        "task": LEAK_AUDIT_TASK, "schedule": audit, "args": (),
+        "kwargs": {"trigger": "schedule"},
+        "options": {"queue": queue, "expires": period(settings.file.eval.leak_audit_schedule,
+                                                      ref)}}}
+    return extra | {
         t.entry_name: {
             "task": t.task,
             "schedule": t.when,

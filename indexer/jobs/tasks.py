@@ -13,7 +13,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from celery import Celery, Task
 from celery.signals import task_revoked
@@ -156,4 +156,27 @@ def register(app: Celery) -> None:
             return run_sync(self, _mode, connector, waited)
 
         app.task(name=name, bind=True, shared=False, throws=(ClearanceError,))(body)
+    app.task(name="clearance.leak_audit", bind=True, shared=False,
+             throws=(ClearanceError,))(leak_audit)
     task_revoked.connect(_on_revoked, weak=False)
+
+
+class Auditing(Protocol):
+    """A deployment that can run the leak audit (apps.runtime.Runtime)."""
+
+    def leak_audit(self, trigger: str) -> dict[str, Any]: ...
+
+
+def leak_audit(self: Task, trigger: str = "manual") -> dict[str, Any]:
+    """`[eval] leak_audit_schedule`: the audit, recorded where `clearance status` reads it."""
+    dep = deployment()
+    if not hasattr(dep, "leak_audit"):
+        raise ConfigError("this worker's deployment cannot run the leak audit")
+    auditing = cast(Auditing, dep)
+    log.info("task.start", extra={"task": "leak_audit", "trigger": trigger,
+                                  "task_id": self.request.id})
+    result = auditing.leak_audit(trigger)
+    log.info("leak_audit.done", extra={"status": result["status"],
+                                       "leaks": len(result["leaks"])})
+    return {k: result[k] for k in ("status", "questions", "people", "error")
+            if k in result} | {"leaks": len(result["leaks"])}

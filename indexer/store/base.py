@@ -19,6 +19,11 @@ from core import principals as P
 from core.acl import Acl, AclFilter
 from core.models import Alias, Chunk, Document, Membership
 
+# Per-field BM25 weights of the lexical query, the same in every store (SQLite FTS5 bm25()
+# column weights, OpenSearch multi_match boosts) and in the benchmarks that replay it.
+LEXICAL_WEIGHTS: tuple[tuple[str, float], ...] = (("title", 3.0), ("headings", 2.0),
+                                                  ("body", 1.0))
+
 
 # -- the stored ACL key -----------------------------------------------------------------------
 # Stored ACLs are per connector: the key is "<connector>|<Acl.key()>" and the stored principals

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from core import principals as P
 from core.acl import Acl, AclFilter
+from indexer.store.base import LEXICAL_WEIGHTS
 
 Body = dict[str, Any]
 
@@ -32,6 +33,7 @@ Body = dict[str, Any]
 GATE_FILLER = P.EVERYONE
 HIT_FIELDS = ["chunk_id", "doc_id", "ordinal", "title", "headings", "body", "url"]
 MAX_QUERY_TERMS = 64
+FIELDS = [name if weight == 1.0 else f"{name}^{weight:g}" for name, weight in LEXICAL_WEIGHTS]
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -113,7 +115,7 @@ def query_text(question: str) -> str | None:
 
 
 def lexical_body(text: str, acl: AclFilter, limit: int) -> Body:
-    # Field boosts mirror the SQLite store's bm25(title 3, headings 2, body 1).
+    # The same field weights as the SQLite store's bm25() (indexer.store.base.LEXICAL_WEIGHTS).
     return {
         "size": limit,
         "_source": HIT_FIELDS,
@@ -122,7 +124,7 @@ def lexical_body(text: str, acl: AclFilter, limit: int) -> Body:
                 "must": [{
                     "multi_match": {
                         "query": text,
-                        "fields": ["title^3", "headings^2", "body"],
+                        "fields": FIELDS,
                         "type": "most_fields",
                     }
                 }],

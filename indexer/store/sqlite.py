@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ from core.models import Alias, Chunk, Document, Membership
 from indexer.embedding.minilm import _BLAS
 from indexer.store import int8scan
 from indexer.store.base import (
+    LEXICAL_WEIGHTS,
     ChunkHit,
     ConnectorStats,
     DocState,
@@ -92,11 +93,16 @@ STOPWORDS = frozenset((
 )
 
 
-# BM25 scores every passage that matches any term; a term in more than this share of the
-# passages adds little (its idf is small) but costs most of the query: it is left out when the
-# question has rarer terms. Below COMMON_MIN passages nothing is left out.
+# BM25 scores every passage that matches any term; a term in more than COMMON_FRACTION of the
+# passages (and at least COMMON_MIN of them) costs most of the query (p95 3.1x at 100k passages,
+# bench/lexical_common.py). When the question has rarer terms, only passages matching one of
+# those are scored, with every term counted ("score": the FTS5 query `(rare...) AND (all...)`,
+# 1.02x the p95 of dropping the common terms); dropping them outright ("drop") lost recall on
+# every labelled set (bench/quality/bm25.py, bench/RESULTS.md). Up to COMMON_MIN passages
+# nothing is cut.
 COMMON_FRACTION = 0.05
 COMMON_MIN = 2000
+COMMON_TERMS: Literal["drop", "score"] = "score"
 
 # Dense search scores only the caller's rows when they are under 1/SPARSE_SCAN of the index
 # (bench/peers.py: at 100k chunks a caller who reads 3 % is answered from 3 % of the vectors);
@@ -108,10 +114,10 @@ RESCORE_FACTOR = 10
 RESCORE_MIN = 100
 
 
-def query_terms(text: str) -> list[str]:
+def query_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
     """The content words of a natural-language question, in order, without repeats."""
     words = [w.lower() for w in _WORD.findall(text)]
-    terms = list(dict.fromkeys(w for w in words if w not in STOPWORDS and len(w) > 1))
+    terms = list(dict.fromkeys(w for w in words if w not in stopwords and len(w) > 1))
     return (terms or list(dict.fromkeys(w for w in words if w)))[:64]
 
 
@@ -306,6 +312,12 @@ class SqliteStore:
         self._df: dict[str, int] = {}  # term -> passages matching it (capped), per generation
         self._df_gen = -1
         self._passages = 0
+        # The lexical query's knobs (bench/quality/bm25.py measures alternatives).
+        self.lexical_weights = tuple(w for _, w in LEXICAL_WEIGHTS)
+        self.common_fraction = COMMON_FRACTION
+        self.common_min = COMMON_MIN
+        self.stopwords = STOPWORDS
+        self.common_terms: Literal["drop", "score"] = COMMON_TERMS
 
     def close(self) -> None:
         self._db.close()
@@ -480,7 +492,7 @@ class SqliteStore:
         if self._df_gen != gen:
             self._df, self._df_gen = {}, gen
             self._passages = self.chunk_count()
-        cap = max(COMMON_MIN, int(self._passages * COMMON_FRACTION))
+        cap = max(self.common_min, int(self._passages * self.common_fraction))
         if self._passages <= cap or len(terms) < 2:
             return terms
         for term in terms:
@@ -491,14 +503,23 @@ class SqliteStore:
         selective = [t for t in terms if self._df[t] < cap]
         return selective or terms
 
+    def _match(self, terms: list[str]) -> str | None:
+        """The FTS5 query: the selective terms, and with common_terms = "score" the common ones
+        too, counted only in passages that a selective term already matched."""
+        rare = self._selective(terms)
+        if self.common_terms == "score" and len(rare) < len(terms):
+            return f"({fts_query(rare)}) AND ({fts_query(terms)})"
+        return fts_query(rare)
+
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
         _require_filter(acl)
         with self._lock:
-            match = fts_query(self._selective(query_terms(query)))
+            match = self._match(query_terms(query, self.stopwords))
         if match is None or limit <= 0:
             return []
+        weights = ", ".join(f"{float(w)!r}" for w in self.lexical_weights)
         sql = (
-            "SELECT c.chunk_id, -bm25(chunks_fts, 3.0, 2.0, 1.0) AS score "
+            f"SELECT c.chunk_id, -bm25(chunks_fts, {weights}) AS score "
             "FROM chunks_fts JOIN chunks c ON c.chunk_id = chunks_fts.rowid "
             "WHERE chunks_fts MATCH :match "
             "AND c.acl_id IN (SELECT value FROM json_each(:admitted)) "

@@ -299,12 +299,12 @@ SOURCES = [
 
 @unit
 def test_validate_keeps_supported_markers_and_renumbers_from_one() -> None:
-    draft = Draft("Permits come from the front desk [2]. Lunch starts at noon [1].",
+    draft = Draft("Permits come from the front desk [2]. The canteen opens at noon [1].",
                   {2: "Parking permits are issued by the front desk.",
                    1: "The canteen opens at noon."})
     answer = validate(draft, SOURCES)
     assert not answer.refused
-    assert answer.answer == "Permits come from the front desk [1]. Lunch starts at noon [2]."
+    assert answer.answer == "Permits come from the front desk [1]. The canteen opens at noon [2]."
     assert [(c.n, c.doc_id) for c in answer.citations] == [(1, "docs:b.md"), (2, "docs:a.md")]
     assert answer.citations[0].quote == "Parking permits are issued by the front desk."
 

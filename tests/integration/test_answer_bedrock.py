@@ -274,3 +274,61 @@ def test_the_audit_record_holds_each_cited_version_and_acl_hash(world: World) ->
                                 "acl_hash": acl_hash(doc.acl)}]
     exec_doc = world.store.document(EXEC_DOC)
     assert exec_doc is not None and acl_hash(exec_doc.acl) != acl_hash(doc.acl)
+
+
+def test_each_citation_carries_exactly_n_doc_id_title_url_and_a_verbatim_quote(
+        world: World) -> None:
+    question = "When does the Berlin office open and who approves leave?"
+    n = {s.doc_id: s.n for s in world.assistant.sources(question, resolve(world.store, ADA))}
+    world.reply(f"Leave requests are approved by your line manager "
+                f"[{n['docs:handbook/leave.md']}]. The Berlin office opens at seven thirty "
+                f"[{n['docs:handbook/office.md']}].")
+    answer = world.ask(question, ADA)
+    shown = answer.to_json()["citations"]
+    assert isinstance(shown, list) and len(shown) == 2
+    for c in shown:
+        assert set(c) == {"n", "doc_id", "title", "url", "quote"}
+        doc = world.store.document(c["doc_id"])
+        assert doc is not None and (c["title"], c["url"]) == (doc.title, doc.url)
+        assert any(c["quote"] in text for text in chunk_texts(world, c["doc_id"]))
+    assert [c["n"] for c in shown] == [1, 2]  # renumbered in order of appearance
+
+
+def test_an_invented_number_streams_nothing_from_a_document_the_asker_cannot_read(
+        world: World) -> None:
+    question = "Which company is Acme planning to acquire?"
+    ceo = world.ask(question, CEO)
+    assert EXEC_DOC in {c.doc_id for c in ceo.citations}  # the allowed side
+    # The model "remembers" the CEO's answer and cites whatever numbers Ada's sources have.
+    world.reply(f"Acme plans to acquire Lumen Robotics [1]. The deal is worth forty-two "
+                f"million euros {EVERY_MARKER}. The board votes on the Nightjar acquisition in "
+                f"March [2]. Visitors sign in at the front desk [3].")
+    events = list(world.assistant.ask_stream(question, resolve(world.store, ADA)))
+    streamed = " ".join(e.text for e in events if isinstance(e, AnswerDelta))
+    done = events[-1]
+    assert isinstance(done, AnswerDone)
+    shown = streamed + json.dumps(done.answer.to_json())
+    assert not any(w in shown for w in EXEC_WORDS), shown
+    assert EXEC_DOC not in shown
+    ada = resolve(world.store, ADA)
+    for c in done.answer.citations:
+        doc = world.store.document(c.doc_id)
+        assert doc is not None and doc.acl.allows(ada.at(doc.connector).principals)
+
+
+def test_a_stream_cut_midway_never_ends_with_a_citation_list(world: World) -> None:
+    from core.errors import ProviderError
+
+    world.emulator.tenant["replies"] = [
+        {"when": "*", "text": "The Berlin office opens at seven thirty [1]. Staff get free "
+                              "lunch on Fridays [1]. Visitors sign in", "stream_error":
+         "modelStreamErrorException"}]
+    seen: list[object] = []
+    with pytest.raises(ProviderError) as err:
+        for event in world.assistant.ask_stream("When does the Berlin office open?",
+                                                resolve(world.store, ADA)):
+            seen.append(event)
+    assert "\n" not in str(err.value)
+    # What was shown before the cut had been checked; no final list claims a complete answer.
+    assert not any(isinstance(e, AnswerDone) for e in seen)
+    assert all(isinstance(e, AnswerDelta) and "lunch" not in e.text for e in seen)

@@ -128,3 +128,36 @@ def test_cli_without_a_broker_exits_2_with_one_line(
     code = main(["--home", str(tmp_path / "home"), *command, "--config", str(cfg)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "broker" in err
+
+
+def _with_eval(**section: str) -> Settings:
+    base = settings({"name": "docs"})
+    file = base.file.model_copy(update={"eval": base.file.eval.model_validate(section)})
+    return base.model_copy(update={"file": file})
+
+
+def test_the_leak_audit_is_a_beat_entry_of_its_own() -> None:
+    beat = beat_schedule(_with_eval(questions="q.jsonl", leak_audit_schedule="@every 1h"), NOW)
+    entry = beat["eval:leak_audit"]
+    assert entry["task"] == "clearance.leak_audit" and entry["args"] == ()
+    assert entry["schedule"].run_every == timedelta(hours=1)
+    assert entry["options"] == {"queue": "clearance", "expires": 3600.0}
+    assert "eval:leak_audit" not in beat_schedule(_with_eval(questions="q.jsonl"), NOW)  # off
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"leak_audit_schedule": "@every 1h"}, "needs [eval] questions"),
+    ({"questions": "q.jsonl", "leak_audit_schedule": "every hour"}, "is not a schedule"),
+])
+def test_leak_audit_schedule_mistakes_are_config_errors(section: dict[str, str],
+                                                        message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        beat_schedule(_with_eval(**section), NOW)
+
+
+def test_an_unknown_eval_key_is_a_config_error(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[eval]\nleak_audit = "@every 1h"\n', encoding="utf-8")
+    assert main(["--home", str(tmp_path / "h"), "status", "--config", str(cfg)]) == 2
+    assert "eval.leak_audit: unknown key" in capsys.readouterr().err
