@@ -544,21 +544,26 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
         {"connector": name, "documents": count} for name, count in
         orphaned_connectors(rt.store, [c.name for c in rt.settings.file.connectors]).items()]
     failing = bool(store_problems) or any(row["index_problem"] for row in rows)
-    from indexer.embedding import reembed_notice  # issue 12: never a mixed index, say so
+    from indexer.embedding import (  # issue 12: never a mixed index, say so
+        fallback_notice,
+        reembed_notice,
+    )
     reembed = None if store_problems else reembed_notice(rt.store.embedder_names(),
                                                          rt.embedder.name)
     audit = None if store_problems else _leak_audit_status(rt, problems)
+    fallback = fallback_notice(rt.settings.file.embedder.name)
     if args.json:
         output.print_json({"connectors": rows, "orphaned": orphaned,
                            "problems": [*store_problems, *problems], "re_embed": reembed,
-                           "leak_audit": audit})
+                           "leak_audit": audit, "embedder_fallback": fallback})
         return 1 if _status_problems(problems) or failing else 0
     if audit is not None:
         _print_leak_audit(audit, now)
     for problem in store_problems:
         print(f"PROBLEM: {output.text(problem)}")
-    if reembed:
-        print(f"EMBEDDER: {reembed}")
+    for notice in (fallback, reembed):
+        if notice:
+            print(f"EMBEDDER: {notice}")
     for o in orphaned:
         print(f"{o['connector']}: NOT CONFIGURED, {o['documents']} documents still indexed "
               "(deleted by the next sync or prune)")

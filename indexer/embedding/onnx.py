@@ -14,11 +14,14 @@ too much accuracy, see bench/RESULTS.md). Tokenizer and pooling are those of min
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,35 +119,137 @@ def weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def model_path(cache_dir: Path, digest: str, variant: Variant) -> Path:
-    return cache_dir / f"minilm-l6-{variant}-b{BUILD_VERSION}-{digest[:16]}.onnx"
+def _tools_key() -> str:
+    """The versions that shape the built bytes (onnx serialises, ORT's quantiser quantises):
+    another install builds its own file instead of trusting one built by other tools."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for package in ("onnx", "onnxruntime"):
+        try:
+            parts.append(f"{package}={version(package)}")
+        except PackageNotFoundError:
+            parts.append(f"{package}=?")
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:8]
 
 
-def build_model(model_dir: Path, out: Path, variant: Variant) -> None:
-    """Write the graph of `variant` to `out` (atomically: a reader never sees half a file)."""
+def model_prefix(digest: str, variant: Variant) -> str:
+    """Name of every cached file of these weights, this build and these tools; the file's own
+    SHA-256 follows it, so a damaged file is told by its content, not by ORT failing on it."""
+    return f"minilm-l6-{variant}-b{BUILD_VERSION}-{digest[:16]}-t{_tools_key()}"
+
+
+def model_path(cache_dir: Path, digest: str, variant: Variant, content_key: str) -> Path:
+    return cache_dir / f"{model_prefix(digest, variant)}-{content_key}.onnx"
+
+
+def content_key(path: Path) -> str:
+    """The first 32 hex digits of the file's SHA-256 (read in blocks: the int8 file is ~58 MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+_BUILDS = threading.Lock()  # one build at a time in a process (the logging scope is global)
+
+
+def _build_temp(model_dir: Path, folder: Path, variant: Variant) -> tuple[Path, str]:
+    """The graph of `variant` written (and flushed to disk) under a temporary name in `folder`,
+    and its content key; nothing is left behind if the build fails."""
     import onnx
 
-    model = _graph(load_weights(model_dir))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    folder.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails before the build
+    fd, tmp_name = tempfile.mkstemp(prefix=f".minilm-l6-{variant}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        model = _graph(load_weights(model_dir))
         if variant == "fp32":
             onnx.save_model(model, tmp)
         else:
-            _quantise(model, tmp)
+            with _BUILDS, _quiet_quantiser():
+                _quantise(model, tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        key = content_key(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp, key
+
+
+def build_model(model_dir: Path, out: Path, variant: Variant) -> str:
+    """Write the graph of `variant` to `out` atomically (built under a temporary name in the
+    same folder, then renamed: a reader never sees half a file); returns its content key."""
+    tmp, key = _build_temp(model_dir, out.parent, variant)
+    try:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    return key
+
+
+class _DropQuantiserRecords(logging.Filter):
+    """Drops the records that ORT's quantisation modules log (by source file)."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.pathname.startswith(self.folder)
+
+
+class _AsIfNoHandler(logging.Handler):
+    """Stands in on a handler-less root logger while the quantiser runs, so that its
+    module-level `logging.warning()` does not call `basicConfig()` and leave a stderr handler
+    on the root for the rest of the process. Records of other threads meanwhile go where they
+    would have gone without it: to `logging.lastResort` when nothing else handles them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger: logging.Logger | None = (logging.getLogger(record.name)
+                                         if record.name != "root" else logging.getLogger())
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return
+            if not logger.propagate:
+                return
+            logger = logger.parent
+        last = logging.lastResort
+        if last is not None and record.levelno >= last.level:
+            last.handle(record)
+
+
+@contextmanager
+def _quiet_quantiser() -> Iterator[None]:
+    """ORT's quantiser logs on the root logger ("Please consider to run pre-processing before
+    quantization..."), which on a bare CLI means stderr: silence exactly its records, for the
+    build only. Logging stays as it was for everything else, during the build and after it."""
+    import onnxruntime.quantization as quantization  # type: ignore[import-untyped]
+
+    root = logging.getLogger()
+    drop = _DropQuantiserRecords(os.path.dirname(os.path.abspath(quantization.__file__)))
+    named = logging.getLogger("onnxruntime.quantization")  # its few named loggers
+    saved_level = named.level
+    stand_in = None if root.handlers else _AsIfNoHandler()
+    root.addFilter(drop)
+    named.setLevel(logging.CRITICAL + 1)
+    if stand_in is not None:
+        root.addHandler(stand_in)
+    try:
+        yield
+    finally:
+        if stand_in is not None:
+            root.removeHandler(stand_in)
+        named.setLevel(saved_level)
+        root.removeFilter(drop)
 
 
 def _quantise(model: Any, out: Path) -> None:
     from onnx import TensorProto
-    from onnxruntime.quantization import (  # type: ignore[import-untyped]
-        QuantType,
-        quantize_dynamic,
-    )
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Shape inference knows no com.microsoft op: every activation here is float32.
     quantize_dynamic(model, out, op_types_to_quantize=["MatMul", "Attention"],
@@ -152,15 +257,56 @@ def _quantise(model: Any, out: Path) -> None:
                      extra_options={"DefaultTensorType": TensorProto.FLOAT})
 
 
-def ensure_model(model_dir: Path, cache_dir: Path, variant: Variant) -> Path:
-    """The cached graph for these weights, built first if it is missing."""
-    path = model_path(cache_dir, weights_digest(model_dir), variant)
-    if not path.is_file():
+def cached_model(cache_dir: Path, digest: str, variant: Variant) -> Path | None:
+    """A cached graph whose content matches the SHA-256 in its name, or None. Damaged files
+    (a torn copy, a flipped bit, a truncated disk) are removed on the way."""
+    prefix = model_prefix(digest, variant)
+    try:
+        candidates = sorted(cache_dir.glob(f"{prefix}-*.onnx"))
+    except OSError:
+        return None
+    for path in candidates:
         try:
-            build_model(model_dir, path, variant)
-        except OSError as exc:
-            raise EmbedderUnavailable(f"cannot write the ONNX model to {cache_dir}: {exc}") from exc
+            key = content_key(path)
+        except OSError:
+            continue
+        if key == path.stem.rsplit("-", 1)[-1]:
+            return path
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return None
+
+
+def ensure_model(model_dir: Path, cache_dir: Path, variant: Variant) -> Path:
+    """The cached graph for these weights (its content verified), built first if it is
+    missing or damaged. Two processes building at once each write a temporary file and rename
+    it onto the same name; the build is deterministic, so either rename leaves the same bytes."""
+    digest = weights_digest(model_dir)
+    found = cached_model(cache_dir, digest, variant)
+    if found is not None:
+        return found
+    try:
+        tmp, key = _build_temp(model_dir, cache_dir, variant)
+        path = model_path(cache_dir, digest, variant, key)
+        try:
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise EmbedderUnavailable(
+            f"cannot write the ONNX model cache in {cache_dir} ({exc.strerror or exc}); make the "
+            "folder writable or use [embedder] name = \"minilm\"") from exc
     return path
+
+
+def onnx_available() -> bool:
+    """Whether onnxruntime and onnx can be imported here (looked up, not imported)."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+    except (ImportError, ValueError):
+        return False
 
 
 def default_cache_dir() -> Path:
@@ -176,7 +322,7 @@ class OnnxMiniLMEmbedder:
 
     def __init__(self, variant: Variant = "int8", batch_size: int = 32,
                  model_dir: Path | str | None = None, cache_dir: Path | str | None = None,
-                 threads: int | None = None, spinning: bool = True) -> None:
+                 threads: int | None = None, spinning: bool = False) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if threads is not None and threads < 1:
@@ -185,8 +331,9 @@ class OnnxMiniLMEmbedder:
         self.name = f"all-MiniLM-L6-v2-onnx-{variant}"
         self.batch_size = batch_size
         self.threads = threads if threads is not None else _default_threads()
-        # ORT's intra-op workers busy-wait between kernels by default; with the sync's
-        # extraction thread sharing the cores that spinning steals its time (bench/threads.py).
+        # ORT's intra-op workers busy-wait between kernels unless told not to; with the sync's
+        # extraction thread (and other processes) sharing two cores, spinning steals their time:
+        # off by default (measured in bench/ingest_report.py's threads section).
         self.spinning = spinning
         self._model_dir = Path(model_dir) if model_dir is not None else None
         self._cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -197,34 +344,33 @@ class OnnxMiniLMEmbedder:
     def _load(self) -> tuple[Tokenizers, Any]:
         with self._lock:
             if self._session is None or self._tokenizers is None:
-                try:
-                    import onnxruntime as ort  # type: ignore[import-untyped]
-                except ImportError as exc:
+                if not onnx_available():
                     raise EmbedderUnavailable(
-                        "onnxruntime is not installed; use the embedder 'minilm' or "
-                        "pip install onnx onnxruntime") from exc
+                        "onnxruntime (or onnx) is not installed; use the embedder 'minilm' or "
+                        "pip install onnx onnxruntime")
+                import onnxruntime as ort
+
                 model_dir = self._model_dir or default_model_dir()
                 tokenizers = Tokenizers(model_dir, self.max_tokens)
                 path = ensure_model(model_dir, self._cache_dir, self.variant)
-                self._session = self._open(ort, path, model_dir)
+                self._session = self._open(ort, path)
                 self._tokenizers = tokenizers
             return self._tokenizers, self._session
 
-    def _open(self, ort: Any, path: Path, model_dir: Path) -> Any:
+    def _open(self, ort: Any, path: Path) -> Any:
+        """A session over the file just verified (by path: passing its bytes would hold a
+        second copy of the model in memory while ORT loads it)."""
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # ORT's own warnings would land on the CLI's stderr
         if not self.spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception:  # a damaged cached file (ORT raises its own types): build it again
-            path.unlink(missing_ok=True)
-            build_model(model_dir, path, self.variant)
-        try:
-            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise EmbedderUnavailable(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        except Exception as exc:  # ORT raises its own types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EmbedderUnavailable(f"ONNX Runtime cannot load {path}: {first}") from exc
 
     def load(self) -> None:
         """Build or load the model now instead of on first use (raises EmbedderUnavailable)."""

@@ -120,3 +120,17 @@ def test_reembed_notice_for_a_half_done_switch() -> None:
     assert reembed_notice([INT8], NUMPY) == (
         f"index embedded with {INT8}, configured embedder is {NUMPY}: questions use {INT8} "
         "until `clearance sync` (full) re-embeds every document")
+
+
+def test_default_embedder_is_int8(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No [embedder] section: int8 ONNX (its retrieval measured equal to numpy's)."""
+    monkeypatch.delenv("CLEARANCE_EMBEDDER", raising=False)
+    home, root = tmp_path / "home", tree(tmp_path / "docs")
+    home.mkdir()
+    config = home / "clearance.toml"
+    config.write_text(f'[[connectors]]\nname = "docs"\nkind = "files"\nroot = "{root}"\n',
+                      encoding="utf-8")
+    rt = Runtime(load_settings(home, config))
+    assert rt.settings.file.embedder.name == "minilm-onnx-int8" and rt.embedder.name == INT8
+    monkeypatch.setenv("CLEARANCE_EMBEDDER", "minilm")  # the numpy reference stays one word away
+    assert Runtime(load_settings(home, config)).embedder.name == NUMPY

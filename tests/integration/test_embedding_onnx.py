@@ -8,6 +8,8 @@ by the weights' hash, and rebuilt when the cached file is missing or damaged.
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,19 +18,23 @@ import numpy as np
 import pytest
 
 from core.errors import ConfigError, EmbedderUnavailable
-from indexer.embedding import Embedder, load_embedder
+from indexer.embedding import Embedder, fallback_notice, load_embedder
 from indexer.embedding.minilm import MiniLMEmbedder, default_model_dir
 from indexer.embedding.onnx import (
     OnnxMiniLMEmbedder,
+    Variant,
     build_model,
+    cached_model,
+    content_key,
     ensure_model,
-    model_path,
+    model_prefix,
     weights_digest,
 )
 
 pytestmark = pytest.mark.integration
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "minilm_golden.json"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +146,12 @@ def test_semantic_sanity(int8: OnnxMiniLMEmbedder) -> None:
 def test_build_is_deterministic(tmp_path: Path, cache: Path, fp32: OnnxMiniLMEmbedder,
                                 int8: OnnxMiniLMEmbedder, variant: str) -> None:
     model_dir = default_model_dir()
-    cached = model_path(cache, weights_digest(model_dir), "int8" if variant == "int8" else "fp32")
+    v: Variant = "int8" if variant == "int8" else "fp32"
+    cached = ensure_model(model_dir, cache, v)
     again = tmp_path / "again.onnx"
-    build_model(model_dir, again, "int8" if variant == "int8" else "fp32")
+    key = build_model(model_dir, again, v)
     assert again.read_bytes() == cached.read_bytes()
+    assert cached.stem.endswith(key) and key == content_key(again)
     assert [p.name for p in tmp_path.iterdir()] == ["again.onnx"]  # no temp file left behind
 
 
@@ -152,9 +160,10 @@ def test_cache_is_keyed_by_weights_and_reused(tmp_path: Path, cache: Path,
     model_dir = default_model_dir()
     digest = weights_digest(model_dir)
     path = ensure_model(model_dir, cache, "fp32")
-    assert path == model_path(cache, digest, "fp32") and digest[:16] in path.name
+    assert path.name.startswith(model_prefix(digest, "fp32")) and digest[:16] in path.name
     stamp = path.stat().st_mtime_ns
     assert ensure_model(model_dir, cache, "fp32").stat().st_mtime_ns == stamp  # not rebuilt
+    assert cached_model(cache, digest, "fp32") == path
     # Other weights, other key: a copy with one byte changed gets its own file.
     other = tmp_path / "other"
     other.mkdir()
@@ -162,27 +171,108 @@ def test_cache_is_keyed_by_weights_and_reused(tmp_path: Path, cache: Path,
     blob[-1] ^= 1
     (other / "model.safetensors").write_bytes(bytes(blob))
     assert weights_digest(other) != digest
+    assert model_prefix(weights_digest(other), "fp32") != model_prefix(digest, "fp32")
 
 
-def test_damaged_or_missing_cached_model_is_rebuilt(tmp_path: Path, texts: list[str],
-                                                    fp32: OnnxMiniLMEmbedder) -> None:
-    want = fp32.embed(texts[:3])
-    path = model_path(tmp_path, weights_digest(default_model_dir()), "fp32")
-    path.write_bytes(b"not an onnx model")
-    e = OnnxMiniLMEmbedder("fp32", cache_dir=tmp_path)
-    np.testing.assert_allclose(e.embed(texts[:3]), want, atol=1e-6)
-    assert path.stat().st_size > 1_000_000
-    path.unlink()
-    np.testing.assert_allclose(OnnxMiniLMEmbedder("fp32", cache_dir=tmp_path).embed(texts[:3]),
-                               want, atol=1e-6)
-    assert path.is_file()
+def _copy_cache(src: Path, dst: Path, variant: Variant) -> Path:
+    dst.mkdir()
+    path = ensure_model(default_model_dir(), src, variant)
+    (dst / path.name).write_bytes(path.read_bytes())
+    return dst / path.name
 
 
-def test_unwritable_cache_fails_closed(tmp_path: Path) -> None:
+def test_damaged_cached_model_is_told_by_its_hash_and_rebuilt(
+        tmp_path: Path, cache: Path, texts: list[str], int8: OnnxMiniLMEmbedder) -> None:
+    want = int8.embed(texts[:3])
+    path = _copy_cache(cache, tmp_path / "models", "int8")
+    good = path.read_bytes()
+    # One flipped bit deep inside a weight: ORT would load it and embed with a wrong weight.
+    blob = bytearray(good)
+    blob[len(blob) // 2] ^= 0x10
+    path.write_bytes(bytes(blob))
+    e = OnnxMiniLMEmbedder("int8", batch_size=4, cache_dir=tmp_path / "models")
+    np.testing.assert_array_equal(e.embed(texts[:3]), want)
+    assert path.read_bytes() == good  # rebuilt under the same name, the same bytes
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [path.name]
+    # Truncated to garbage, or gone: rebuilt too.
+    for damage in (b"not an onnx model", None):
+        if damage is None:
+            path.unlink()
+        else:
+            path.write_bytes(damage)
+        again = OnnxMiniLMEmbedder("int8", batch_size=4, cache_dir=tmp_path / "models")
+        np.testing.assert_array_equal(again.embed(texts[:3]), want)
+        assert path.read_bytes() == good
+
+
+def test_files_of_other_builds_and_temp_files_are_not_used(tmp_path: Path, cache: Path,
+                                                           fp32: OnnxMiniLMEmbedder) -> None:
+    models = tmp_path / "models"
+    path = _copy_cache(cache, models, "fp32")
+    stale = models / "minilm-l6-fp32-b0-0123456789abcdef.onnx"  # an older build's name
+    stale.write_bytes(b"old")
+    half = models / ".minilm-l6-fp32.abc.tmp"  # a build killed midway
+    half.write_bytes(path.read_bytes()[:1000])
+    assert ensure_model(default_model_dir(), models, "fp32") == path
+    assert stale.read_bytes() == b"old" and half.is_file()  # neither read nor removed
+
+
+BUILD = """
+import sys
+from pathlib import Path
+from indexer.embedding.onnx import OnnxMiniLMEmbedder
+e = OnnxMiniLMEmbedder("int8", batch_size=4, cache_dir=Path(sys.argv[1]))
+print(repr(e.embed(["two processes build the same graph"]).tobytes()))
+"""
+
+
+def test_two_processes_building_at_once(tmp_path: Path, cache: Path,
+                                        int8: OnnxMiniLMEmbedder) -> None:
+    """Each builds under its own temporary name and renames onto the same final name; the
+    build is deterministic, so both end with the same file and the same vectors."""
+    models = tmp_path / "models"
+    procs = [subprocess.Popen([sys.executable, "-c", BUILD, str(models)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [err for _, err in outs] == ["", ""]  # no quantiser warning, nothing else either
+    assert outs[0][0] == outs[1][0]
+    files = list(models.iterdir())
+    assert len(files) == 1 and files[0].name == ensure_model(default_model_dir(), cache,
+                                                             "int8").name
+    assert files[0].read_bytes() == ensure_model(default_model_dir(), cache, "int8").read_bytes()
+
+
+def test_build_leaves_logging_as_it_was(tmp_path: Path, capfd: pytest.CaptureFixture[str]
+                                        ) -> None:
+    """ORT's quantiser warns through the root logger, whose first use with no handler would
+    install a stderr handler for good (basicConfig): the build prints nothing and leaves the
+    root logger, its handlers and filters, and the quantiser's loggers as they were."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = []  # a bare CLI process: no handler on the root logger
+    try:
+        filters, level = root.filters[:], logging.getLogger("onnxruntime.quantization").level
+        OnnxMiniLMEmbedder("int8", cache_dir=tmp_path).load()
+        assert root.handlers == [] and root.filters == filters
+        assert logging.getLogger("onnxruntime.quantization").level == level
+        logging.getLogger("clearance.test").warning("still reported after the build")
+    finally:
+        root.handlers[:] = saved
+    out, err = capfd.readouterr()
+    assert out == "" and err == "still reported after the build\n"
+    assert "pre-processing" not in err and "quantization" not in err
+
+
+def test_unwritable_cache_fails_closed_in_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder", encoding="utf-8")
-    with pytest.raises(EmbedderUnavailable, match="cannot write the ONNX model"):
-        OnnxMiniLMEmbedder("fp32", cache_dir=blocker / "models").embed(["x"])
+    for variant in ("fp32", "int8"):
+        v: Variant = "int8" if variant == "int8" else "fp32"
+        with pytest.raises(EmbedderUnavailable, match="cannot write the ONNX model cache") as info:
+            OnnxMiniLMEmbedder(v, cache_dir=blocker / "models").embed(["x"])
+        assert "\n" not in str(info.value) and "[embedder]" in str(info.value)
+    assert blocker.read_text(encoding="utf-8") == "not a folder"
 
 
 def test_without_onnxruntime_says_what_to_do(monkeypatch: pytest.MonkeyPatch,
@@ -191,6 +281,20 @@ def test_without_onnxruntime_says_what_to_do(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(EmbedderUnavailable, match="'minilm'") as info:
         OnnxMiniLMEmbedder("int8", cache_dir=tmp_path).embed(["hello"])
     assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("missing", ["onnxruntime", "onnx"])
+def test_without_onnxruntime_the_config_name_falls_back_to_numpy(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, missing: str) -> None:
+    assert fallback_notice("minilm-onnx-int8") is None  # installed here: no notice
+    monkeypatch.setitem(sys.modules, missing, None)
+    e = load_embedder("minilm-onnx-int8", cache_dir=tmp_path)
+    # Numpy MiniLM under its own name: an index it builds is never mixed with int8 vectors.
+    assert isinstance(e, MiniLMEmbedder) and e.name == "all-MiniLM-L6-v2"
+    notice = fallback_notice("minilm-onnx-int8")
+    assert notice is not None and "numpy minilm" in notice and "pip install" in notice
+    assert fallback_notice("minilm") is None and fallback_notice("static") is None
     assert list(tmp_path.iterdir()) == []
 
 

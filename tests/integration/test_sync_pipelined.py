@@ -258,3 +258,48 @@ def test_a_failed_embedding_stops_at_the_last_committed_cursor(tmp_path: Path) -
         assert json.dumps(want)  # the snapshot is plain data
     finally:
         store.close()
+
+
+class SignalsExtraction(Scripted):
+    """Marks when the source starts producing (fetching, extracting) its second page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extracting_page1 = threading.Event()
+
+    def content(self, cursor: str | None = None) -> Iterator[ContentPage]:
+        for n, page in enumerate(super().content(cursor)):
+            if n == 1:
+                self.extracting_page1.set()
+            yield page
+
+
+class WaitsForExtraction(HashingEmbedder):
+    """The first embed() (page 0) waits until the source is producing page 1: possible only if
+    extraction of the next page goes on while this page is embedded."""
+
+    def __init__(self, source: SignalsExtraction) -> None:
+        super().__init__()
+        self.source, self.calls, self.overlapped = source, 0, False
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            self.overlapped = self.source.extracting_page1.wait(timeout=30)
+        return super().embed(texts)
+
+
+def test_extraction_of_the_next_page_overlaps_the_embedding(tmp_path: Path) -> None:
+    src = SignalsExtraction()
+    src.script()
+    embedder = WaitsForExtraction(src)
+    store = SqliteStore(tmp_path / "i.sqlite3")
+    try:
+        report = Pipeline(store, embedder).full_sync(src)
+        assert embedder.overlapped
+        # Same index and report as the sequential loop (whose page 0 embedding could not see
+        # page 1 coming).
+        index, _, sequential = sync(tmp_path / "seq.sqlite3", pipelined=False)
+        assert store.snapshot() == index and counts(report) == counts(sequential)
+    finally:
+        store.close()
