@@ -11,7 +11,7 @@ computed once per caller, outside the timing: the peer is given Clearance's ACL 
 free); Clearance is timed through `SqliteStore.dense`, its ACL evaluation included. Recall@10
 is against the exact top 10 of the caller's readable chunks.
 
-    python -m bench.peers [--chunks 100000] [--dim 384] [--queries 40]
+    python -m bench.peers [--chunks 100000[,1000000...]] [--dim 384] [--queries 40]
                           [--engines clearance,faiss-flat,faiss-hnsw,lancedb,chroma,sqlite-vec]
 
 The peers are optional (`pip install '.[peers]'`); an engine that is not installed is listed as
@@ -306,23 +306,13 @@ def measure(built: dict[str, tuple[Search, float, float]], work: Workload,
             for name, (_, b, r) in built.items()]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--chunks", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=384)
-    ap.add_argument("--queries", type=int, default=40)
-    ap.add_argument("--engines", default=",".join(ENGINES))
-    args = ap.parse_args(argv)
-    names = [e for e in args.engines.split(",") if e]
-    unknown = [e for e in names if e not in ENGINES]
-    if unknown:
-        ap.error(f"unknown engine(s): {', '.join(unknown)}; known: {', '.join(ENGINES)}")
-    work = make_workload(args.chunks, args.dim, args.queries)
+def run_size(n: int, dim: int, n_queries: int, names: list[str]) -> list[Row]:
+    work = make_workload(n, dim, n_queries)
     masks = [work.mask(c) for c in work.callers]
     shares = [float(m.mean()) for m in masks]
     truth = [[exact_top(work, m, q) for q in work.queries] for m in masks]
-    print(f"{args.chunks} chunks x {args.dim}, {len(work.acls)} distinct ACLs, callers reading "
-          + ", ".join(f"{s:.1%}" for s in shares) + f"; {args.queries} queries each, top {K}")
+    print(f"\n{n} chunks x {dim}, {len(work.acls)} distinct ACLs, callers reading "
+          + ", ".join(f"{s:.1%}" for s in shares) + f"; {n_queries} queries each, top {K}")
     built: dict[str, tuple[Search, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
@@ -334,9 +324,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             else:
                 built[name] = result
         rows = measure(built, work, truth)
-    head = "| engine | build s | RSS +MB | " + " | ".join(
-        f"{s:.0%}: p50 / p95 ms, R@10" for s in shares) + " |"
-    print(head)
+        built.clear()
+        gc.collect()
+    print("| engine | build s | RSS +MB | " + " | ".join(
+        f"{s:.0%}: p50 / p95 ms, R@10" for s in shares) + " |")
     print("|---" * (3 + len(shares)) + "|")
     for r in rows:
         cells = " | ".join(f"{p50:.2f} / {p95:.2f}, {rec:.3f}" for p50, p95, rec in r.by_caller)
@@ -348,6 +339,29 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ratios = ", ".join(f"{b[0] / x[0]:.2f}" for b, x in zip(base.by_caller,
                                                                         r.by_caller, strict=True))
                 print(f"clearance p50 / {r.engine} p50 by caller: {ratios}")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--chunks", default="100000",
+                    help="comma-separated sizes, e.g. 10000,100000,1000000 for the scaling run")
+    ap.add_argument("--dim", type=int, default=384)
+    ap.add_argument("--queries", type=int, default=40)
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    args = ap.parse_args(argv)
+    names = [e for e in args.engines.split(",") if e]
+    unknown = [e for e in names if e not in ENGINES]
+    if unknown:
+        ap.error(f"unknown engine(s): {', '.join(unknown)}; known: {', '.join(ENGINES)}")
+    try:
+        sizes = [int(x) for x in args.chunks.split(",") if x]
+    except ValueError:
+        ap.error(f"--chunks: comma-separated integers, not {args.chunks!r}")
+    if not sizes or min(sizes) < 100:
+        ap.error("--chunks: each size at least 100")
+    for n in sizes:
+        run_size(n, args.dim, args.queries, names)
 
 
 if __name__ == "__main__":
