@@ -405,7 +405,13 @@ class SqliteStore:
         if len(chunks) != len(vectors):
             raise StoreError(f"{doc.doc_id}: {len(chunks)} chunks but {len(vectors)} vectors")
         with self.batch():
-            self._delete_chunks([doc.doc_id])
+            # The document's old chunks, by rowid (a new document has none: one indexed read
+            # instead of two json_each deletes).
+            old = [(r[0],) for r in self._db.execute(
+                "SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc.doc_id,))]
+            if old:
+                self._db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", old)
+                self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
             acl_id = self._acl_id(doc.acl, doc.connector)
             self._db.execute(
                 "INSERT INTO documents(doc_id, connector, title, url, updated, content_hash, "
