@@ -88,8 +88,24 @@ def _pack(units: list[str], budget: int, policy: ChunkingPolicy, count: TokenCou
     return chunks
 
 
+def _memoised(count: TokenCounter) -> TokenCounter:
+    """`count` remembering its answers: chunking one document asks for the same texts again
+    (a section, then the group it stays alone in, then the one unit it packs; the context line
+    of every group under the same headings), and each ask is a tokenizer run."""
+    known: dict[str, int] = {}
+
+    def counted(text: str) -> int:
+        n = known.get(text)
+        if n is None:
+            n = known[text] = count(text)
+        return n
+
+    return counted
+
+
 def chunk_document(doc: Document, count: TokenCounter,
                    policy: ChunkingPolicy = ChunkingPolicy()) -> list[Chunk]:
+    count = _memoised(count)  # per document: counts are a pure function of the text
     chunks: list[Chunk] = []
     # A blank section would become an empty chunk (embedded from its context line alone).
     sections = [s for s in doc.sections if s.text.strip()]

@@ -180,6 +180,15 @@ def child_access(parent: FolderAccess, folder: Path, rel: str, root: Path,
     return FolderAccess(gates=(*parent.gates, tuple(read)), deny=(*parent.deny, *deny))
 
 
+def _similar(a: str, b: str, cutoff: float = 0.9) -> bool:
+    """SequenceMatcher ratio >= cutoff, testing its cheap upper bounds first (difflib's own
+    idiom: real_quick_ratio >= quick_ratio >= ratio), so an ordinary file name costs no full
+    match; the answer is the same as ratio() >= cutoff."""
+    matcher = difflib.SequenceMatcher(None, a, b)
+    return (matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff
+            and matcher.ratio() >= cutoff)
+
+
 def near_misses(names: list[str]) -> list[str]:
     """Names that look like a control file but are not one (`.Access.json`, `access.json`,
     `.access.json.bak`, `.acess.json`): they grant nothing, so an administrator should know."""
@@ -190,8 +199,7 @@ def near_misses(names: list[str]) -> list[str]:
         folded = name.lower().lstrip(".")
         for wanted in CONTROL_FILES:
             bare = wanted.lstrip(".")
-            if (folded == bare or folded.startswith(bare)
-                    or difflib.SequenceMatcher(None, folded, bare).ratio() >= 0.9):
+            if folded == bare or folded.startswith(bare) or _similar(folded, bare):
                 out.append(f"{name} is not {wanted} (grants nothing)")
                 break
     return out

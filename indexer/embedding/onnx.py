@@ -378,7 +378,7 @@ class OnnxMiniLMEmbedder:
 
     def count_tokens(self, text: str) -> int:
         tok, _ = self._load()
-        return len(tok.counter.encode(text, add_special_tokens=False).ids)
+        return tok.count(text)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         tok, _ = self._load()

@@ -145,7 +145,7 @@ class StaticEmbedder:
 
     def count_tokens(self, text: str) -> int:
         tok, _ = self._load()
-        return len(tok.counter.encode(text, add_special_tokens=False).ids)
+        return tok.count(text)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if isinstance(texts, str):

@@ -405,7 +405,13 @@ class SqliteStore:
         if len(chunks) != len(vectors):
             raise StoreError(f"{doc.doc_id}: {len(chunks)} chunks but {len(vectors)} vectors")
         with self.batch():
-            self._delete_chunks([doc.doc_id])
+            # The document's old chunks, by rowid (a new document has none: one indexed read
+            # instead of two json_each deletes).
+            old = [(r[0],) for r in self._db.execute(
+                "SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc.doc_id,))]
+            if old:
+                self._db.executemany("DELETE FROM chunks_fts WHERE rowid = ?", old)
+                self._db.execute("DELETE FROM chunks WHERE doc_id = ?", (doc.doc_id,))
             acl_id = self._acl_id(doc.acl, doc.connector)
             self._db.execute(
                 "INSERT INTO documents(doc_id, connector, title, url, updated, content_hash, "
@@ -418,16 +424,25 @@ class SqliteStore:
                 (doc.doc_id, doc.connector, doc.title, doc.url,
                  doc.updated.isoformat() if doc.updated else None, doc.content_hash, acl_id,
                  embedder, run_id, time.time()))
-            for chunk, vector in zip(chunks, vectors, strict=True):
-                headings = "\x1f".join(chunk.headings)
-                cur = self._db.execute(
+            if chunks:
+                # Two executemany calls instead of two statements per chunk. The document's old
+                # chunks are gone, so its new rows are the ones under its id, and their
+                # chunk_ids (rowids) follow insertion order: the FTS rows pair up with them.
+                blobs = np.ascontiguousarray(vectors, dtype=np.float32)
+                self._db.executemany(
                     "INSERT INTO chunks(doc_id, ordinal, headings, text, acl_id, vector) "
                     "VALUES (?,?,?,?,?,?)",
-                    (doc.doc_id, chunk.ordinal, headings, chunk.text, acl_id,
-                     np.asarray(vector, dtype=np.float32).tobytes()))
-                self._db.execute(
+                    [(doc.doc_id, chunk.ordinal, "\x1f".join(chunk.headings), chunk.text, acl_id,
+                      blobs[i].tobytes()) for i, chunk in enumerate(chunks)])
+                ids = [r[0] for r in self._db.execute(
+                    "SELECT chunk_id FROM chunks WHERE doc_id = ? ORDER BY chunk_id",
+                    (doc.doc_id,))]
+                if len(ids) != len(chunks):
+                    raise StoreError(f"{doc.doc_id}: wrote {len(chunks)} chunks, found {len(ids)}")
+                self._db.executemany(
                     "INSERT INTO chunks_fts(rowid, title, headings, body) VALUES (?,?,?,?)",
-                    (cur.lastrowid, doc.title, " ".join(chunk.headings), chunk.text))
+                    [(chunk_id, doc.title, " ".join(chunk.headings), chunk.text)
+                     for chunk_id, chunk in zip(ids, chunks, strict=True)])
             self._bump("vector_gen")
 
     def update_acl(self, doc_id: str, acl: Acl, run_id: str | None) -> bool:

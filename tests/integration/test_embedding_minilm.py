@@ -257,3 +257,17 @@ def test_worker_threads_do_not_change_results(golden: dict[str, Any]) -> None:
         MiniLMEmbedder(threads=2).embed(texts[:4])
         assert get() == 2
         set_(before)
+
+
+def test_count_tokens_equals_the_plain_encoding(minilm: MiniLMEmbedder,
+                                                golden: dict[str, Any]) -> None:
+    """The counting fast path (encode_batch_fast) counts what `encode(...).ids` holds, on the
+    golden texts and on edge cases: empty, blank, control characters, accents, CJK, emoji,
+    a text far past the window."""
+    counter = minilm._load().counter
+    texts = [c["text"] for c in golden["cases"]] + [
+        "", "   \n\t ", "a\x00b\x1fc", "Café naïve façade", "東京都の天気", "ok 👍🏽 done",
+        "word " * 2000]
+    plain = [len(counter.encode(t, add_special_tokens=False).ids) for t in texts]
+    assert [minilm.count_tokens(t) for t in texts] == plain
+    assert plain[len(golden["cases"])] == 0 and plain[-1] == 2000

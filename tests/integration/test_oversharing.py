@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from assistant import oversharing
 from assistant.answer import Assistant
 from assistant.audit import AuditLog
+from assistant.guardrails import DETECTORS
 from assistant.llm.extractive import ExtractiveAnswerer
 from auth.identity import resolve
 from connectors.files.connector import FilesConnector
@@ -172,3 +175,29 @@ def test_status_lists_overshared_documents_text_and_json(tmp_path: Path) -> None
     assert len(lines) == 2 and PAYROLL in lines[0] and DEPLOY in lines[1]
     assert HR not in text.stdout
     assert "123-45-6789" not in text.stdout + status.stdout
+
+
+def _plain_sensitive_types(text: str) -> list[str]:
+    """The rule without the cheap pre-checks: every detector's pattern scans the text."""
+    found = {name for name, d in DETECTORS.items()
+             if any(d.valid(m.group()) for m in d.pattern.finditer(text))}
+    found |= {name for name, p in oversharing.CREDENTIALS.items() if p.search(text)}
+    return sorted(found)
+
+
+_PIECES = st.sampled_from([
+    "123-45-6789", "a@b.io", "AKIAABCDEFGHIJKLMNOP", "ASIAABCDEFGHIJKLMNOP", "4111 1111 1111 1111",
+    "DE89 3704 0044 0532 0130 00", "+1 (415) 555-0134", "password = hunter22!", "@", "AKIA",
+    "\u0661\u0662\u0663-\u0664\u0665-\u0666\u0667\u0668\u0669",  # Arabic-Indic digits
+    "\uff11\uff12\uff13", "the badger team", " ", "\n", "x", "-", "."])
+
+
+@given(st.lists(_PIECES, max_size=12).map("".join) | st.text(max_size=60))
+@settings(max_examples=400, deadline=None)
+def test_sensitive_types_pre_checks_change_nothing(text: str) -> None:
+    assert oversharing.sensitive_types(text) == _plain_sensitive_types(text)
+
+
+def test_sensitive_types_without_digits_or_at_sign_scan_nothing_and_find_nothing() -> None:
+    assert oversharing.sensitive_types("The badger team meets on Tuesdays.") == []
+    assert oversharing.sensitive_types("mail jo@acme.com") == ["email"]

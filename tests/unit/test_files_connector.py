@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from collections.abc import Callable
@@ -9,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from auth.identity import resolve
 from connectors.base import DocumentPage, Failure
+from connectors.files import access
 from connectors.files.connector import FilesConnector
 from core.acl import Acl
 from core.models import Document, Membership
@@ -408,3 +412,29 @@ def test_paging_yields_every_document_once_and_resumes_after_a_checkpoint(
     assert [len(p.acls) for p in perm_pages] == [2, 2, 2, 1]
     resumed_acls = [a for p in connector.permissions(perm_pages[1].checkpoint) for a, _ in p.acls]
     assert resumed_acls == seen[4:]
+
+
+@given(st.lists(st.text(alphabet=".acesjonrgupilx-_ACEJ0123456789", max_size=16), max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_near_misses_match_the_plain_similarity_rule(names: list[str]) -> None:
+    """The cheap bounds in front of SequenceMatcher.ratio() flag exactly the names the plain
+    rule (equal, prefixed, or ratio >= 0.9 to a control file's bare name) flags."""
+    expected = []
+    for name in names:
+        if name in access.CONTROL_FILES:
+            continue
+        folded = name.lower().lstrip(".")
+        for wanted in access.CONTROL_FILES:
+            bare = wanted.lstrip(".")
+            if (folded == bare or folded.startswith(bare)
+                    or difflib.SequenceMatcher(None, folded, bare).ratio() >= 0.9):
+                expected.append(f"{name} is not {wanted} (grants nothing)")
+                break
+    assert access.near_misses(names) == expected
+
+
+def test_near_misses_flag_lookalikes_and_pass_ordinary_names() -> None:
+    got = access.near_misses([".acess.json", "Access.json", "doc-00017.md", "notes.txt",
+                              ".access.json"])
+    assert got == [".acess.json is not .access.json (grants nothing)",
+                   "Access.json is not .access.json (grants nothing)"]
