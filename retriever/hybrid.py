@@ -20,7 +20,7 @@ from core.models import Hit
 from indexer.embedding import Embedder
 from indexer.store.base import ChunkHit, ChunkStore
 
-Fusion = Literal["weighted_rrf", "rrf", "convex", "bm25", "dense"]
+Fusion = Literal["weighted_rrf", "rrf", "convex", "adaptive", "bm25", "dense"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class RetrievalParams:
     rrf_k: int = 60
     dense_weight: float = 0.5
     passages_per_document: int = 3
+    # "adaptive": convex with per-query weights, dense_weight scaled by each list's confidence
+    # (how far its top score stands above its first adaptive_depth scores, in their spread).
+    adaptive_depth: int = 10
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,27 @@ def _convex(ranked: Sequence[tuple[list[ChunkHit], float]]) -> list[Passage]:
     return [Passage(chunks[c], s) for c, s in scores.items()]
 
 
+def confidence(hits: Sequence[ChunkHit], depth: int) -> float:
+    """z-score of the top score among the first `depth` scores (0 when fewer than two or flat).
+
+    A retriever whose best candidate stands out is sure of it; one whose top scores are level is
+    guessing. The statistic is scale-free, so BM25 and cosine scores compare."""
+    scores = [h.score for h in hits[:max(2, depth)]]
+    if len(scores) < 2:
+        return 0.0
+    mean = sum(scores) / len(scores)
+    spread = (sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5
+    return (scores[0] - mean) / spread if spread > 0 else 0.0
+
+
+def adaptive_weight(lexical: Sequence[ChunkHit], dense: Sequence[ChunkHit],
+                    params: RetrievalParams) -> float:
+    """The dense list's weight for this query: dense_weight, tilted towards the surer list."""
+    d = params.dense_weight * confidence(dense, params.adaptive_depth)
+    lx = (1 - params.dense_weight) * confidence(lexical, params.adaptive_depth)
+    return d / (d + lx) if d + lx > 0 else params.dense_weight
+
+
 def fuse(lexical: list[ChunkHit], dense: list[ChunkHit], params: RetrievalParams) -> list[Passage]:
     # Single-retriever modes are min-max normalised too: a raw BM25 score carries the index's
     # statistics, hidden documents included (bench/bm25_side_channel.py), and is never shown.
@@ -74,6 +98,9 @@ def fuse(lexical: list[ChunkHit], dense: list[ChunkHit], params: RetrievalParams
         passages = _convex([(dense, 1.0)])
     elif params.fusion == "convex":
         passages = _convex([(lexical, 1 - params.dense_weight), (dense, params.dense_weight)])
+    elif params.fusion == "adaptive":
+        w = adaptive_weight(lexical, dense, params)
+        passages = _convex([(lexical, 1 - w), (dense, w)])
     else:
         w = 0.5 if params.fusion == "rrf" else params.dense_weight
         passages = _rank_fusion([(lexical, 1 - w), (dense, w)], params.rrf_k)

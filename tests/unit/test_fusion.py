@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from indexer.store.base import ChunkHit
-from retriever.hybrid import RetrievalParams, fuse
+from retriever.hybrid import RetrievalParams, adaptive_weight, confidence, fuse
 
 pytestmark = pytest.mark.unit
 
@@ -50,3 +50,42 @@ def test_the_score_shown_is_normalised_never_a_raw_bm25_value(fusion: str) -> No
     scores = [p.score for p in fused]
     assert all(0.0 <= s <= 1.0 for s in scores), scores
     assert not {17.25, 11.5, 4.0} & set(scores)
+
+
+def test_confidence_is_zero_for_flat_or_single_lists_and_scale_free() -> None:
+    assert confidence([], 10) == 0.0
+    assert confidence([hit(1, 3.0)], 10) == 0.0
+    assert confidence([hit(1, 2.0), hit(2, 2.0), hit(3, 2.0)], 10) == 0.0
+    sure = [hit(1, 9.0), hit(2, 1.0), hit(3, 1.0), hit(4, 1.0)]
+    level = [hit(1, 9.0), hit(2, 8.9), hit(3, 8.8), hit(4, 1.0)]
+    assert confidence(sure, 10) > confidence(level, 10) > 0.0
+    scaled = [hit(h.chunk_id, h.score * 40.0) for h in sure]
+    assert confidence(scaled, 10) == pytest.approx(confidence(sure, 10))
+    # Only the first `depth` scores count: the outlier at rank 4 is outside depth 3.
+    assert confidence(level, 3) == pytest.approx(confidence(level[:3], 10))
+
+
+def test_adaptive_fusion_follows_the_surer_list() -> None:
+    params = RetrievalParams(fusion="adaptive", dense_weight=0.5, adaptive_depth=10)
+    lexical = [hit(1, 20.0), hit(2, 2.0), hit(3, 1.9), hit(4, 1.8)]  # BM25 is sure of 1
+    dense = [hit(2, 0.61), hit(5, 0.60), hit(6, 0.60), hit(7, 0.59)]  # dense is less sure
+    w = adaptive_weight(lexical, dense, params)
+    assert 0.0 < w < 0.5
+    assert fuse(lexical, dense, params)[0].chunk.chunk_id == 1
+    # The same lists under fixed equal weights put dense's barely-first passage first.
+    assert fuse(lexical, dense, RetrievalParams(fusion="convex"))[0].chunk.chunk_id == 2
+    swapped = adaptive_weight([hit(h.chunk_id, h.score) for h in dense],
+                              [hit(h.chunk_id, h.score) for h in lexical], params)
+    assert swapped == pytest.approx(1 - w)
+
+
+def test_adaptive_fusion_falls_back_to_dense_weight_when_neither_list_is_sure() -> None:
+    params = RetrievalParams(fusion="adaptive", dense_weight=0.3)
+    flat = [hit(1, 1.0), hit(2, 1.0)]
+    assert adaptive_weight(flat, [hit(3, 0.5), hit(4, 0.5)], params) == pytest.approx(0.3)
+    assert adaptive_weight([], [], params) == pytest.approx(0.3)
+    assert fuse([], [], params) == []
+    # One list empty: the other carries the query alone.
+    only_dense = fuse([], [hit(5, 0.9), hit(6, 0.1), hit(7, 0.1)], params)
+    assert only_dense[0].chunk.chunk_id == 5
+    assert only_dense[0].score == pytest.approx(1.0)
