@@ -543,6 +543,8 @@ class _SingleThreadedBlas:
 
 
 _BLAS = _SingleThreadedBlas()
+# For other one-query products (the store's dense search): the same process-wide hold.
+single_threaded_blas = _BLAS.held
 
 
 def _default_threads() -> int:

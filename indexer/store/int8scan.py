@@ -54,7 +54,6 @@ class Int8Scan:
         options.log_severity_level = 3
         self._session: Any = ort.InferenceSession(model.SerializeToString(), options,
                                                   providers=["CPUExecutionProvider"])
-        self.rows = rows
 
     def scores(self, vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
         """Approximate scores of every row, or None if onnxruntime failed (logged)."""

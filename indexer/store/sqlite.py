@@ -26,7 +26,7 @@ import numpy.typing as npt
 from core.acl import Acl, AclFilter
 from core.errors import StoreError
 from core.models import Alias, Chunk, Document, Membership
-from indexer.embedding.minilm import _BLAS
+from indexer.embedding.minilm import single_threaded_blas
 from indexer.store import int8scan
 from indexer.store.base import (
     LEXICAL_WEIGHTS,
@@ -124,9 +124,6 @@ def query_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
 def fts_query(terms: list[str]) -> str | None:
     """An FTS5 OR-query of quoted terms."""
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms) or None
-
-
-single_threaded_blas = _BLAS.held  # shared with MiniLM: the setting is process-wide
 
 
 class _DenseCache:
