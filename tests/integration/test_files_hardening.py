@@ -368,6 +368,13 @@ def test_real_permission_errors_on_an_acl_file_and_a_folder_fail_closed_and_keep
         "hidden/.access.json": {"read": ["everyone"]}, "hidden/y.md": doc("Y"),
         "open/.access.json": {"read": ["everyone"]}, "open/z.md": doc("Z"),
     })
+    # Readable by the unprivileged reader whatever the process umask is at this moment (the
+    # store tightens it to 077 while it opens a file, and other tests' server threads may be
+    # opening one now).
+    for dirpath, _, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            os.chmod(os.path.join(dirpath, name), 0o644)
     db_dir = shared_dir / "home"
     db_dir.mkdir()
     os.chown(db_dir, 65534, 65534)
