@@ -167,8 +167,8 @@ def test_a_lost_identities_index_fails_search_and_explain_closed(
 
 
 class CutOff:
-    """A loopback HTTP proxy to the cluster that stops listening (connection refused) right
-    after it forwarded the checkpoint of the sync's first page."""
+    """A loopback HTTP proxy to the cluster that stops listening (connection refused) once it
+    has forwarded the checkpoint of the sync's first page, before that request is answered."""
 
     def __init__(self, upstream: str) -> None:
         import threading
@@ -191,6 +191,11 @@ class CutOff:
                 conn.request(self.command, self.path, body=body, headers=headers)
                 answer = conn.getresponse()
                 data = answer.read()
+                conn.close()
+                if self.command == "PUT" and "checkpoint" in self.path:
+                    proxy.checkpoints += 1
+                    if proxy.checkpoints == 2:  # the start's, then page one's
+                        proxy.cut()  # before the answer: every later request is refused
                 self.send_response(answer.status)
                 for key in ("Content-Type", "Content-Encoding"):
                     if answer.getheader(key):
@@ -199,11 +204,6 @@ class CutOff:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(data)
-                conn.close()
-                if self.command == "PUT" and "checkpoint" in self.path:
-                    proxy.checkpoints += 1
-                    if proxy.checkpoints == 2:  # the start's, then page one's
-                        threading.Thread(target=proxy.stop, daemon=True).start()
 
             do_GET = do_PUT = do_POST = do_DELETE = _forward
 
@@ -219,6 +219,15 @@ class CutOff:
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                        daemon=True)
         self.thread.start()
+
+    def cut(self) -> None:
+        """Stop listening now (a connect is refused at once, never raced by a request already
+        on its way), then end the serving loop in the background."""
+        import socket
+        import threading
+
+        self.server.socket.shutdown(socket.SHUT_RDWR)
+        threading.Thread(target=self.stop, daemon=True).start()
 
     def stop(self) -> None:
         self.server.shutdown()
