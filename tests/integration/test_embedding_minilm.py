@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.errors import EmbedderUnavailable
 from indexer.embedding import Embedder, load_embedder
@@ -271,3 +273,37 @@ def test_count_tokens_equals_the_plain_encoding(minilm: MiniLMEmbedder,
     plain = [len(counter.encode(t, add_special_tokens=False).ids) for t in texts]
     assert [minilm.count_tokens(t) for t in texts] == plain
     assert plain[len(golden["cases"])] == 0 and plain[-1] == 2000
+
+
+_PIECES = ["word", "Café", "naïve", "東京都", "👍🏽", "don't", "e-mail", "x" * 120, "ÅNGSTRÖM",
+           "ΣΊΣΥΦΟΣ", "a.b,c", "1,234.56", "\u0301e", "\u200bzero", "ﬁne", "İstanbul"]
+_GAPS = [" ", "  ", "\t", "\n", "\r\n", "\n\n", "\u00a0", "\u3000", "\u2009", "\u202f", "\v",
+         "\f", "\x1c", "\x85", "\u2028", "\u2029", "\x00", "", "-", "\u200b"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(_GAPS), st.sampled_from(_PIECES)
+                          | st.text(max_size=6)), max_size=12),
+       st.sampled_from(_GAPS))
+def test_count_tokens_by_words_equals_one_tokenizer_run(
+        minilm: MiniLMEmbedder, parts: list[tuple[str, str]], tail: str) -> None:
+    """The count is summed over words (remembered across calls), split only where BERT's
+    normaliser makes a space: it equals one plain tokenizer run on any text, including the
+    characters Python calls whitespace but BERT deletes (\\v, \\f, \\x1c, \\x85), which join
+    their neighbours instead, and words counted before in another text."""
+    counter = minilm._load().counter
+    text = "".join(g + p for g, p in parts) + tail
+    assert minilm.count_tokens(text) == len(counter.encode(text, add_special_tokens=False).ids)
+
+
+def test_count_tokens_memo_is_bounded_and_keeps_counting(
+        minilm: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import indexer.embedding.minilm as module
+
+    loaded = minilm._load()
+    monkeypatch.setattr(module, "_WORD_MEMO", 50)
+    texts = [" ".join(f"w{i}x{j}" for j in range(30)) for i in range(10)]
+    for text in texts:
+        want = len(loaded.counter.encode(text, add_special_tokens=False).ids)
+        assert minilm.count_tokens(text) == want
+        assert len(loaded._word_tokens) <= 50 + 30

@@ -302,3 +302,32 @@ def test_the_files_connector_indexes_pptx_and_xlsx_and_fails_them_as_defined(tmp
     assert docs["share:costs.xlsx"].title == "Costs"  # from the file name: no title property
     assert failures["share:broken.xlsx"].transient is True
     assert failures["share:locked.pptx"].transient is False
+
+
+def test_docx_style_of_each_paragraph_follows_python_docx_also_for_unknown_style_ids():
+    """Styles are resolved once per style id: a paragraph without a style, one naming a style
+    the document lacks (python-docx falls back to the default paragraph style) and one naming a
+    character style are body text; Title and Heading n are headings, however often repeated."""
+    import io
+
+    from docx import Document as new_docx
+
+    document = new_docx()
+    document.add_paragraph("Handbook", style="Title")
+    for n in range(3):
+        document.add_paragraph(f"Part {n}", style="Heading 1")
+        document.add_paragraph(f"Body {n} plain.")
+        document.add_paragraph(f"Detail {n}", style="Heading 2")
+        document.add_paragraph(f"Listed {n}.", style="List Bullet")
+    ghost = document.add_paragraph("Ghost style text.")
+    ghost._p.style = "NoSuchStyle"  # a style id the styles part does not define
+    document.add_paragraph("Character style text.")._p.style = "DefaultParagraphFont"
+    buffer = io.BytesIO()
+    document.save(buffer)
+    result = extract_bytes(buffer.getvalue(), "handbook.docx")
+    by_heading = {s.headings: s.text for s in result.sections}
+    assert result.title == "Handbook"
+    assert by_heading[("Part 1",)] == "Body 1 plain."
+    assert by_heading[("Part 1", "Detail 1")] == "Listed 1."
+    last = by_heading[("Part 2", "Detail 2")]
+    assert "Ghost style text." in last and "Character style text." in last
