@@ -525,7 +525,10 @@ def test_error_budget_stops_a_wholesale_failure_and_deletes_nothing(
         idx.sync()
 
     last = idx.store.get_state(last_run_key("docs", "full"))
-    assert last["status"] == "failed" and last["error_count"] == 30
+    # Stopped at the end of the first page where the budget (>= 20 failures, more than half
+    # of what was seen) was spent, before the walk reached its end.
+    assert last["status"] == "failed" and 20 <= last["error_count"] <= 30
+    assert last["error_count"] > last["documents"]
     assert last["deleted"] == 0
     assert idx.store.snapshot() == before
     assert idx.store.document("docs:handbook/expenses.md") is not None
