@@ -348,15 +348,16 @@ class _PagePlan:
 
 
 class _PagePipeline:
-    """Content pages through a two-stage pipeline: one worker thread chunks and embeds page N+1
-    while this thread writes page N, commits its cursor and fetches (extracts) page N+2.
+    """Content pages through a two-stage pipeline: one worker thread embeds page N+1 while this
+    thread writes page N, commits its cursor, fetches (extracts) page N+2 and chunks it.
 
-    Everything but chunking and embedding stays on the calling thread and in page order: the
-    store, the report and the run are never touched by the worker. A page is planned (sorted
-    against the index) before the previous page's writes only when it names none of that page's
-    documents and has no failures (failures write); otherwise the previous page is finished
-    first. A page's cursor is committed by `done` after its writes, as in the sequential loop; a
-    failure anywhere cancels what is in flight and leaves the last committed cursor.
+    Everything but embedding stays on the calling thread and in page order: the store, the
+    report and the run are never touched by the worker, which gets chunks only. A page is
+    planned (sorted against the index) before the previous page's writes only when it names
+    none of that page's documents and has no failures (failures write); otherwise the previous
+    page is finished first. A page's cursor is committed by `done` after its writes, as in the
+    sequential loop; a failure anywhere cancels what is in flight and leaves the last committed
+    cursor.
     """
 
     def __init__(self, pipeline: Pipeline, run: _Pass,
@@ -398,7 +399,14 @@ class _PagePipeline:
             self._done(page)
             return
         plan = self._p._plan(page, self._run)
-        future = self._pool.submit(self._p._embed, plan.changed)
+        # Chunked here, while the worker embeds the previous page: on the worker, chunking
+        # (token counting) would delay the model's next batch by its whole cost.
+        try:
+            chunked = self._p._chunk(plan.changed)
+        except BaseException:
+            self._finish()  # the page before is good: written and committed, as sequentially
+            raise
+        future = self._pool.submit(self._p._vectors, chunked)
         try:
             self._finish()
         except BaseException:
@@ -746,8 +754,15 @@ class Pipeline:
 
     def _embed(self, docs: Sequence[Document]) -> list[_Embedded]:
         """Chunk every changed document of a page and embed all their chunks in one call."""
+        return self._vectors(self._chunk(docs))
+
+    def _chunk(self, docs: Sequence[Document]) -> list[tuple[Document, list[Chunk]]]:
+        """Every document's chunks (pure: reads the documents and the chunking policy)."""
         count = self.embedder.count_tokens
-        per_doc = [(doc, chunk_document(doc, count, self.policy)) for doc in docs]
+        return [(doc, chunk_document(doc, count, self.policy)) for doc in docs]
+
+    def _vectors(self, per_doc: list[tuple[Document, list[Chunk]]]) -> list[_Embedded]:
+        """All chunks of a page through the embedder in one call, split back per document."""
         texts = [embedding_text(doc.title, c) for doc, chunks in per_doc for c in chunks]
         vectors = (self.embedder.embed(texts) if texts
                    else np.zeros((0, self.embedder.dim), dtype=np.float32))

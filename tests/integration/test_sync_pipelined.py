@@ -303,3 +303,64 @@ def test_extraction_of_the_next_page_overlaps_the_embedding(tmp_path: Path) -> N
         assert store.snapshot() == index and counts(report) == counts(sequential)
     finally:
         store.close()
+
+
+class ChunksBesideEmbedding(HashingEmbedder):
+    """The first embed() (page 0, on the worker) waits until page 1's text is being chunked:
+    possible only if the calling thread chunks the next page while this one is embedded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls, self.overlapped = 0, False
+        self.counting_page1 = threading.Event()
+        self.counted_on: set[int] = set()
+
+    def count_tokens(self, text: str) -> int:
+        self.counted_on.add(threading.get_ident())
+        if "document 2" in text:  # page 1 holds d2 and d3
+            self.counting_page1.set()
+        return super().count_tokens(text)
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            self.overlapped = self.counting_page1.wait(timeout=30)
+        return super().embed(texts)
+
+
+def test_the_next_page_is_chunked_on_the_calling_thread_while_one_is_embedded(
+        tmp_path: Path) -> None:
+    embedder = ChunksBesideEmbedding()
+    store = SqliteStore(tmp_path / "i.sqlite3")
+    try:
+        report = Pipeline(store, embedder).full_sync(scripted())
+        assert embedder.overlapped
+        assert embedder.counted_on == {threading.get_ident()}  # the worker only embeds
+        index, _, sequential = sync(tmp_path / "seq.sqlite3", pipelined=False)
+        assert store.snapshot() == index and counts(report) == counts(sequential)
+    finally:
+        store.close()
+
+
+class DiesChunking(HashingEmbedder):
+    def count_tokens(self, text: str) -> int:
+        if "document 4" in text:  # page 2 holds d4 and d5
+            raise Killed("died while chunking")
+        return super().count_tokens(text)
+
+
+def test_a_failed_chunking_stops_after_the_page_before_is_committed(tmp_path: Path) -> None:
+    want, _, _ = sync(tmp_path / "clean.sqlite3", pipelined=False)
+    store = SqliteStore(tmp_path / "i.sqlite3")
+    try:
+        with pytest.raises(Killed):
+            Pipeline(store, DiesChunking()).full_sync(scripted())
+        record = store.get_state(cursor_key("feed", "content"))
+        # Page 1 was embedded when page 2's chunking failed: written and committed, as the
+        # sequential loop would have done before it got to page 2.
+        assert record is not None and record["cursor"] == "p1"
+        assert set(store.doc_ids("feed")) == {f"feed:d{n}" for n in range(4)}
+        assert Pipeline(store, HashingEmbedder()).full_sync(scripted()).resumed
+        assert store.snapshot() == want
+    finally:
+        store.close()
