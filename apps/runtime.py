@@ -21,6 +21,7 @@ from assistant.llm.base import LlmProvider
 from assistant.llm.extractive import ExtractiveAnswerer
 from auth.identity import CachedResolver, Identity
 from connectors.base import Connector, ConnectorFactory, parse_options
+from connectors.extract import preload as preload_parsers
 from core.errors import ConfigError
 from core.settings import ConnectorSettings, Settings
 from indexer.embedding import Embedder, load_embedder
@@ -131,6 +132,7 @@ class Runtime:
         return build_connector(config, self.settings.config_dir)
 
     def pipeline(self, progress: Progress | None = None) -> Pipeline:
+        preload_parsers()  # imported while the model loads, not while the first page waits
         return Pipeline(self.store, self.embedder, progress=progress)
 
     @property

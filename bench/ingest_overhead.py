@@ -78,7 +78,7 @@ def main() -> None:
         for corpus, path, every in (("Acme tenant", "acme", 1),
                                     (f"generated {args.docs}", str(tree), args.raw_every)):
             for turn in range(args.rounds):
-                for label, code in ((f"baseline {rev}", base), (f"ingest3 {head}", HERE)):
+                for label, code in ((f"baseline {rev}", base), (f"checkout {head}", HERE)):
                     r = run(code, f"{label.split()[0]}-{path == 'acme'}-{turn}", path, work,
                             every)
                     print(f"| {corpus} | {label} | {r['documents']:.0f} | {r['chunks']:.0f} | "

@@ -28,6 +28,7 @@ from connectors.extract.limits import (
     TooLarge,
     alarm,
 )
+from connectors.extract.office import preload
 from connectors.extract.text import Extracted, tidy
 from core.errors import MalformedDocument
 from core.models import Section
@@ -104,7 +105,20 @@ def title_from_name(path: Path | str) -> str:
 
 
 __all__ = [
-    "DEFAULT_LIMITS", "FORMATS", "Extracted", "Extraction", "ExtractionTimeout", "Extractor",
-    "Limits", "NoText", "TooLarge", "extract_bytes", "extract_file", "format_of", "supported",
-    "tidy", "title_from_name",
+    "DEFAULT_LIMITS",
+    "FORMATS",
+    "Extracted",
+    "Extraction",
+    "ExtractionTimeout",
+    "Extractor",
+    "Limits",
+    "NoText",
+    "TooLarge",
+    "extract_bytes",
+    "extract_file",
+    "format_of",
+    "preload",
+    "supported",
+    "tidy",
+    "title_from_name",
 ]

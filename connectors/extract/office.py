@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import re
+import threading
 import zipfile
 from typing import Any
 
@@ -14,6 +16,37 @@ from core.models import Section
 
 # An encrypted (or pre-2007 binary) Office file is an OLE compound file, not a zip.
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+
+# The parsers imported lazily below, heaviest first (pypdf and python-docx take ~0.1 s each).
+PARSERS = ("pypdf", "docx", "pptx", "openpyxl")
+_preload_lock = threading.Lock()
+_preloading: threading.Thread | None = None
+
+
+def preload() -> threading.Thread:
+    """Import the parsers in a background thread, once per process, and return it.
+
+    Called where a sync starts, before the embedding model loads: the first PDF or DOCX of the
+    first page then waits for no import (the model has nothing to do until that page is
+    extracted). An import that fails here is left to the extraction that needs it, which
+    reports it for its document as always.
+    """
+    global _preloading
+    with _preload_lock:
+        if _preloading is None:
+            _preloading = threading.Thread(target=_import_parsers, name="preload-parsers",
+                                           daemon=True)
+            _preloading.start()
+        return _preloading
+
+
+def _import_parsers() -> None:
+    for name in PARSERS:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            continue
 
 
 def pdf(data: bytes, budget: Budget) -> Extracted:

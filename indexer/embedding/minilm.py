@@ -438,8 +438,8 @@ class Tokenizers:
 
         BERT's normaliser maps these separators to a space and its pre-tokeniser splits on
         every space, so no token spans one: the count of a text is exactly the sum of the counts
-        of the pieces between them (tests/indexer/test_token_count.py holds it to the plain
-        tokenizer run). Chunking asks this for every section, group and candidate chunk of
+        of the pieces between them (tests/integration/test_embedding_minilm.py holds it to the
+        plain tokenizer run). Chunking asks this for every section, group and candidate chunk of
         every document it syncs, mostly of words it has counted before: a word's count is
         remembered, and the words not seen yet go to the tokenizer in one batch.
         """
@@ -448,11 +448,11 @@ class Tokenizers:
         if len(known) > _WORD_MEMO:  # bounded: a corpus of rare words must not grow it forever
             # Replaced, never cleared in place: a thread counting meanwhile keeps its own.
             known = self._word_tokens = {}
-        new = [w for w in set(words) if w not in known]
+        new = list(set(words).difference(known))
         if new:
             encoded = self.counter.encode_batch_fast(new, add_special_tokens=False)
             known.update(zip(new, (len(e) for e in encoded), strict=True))
-        return sum(known[w] for w in words)
+        return sum(map(known.__getitem__, words))
 
 
 def model_file(model_dir: Path, name: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -331,3 +332,23 @@ def test_docx_style_of_each_paragraph_follows_python_docx_also_for_unknown_style
     assert by_heading[("Part 1", "Detail 1")] == "Listed 1."
     last = by_heading[("Part 2", "Detail 2")]
     assert "Ghost style text." in last and "Character style text." in last
+
+
+def test_preload_imports_the_parsers_once_in_the_background() -> None:
+    from connectors.extract import office, preload
+
+    thread = preload()
+    assert preload() is thread  # one per process
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert all(name in sys.modules for name in office.PARSERS)
+
+
+def test_preload_leaves_a_failing_import_to_the_extraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.extract import office
+
+    monkeypatch.delitem(sys.modules, "colorsys", raising=False)
+    monkeypatch.setattr(office, "PARSERS", ("clearance_no_such_parser", "colorsys"))
+    office._import_parsers()  # no exception: the extraction that needs it reports it
+    assert "clearance_no_such_parser" not in sys.modules
+    assert "colorsys" in sys.modules  # the parsers after a failing one are still imported
