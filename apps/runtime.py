@@ -132,7 +132,7 @@ class Runtime:
         return build_connector(config, self.settings.config_dir)
 
     def pipeline(self, progress: Progress | None = None) -> Pipeline:
-        preload_parsers()  # imported while the model loads, not while the first page waits
+        preload_parsers()  # imported beside the walk, not when the first PDF waits for them
         return Pipeline(self.store, self.embedder, progress=progress)
 
     @property

@@ -31,8 +31,8 @@ def measure(name: str, root: Path, embedder: Embedder, work: Path,
             pipelined: bool = True, raw_every: int = 1) -> dict[str, float]:
     """One clean full sync of `root`, then the same chunk texts through the bare embedder
     (`raw_every` > 1: only every n-th page of them, to estimate the raw rate in less time)."""
-    # The parsers are imported before the clock starts, as Runtime.pipeline has them imported
-    # while the model loads (the model is loaded before the clock too).
+    # The parsers are imported before the clock starts, as the model is loaded before it: one-off
+    # costs of a process (Runtime.pipeline starts the same import when a sync starts).
     preload().join()
     store = SqliteStore(work / f"{name}-{pipelined}.sqlite3")
     pipeline = Pipeline(store, embedder, pipelined=pipelined)

@@ -27,9 +27,9 @@ _preloading: threading.Thread | None = None
 def preload() -> threading.Thread:
     """Import the parsers in a background thread, once per process, and return it.
 
-    Called where a sync starts, before the embedding model loads: the first PDF or DOCX of the
-    first page then waits for no import (the model has nothing to do until that page is
-    extracted). An import that fails here is left to the extraction that needs it, which
+    Called where a sync starts: the imports run beside the identity pass, the walk and the
+    first plain-text documents, so the first PDF or DOCX of the first page waits for none (the
+    model has nothing to do until that page is extracted). An import that fails here is left to the extraction that needs it, which
     reports it for its document as always.
     """
     global _preloading
