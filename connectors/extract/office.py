@@ -29,8 +29,8 @@ def preload() -> threading.Thread:
 
     Called where a sync starts: the imports run beside the identity pass, the walk and the
     first plain-text documents, so the first PDF or DOCX of the first page waits for none (the
-    model has nothing to do until that page is extracted). An import that fails here is left to the extraction that needs it, which
-    reports it for its document as always.
+    model has nothing to do until that page is extracted). An import that fails here is left
+    to the extraction that needs it, which reports it for its document as always.
     """
     global _preloading
     with _preload_lock:

@@ -281,7 +281,8 @@ _GAPS = [" ", "  ", "\t", "\n", "\r\n", "\n\n", "\u00a0", "\u3000", "\u2009", "\
          "\f", "\x1c", "\x85", "\u2028", "\u2029", "\x00", "", "-", "\u200b"]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(_GAPS), st.sampled_from(_PIECES)
                           | st.text(max_size=6)), max_size=12),
        st.sampled_from(_GAPS))
