@@ -307,6 +307,12 @@ def measure(built: dict[str, tuple[Search, float, float]], work: Workload,
 
 
 def run_size(n: int, dim: int, n_queries: int, names: list[str]) -> list[Row]:
+    return measure_size(n, dim, n_queries, names)[0]
+
+
+def measure_size(n: int, dim: int, n_queries: int,
+                 names: list[str]) -> tuple[list[Row], list[float]]:
+    """Every engine's row at n chunks, printed as a table, and the share each caller reads."""
     work = make_workload(n, dim, n_queries)
     masks = [work.mask(c) for c in work.callers]
     shares = [float(m.mean()) for m in masks]
@@ -339,7 +345,7 @@ def run_size(n: int, dim: int, n_queries: int, names: list[str]) -> list[Row]:
                 ratios = ", ".join(f"{b[0] / x[0]:.2f}" for b, x in zip(base.by_caller,
                                                                         r.by_caller, strict=True))
                 print(f"clearance p50 / {r.engine} p50 by caller: {ratios}")
-    return rows
+    return rows, shares
 
 
 def main(argv: Sequence[str] | None = None) -> None:
