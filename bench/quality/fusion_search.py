@@ -154,6 +154,9 @@ def main() -> None:
     ap.add_argument("--embedder", default="minilm-onnx-int8")
     ap.add_argument("--candidates", type=Path, required=True)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--oracle", type=int, default=0,
+                    help="also print the N rules best on the HELD-OUT worst margin (a ceiling "
+                         "for the report, never a choice)")
     args = ap.parse_args()
     loaded = []
     for name in args.sets:
@@ -185,8 +188,10 @@ def main() -> None:
     print("| rule | tune worst margin | held-out worst margin | "
           + " | ".join(f"{n} held-out R@5 / MRR@10" for n in names) + " |")
     print("|---|---|---|" + "---|" * len(names))
-    for t, h, rule, cells in results[:args.top]:
-        print(f"| {rule.label()} | {t:+.3f} | {h:+.3f} | " + " | ".join(
+    oracle = sorted(results, key=lambda r: -r[1])[:args.oracle]
+    for t, h, rule, cells in [*results[:args.top], *oracle]:
+        mark = " (oracle)" if (t, h, rule, cells) in oracle else ""
+        print(f"| {rule.label()}{mark} | {t:+.3f} | {h:+.3f} | " + " | ".join(
             f"{cells[n]['held-out'][0]:.3f} / {cells[n]['held-out'][1]:.3f}" for n in names)
             + " |")
 
