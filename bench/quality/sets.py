@@ -1,11 +1,12 @@
 """Every labelled set, held-out halves: recall@5 and MRR@10 of BM25 alone, dense alone, the
 default hybrid and every fusion variant in retriever/hybrid.py.
 
-    python -m bench.quality.sets [--sets faq howto manpages-name manpages-desc]
+    python -m bench.quality.sets [--sets faq howto debfaq manpages-name manpages-desc]
                                  [--embedder minilm-onnx-int8] [--candidates DIR]
 
 Sets (bench/quality/README.md): `faq` (data/faq.jsonl, bench/quality/faq.py), `howto`
-(data/howto.jsonl, bench/quality/howto.py), `manpages-name` / `manpages-desc`
+(data/howto.jsonl, bench/quality/howto.py), `debfaq` (data/debfaq.jsonl, bench/quality/debfaq.py),
+`manpages-name` / `manpages-desc`
 (bench/quality/dataset.py). Documents are indexed through the real pipeline (chunker, embedder,
 SQLite store) as public documents; every question is asked as a reader, and per question the
 lexical and dense candidates (RetrievalParams().candidates deep) are retrieved once and every
@@ -40,7 +41,8 @@ from retriever.metrics import recall_at, reciprocal_rank
 
 DATA = Path(__file__).resolve().parent / "data"
 JSONL_SETS = {"faq": ("faq.jsonl", "faq-docs.jsonl.gz"),
-              "howto": ("howto.jsonl", "howto-docs.jsonl.gz")}
+              "howto": ("howto.jsonl", "howto-docs.jsonl.gz"),
+              "debfaq": ("debfaq.jsonl", "debfaq-docs.jsonl.gz")}
 READER = frozenset({"everyone"})
 PUBLIC = {"gates": [["everyone"]], "deny": []}
 
@@ -141,7 +143,7 @@ ADAPTIVE = [RetrievalParams(fusion="adaptive", dense_weight=w, adaptive_depth=d)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", nargs="+", default=["faq", "howto", "manpages-name",
+    ap.add_argument("--sets", nargs="+", default=["faq", "howto", "debfaq", "manpages-name",
                                                     "manpages-desc"])
     ap.add_argument("--embedder", default="minilm-onnx-int8")
     ap.add_argument("--candidates", type=Path, default=None)

@@ -1,4 +1,5 @@
-"""The FAQ and manual-section labelled sets (bench/quality/faq.py, howto.py): their parsers on
+"""The FAQ, Debian FAQ and manual-section labelled sets (bench/quality/faq.py, debfaq.py,
+howto.py): their parsers on
 small inputs in each source format, and the committed data's integrity."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.quality.answers import split_of
+from bench.quality.debfaq import entries
 from bench.quality.faq import _flush, _numbered, _qa
 from bench.quality.howto import _is_question, _sections
 from bench.quality.sets import load_set
@@ -67,15 +69,32 @@ def test_sections_carry_parent_headings_in_the_title_not_their_own() -> None:
     assert not _is_question("`util.inspect()` options") and not _is_question("Short one")
 
 
+def test_debian_faq_skips_the_indented_contents_and_joins_wrapped_questions() -> None:
+    lines = ["1. Definitions", "    1.1. What is this FAQ?", "",
+             "Chapter 1. Definitions and overview", "",
+             "1.1.\u00a0What is this FAQ?", "", "    It answers questions.", "",
+             "Chapter\u00a02.\u00a0Next chapter", "",
+             "1.5. What is the difference between Debian and other Linux", "distributions?",
+             "", "    Freedom.", "    See Section 1.1, \u201cWhat is this FAQ?\u201d.",
+             "15.1. Hardening the system", "", "    More to come."]
+    got = entries(lines)
+    assert [(k, q, is_q) for k, q, _, is_q in got] == [
+        ("1.1", "What is this FAQ?", True),
+        ("1.5", "What is the difference between Debian and other Linux distributions?", True),
+        ("15.1", "Hardening the system", False)]
+    assert got[0][2] == "It answers questions."  # the next chapter's heading is not answer text
+    assert "distributions?" not in got[1][2] and got[1][2].startswith("Freedom.")
+
+
 def norm(s: str) -> str:
     return " ".join(re.findall(r"[a-z0-9_]+", s.lower()))
 
 
-@pytest.mark.parametrize("name", ["faq", "howto"])
+@pytest.mark.parametrize("name", ["faq", "howto", "debfaq"])
 def test_committed_set_is_consistent(name: str) -> None:
     docs, questions = load_set(name)
     ids = [d for d, _, _ in docs]
-    assert len(ids) == len(set(ids)) and len(questions) > 200
+    assert len(ids) == len(set(ids)) and len(questions) > 100
     text = {d: t for d, _, t in docs}
     records = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
     asked = [r["question"].lower() for r in records]
