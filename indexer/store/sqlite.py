@@ -10,6 +10,7 @@ changes the store's generation counters.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -27,7 +28,7 @@ from core.acl import Acl, AclFilter
 from core.errors import StoreError
 from core.models import Alias, Chunk, Document, Membership
 from indexer.embedding.minilm import single_threaded_blas
-from indexer.store import int8scan
+from indexer.store import int8scan, ivf
 from indexer.store.base import (
     LEXICAL_WEIGHTS,
     ChunkHit,
@@ -138,7 +139,12 @@ class _DenseCache:
         self.readable: dict[frozenset[str], npt.NDArray[np.int64]] = {}
         self.int8: int8scan.Int8Scan | None = None  # made on the first broad query
         self.int8_tried = False
+        # Rows arranged by IVF cluster (indexer/store/ivf.py); None: rows in chunk-id order
+        self.layout: ivf.Layout | None = None
+        self.masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}  # same keys as readable
 
+
+log = logging.getLogger(__name__)
 
 PRIVATE = 0o600  # the index holds every chunk's text: its owner's only
 
@@ -305,6 +311,11 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._depth = 0
         self._dense = _DenseCache()
+        # The IVF layout's training outlives matrix generations (retrained only when stale);
+        # `ivf_min_rows` and `nprobe` are the knobs bench/peers.py and the tests turn.
+        self._training: ivf.Training | None = None
+        self.ivf_min_rows = ivf.MIN_ROWS
+        self.nprobe = ivf.NPROBE
         self._admitted: dict[tuple[frozenset[str], int, int], list[int]] = {}
         self._df: dict[str, int] = {}  # term -> passages matching it (capped), per generation
         self._df_gen = -1
@@ -557,7 +568,11 @@ class SqliteStore:
             # One BLAS thread: a query's product is small and memory-bound, and OpenBLAS's own
             # threading stalls on a busy machine or beside other requests (10x slower, measured).
             with single_threaded_blas():
-                if len(rows) * SPARSE_SCAN < len(cache.chunk_ids):
+                probed = self._probe(cache, acl, rows, vector, take)
+                if probed is not None:
+                    # A broad caller over a large index: only the nearest clusters' rows.
+                    rows, scores = probed
+                elif len(rows) * SPARSE_SCAN < len(cache.chunk_ids):
                     # A caller who reads a small share: score only their rows (the gather reads
                     # those rows once; the full product would read every vector in the index).
                     scores = cache.matrix[rows] @ vector
@@ -574,6 +589,21 @@ class SqliteStore:
             top = np.argpartition(-scores, take - 1)[:take]
             top = top[np.argsort(-scores[top], kind="stable")]
             return self._hits([(int(cache.chunk_ids[rows[i]]), float(scores[i])) for i in top])
+
+    def _probe(self, cache: _DenseCache, acl: AclFilter, rows: npt.NDArray[np.int64],
+               vector: npt.NDArray[np.float32],
+               take: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+        if cache.layout is None or len(rows) * SPARSE_SCAN < len(cache.chunk_ids):
+            return None
+        key = acl.terms()
+        mask = cache.masks.get(key)
+        if mask is None:
+            mask = np.zeros(len(cache.chunk_ids), dtype=bool)
+            mask[rows] = True
+            if len(cache.masks) >= READABLE_CACHE:
+                cache.masks.pop(next(iter(cache.masks)))
+            cache.masks[key] = mask
+        return ivf.search(cache.layout, cache.matrix, mask, vector, self.nprobe, take)
 
     @staticmethod
     def _int8_scores(cache: _DenseCache,
@@ -618,16 +648,48 @@ class SqliteStore:
             cache.matrix = (np.vstack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
                             if rows else np.zeros((0, 0), dtype=np.float32))
             cache.vector_gen, cache.acl_gen, cache.dim = vector_gen, acl_gen, dim
-            cache.readable = {}
+            cache.readable, cache.masks = {}, {}
             cache.int8, cache.int8_tried = None, False
+            cache.layout = None
+            self._arrange(cache)
         elif acl_gen != cache.acl_gen:
             rows = self._db.execute(
-                "SELECT acl_id FROM chunks WHERE length(vector) = ? ORDER BY chunk_id",
+                "SELECT chunk_id, acl_id FROM chunks WHERE length(vector) = ? ORDER BY chunk_id",
                 (dim * 4,)).fetchall()
-            cache.acl_ids = np.array([r[0] for r in rows], dtype=np.int64)
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
+            if cache.layout is not None:
+                ids, acl_ids = ids[cache.layout.order], acl_ids[cache.layout.order]
+            if not np.array_equal(ids, cache.chunk_ids):
+                # Rows changed without a vector_gen bump: never trust the old arrangement.
+                cache.vector_gen = -1
+                return self._dense_matrix(dim)
+            cache.acl_ids = acl_ids
             cache.acl_gen = acl_gen
-            cache.readable = {}
+            cache.readable, cache.masks = {}, {}
         return cache
+
+    def _arrange(self, cache: _DenseCache) -> None:
+        """Sort a large matrix by IVF cluster, reusing the last training unless stale."""
+        n = len(cache.chunk_ids)
+        if n < max(self.ivf_min_rows, 1):
+            return
+        training = self._training
+        layout = None
+        if training is not None and training.centroids.shape[1] == cache.dim:
+            layout = ivf.arrange(training, cache.matrix, cache.chunk_ids)
+            if ivf.stale(layout, n):
+                layout = None
+        if layout is None:
+            t0 = time.perf_counter()
+            self._training = ivf.train(cache.matrix, cache.chunk_ids)
+            log.info("dense search: IVF trained rows=%d lists=%d seconds=%.2f", n,
+                     len(self._training.centroids), time.perf_counter() - t0)
+            layout = ivf.arrange(self._training, cache.matrix, cache.chunk_ids)
+        cache.chunk_ids = cache.chunk_ids[layout.order]
+        cache.acl_ids = cache.acl_ids[layout.order]
+        cache.matrix = cache.matrix[layout.order]
+        cache.layout = layout
 
     def _hits(self, scored: list[tuple[int, float]]) -> list[ChunkHit]:
         if not scored:
