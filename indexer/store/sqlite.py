@@ -557,6 +557,14 @@ class SqliteStore:
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter, limit: int) -> list[ChunkHit]:
         _require_filter(acl)
         with self._lock:
+            return self._hits(self.dense_ranking(vector, acl, limit))
+
+    def dense_ranking(self, vector: npt.NDArray[np.float32], acl: AclFilter,
+                      limit: int) -> list[tuple[int, float]]:
+        """`dense` without the passage texts: (chunk id, score), best first (bench/peers.py
+        times both to show the text fetch's share)."""
+        _require_filter(acl)
+        with self._lock:
             vector = np.asarray(vector, dtype=np.float32)
             cache = self._dense_matrix(len(vector))
             if len(cache.chunk_ids) == 0 or limit <= 0:
@@ -588,7 +596,7 @@ class SqliteStore:
                     scores = (cache.matrix @ vector)[rows]
             top = np.argpartition(-scores, take - 1)[:take]
             top = top[np.argsort(-scores[top], kind="stable")]
-            return self._hits([(int(cache.chunk_ids[rows[i]]), float(scores[i])) for i in top])
+            return [(int(cache.chunk_ids[rows[i]]), float(scores[i])) for i in top]
 
     def _probe(self, cache: _DenseCache, acl: AclFilter, rows: npt.NDArray[np.int64],
                vector: npt.NDArray[np.float32],
