@@ -114,9 +114,11 @@ def search(layout: Layout, matrix: npt.NDArray[np.float32], readable: npt.NDArra
            vector: npt.NDArray[np.float32], nprobe: int,
            take: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
     """Rows (in the arranged matrix) and exact scores of the best readable rows among the
-    `nprobe` clusters nearest `vector`, or None when fewer than `take` readable rows were
-    probed or the layout does not fit the matrix (the caller scans exactly instead)."""
-    if layout.offsets[-1] != len(matrix) or len(readable) != len(matrix):
+    `nprobe` clusters nearest `vector` and the unclustered tail past them, or None when fewer
+    than `take` readable rows were probed or the layout does not fit the matrix (the caller
+    scans exactly instead)."""
+    indexed = int(layout.offsets[-1])
+    if indexed > len(matrix) or len(readable) != len(matrix):
         return None
     near = layout.centroids @ vector
     probe = min(nprobe, len(near))
@@ -133,6 +135,10 @@ def search(layout: Layout, matrix: npt.NDArray[np.float32], readable: npt.NDArra
         scores = matrix[start:end] @ vector
         found_rows.append(keep + start)
         found_scores.append(scores[keep])
+    if indexed < len(matrix):  # rows written since the layout: scanned exactly
+        keep = np.flatnonzero(readable[indexed:])
+        found_rows.append(keep + indexed)
+        found_scores.append(matrix[indexed:][keep] @ vector)
     if sum(len(r) for r in found_rows) < take:
         return None
     rows, scores = np.concatenate(found_rows), np.concatenate(found_scores)

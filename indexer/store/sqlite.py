@@ -127,6 +127,13 @@ def fts_query(terms: list[str]) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms) or None
 
 
+def _vectors(blobs: list[bytes], dim: int) -> npt.NDArray[np.float32]:
+    """Float32 rows from their blobs (one join: 100k small vstack inputs cost more)."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
+
+
 class _DenseCache:
     def __init__(self) -> None:
         self.dim = -1
@@ -142,6 +149,7 @@ class _DenseCache:
         # Rows arranged by IVF cluster (indexer/store/ivf.py); None: rows in chunk-id order
         self.layout: ivf.Layout | None = None
         self.masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}  # same keys as readable
+        self.live = np.zeros(0, dtype=bool)  # False: a row deleted since the last load
 
 
 log = logging.getLogger(__name__)
@@ -437,11 +445,19 @@ class SqliteStore:
                 # chunks are gone, so its new rows are the ones under its id, and their
                 # chunk_ids (rowids) follow insertion order: the FTS rows pair up with them.
                 blobs = np.ascontiguousarray(vectors, dtype=np.float32)
+                # Chunk ids only grow (never a deleted one's again), so the dense cache can take
+                # rows past the newest id it holds as the new ones (_refresh).
+                first = max(self._meta("next_chunk_id"), int(self._db.execute(
+                    "SELECT COALESCE(MAX(chunk_id), 0) + 1 FROM chunks").fetchone()[0]))
                 self._db.executemany(
-                    "INSERT INTO chunks(doc_id, ordinal, headings, text, acl_id, vector) "
-                    "VALUES (?,?,?,?,?,?)",
-                    [(doc.doc_id, chunk.ordinal, "\x1f".join(chunk.headings), chunk.text, acl_id,
-                      blobs[i].tobytes()) for i, chunk in enumerate(chunks)])
+                    "INSERT INTO chunks(chunk_id, doc_id, ordinal, headings, text, acl_id, vector) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    [(first + i, doc.doc_id, chunk.ordinal, "\x1f".join(chunk.headings),
+                      chunk.text, acl_id, blobs[i].tobytes()) for i, chunk in enumerate(chunks)])
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('next_chunk_id', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (first + len(chunks),))
                 ids = [r[0] for r in self._db.execute(
                     "SELECT chunk_id FROM chunks WHERE doc_id = ? ORDER BY chunk_id",
                     (doc.doc_id,))]
@@ -633,10 +649,11 @@ class SqliteStore:
         key = acl.terms()
         rows = cache.readable.get(key)
         if rows is None:
-            admitted = np.zeros(int(cache.acl_ids.max()) + 1, dtype=bool)
-            ids = [i for i in self.admitted_acl_ids(acl) if i < len(admitted)]
+            # one slot past the largest id: deleted rows carry -1 and land there, never admitted
+            admitted = np.zeros(int(cache.acl_ids.max(initial=0)) + 2, dtype=bool)
+            ids = [i for i in self.admitted_acl_ids(acl) if 0 <= i < len(admitted) - 1]
             admitted[ids] = True
-            rows = np.flatnonzero(admitted[cache.acl_ids]).astype(np.int64)
+            rows = np.flatnonzero(admitted[cache.acl_ids] & cache.live).astype(np.int64)
             if len(cache.readable) >= READABLE_CACHE:
                 cache.readable.pop(next(iter(cache.readable)))
             cache.readable[key] = rows
@@ -647,35 +664,71 @@ class SqliteStore:
         holds both kinds for a while; only comparable rows are searched)."""
         cache = self._dense
         vector_gen, acl_gen = self._meta("vector_gen"), self._meta("acl_gen")
-        if vector_gen != cache.vector_gen or dim != cache.dim:
-            rows = self._db.execute(
-                "SELECT chunk_id, acl_id, vector FROM chunks WHERE length(vector) = ? "
-                "ORDER BY chunk_id", (dim * 4,)).fetchall()
-            cache.chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
-            cache.acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
-            cache.matrix = (np.vstack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
-                            if rows else np.zeros((0, 0), dtype=np.float32))
-            cache.vector_gen, cache.acl_gen, cache.dim = vector_gen, acl_gen, dim
-            cache.readable, cache.masks = {}, {}
-            cache.int8, cache.int8_tried = None, False
-            cache.layout = None
-            self._arrange(cache)
-        elif acl_gen != cache.acl_gen:
-            rows = self._db.execute(
-                "SELECT chunk_id, acl_id FROM chunks WHERE length(vector) = ? ORDER BY chunk_id",
-                (dim * 4,)).fetchall()
-            ids = np.array([r[0] for r in rows], dtype=np.int64)
-            acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
-            if cache.layout is not None:
-                ids, acl_ids = ids[cache.layout.order], acl_ids[cache.layout.order]
-            if not np.array_equal(ids, cache.chunk_ids):
-                # Rows changed without a vector_gen bump: never trust the old arrangement.
-                cache.vector_gen = -1
-                return self._dense_matrix(dim)
-            cache.acl_ids = acl_ids
-            cache.acl_gen = acl_gen
-            cache.readable, cache.masks = {}, {}
+        changed = vector_gen != cache.vector_gen or acl_gen != cache.acl_gen
+        if dim != cache.dim or (changed and not self._refresh(cache)):
+            self._load(cache, dim)
+        cache.vector_gen, cache.acl_gen = vector_gen, acl_gen
         return cache
+
+    def _load(self, cache: _DenseCache, dim: int) -> None:
+        """Every vector of dimension `dim`, arranged by IVF cluster when the index is large."""
+        rows = self._db.execute(
+            "SELECT chunk_id, acl_id, vector FROM chunks WHERE length(vector) = ? "
+            "ORDER BY chunk_id", (dim * 4,)).fetchall()
+        cache.chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        cache.acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
+        cache.matrix = _vectors([r[2] for r in rows], dim)
+        cache.dim = dim
+        cache.live = np.ones(len(rows), dtype=bool)
+        cache.layout = None
+        self._forget(cache)
+        self._arrange(cache)
+
+    def _refresh(self, cache: _DenseCache) -> bool:
+        """Bring the cache up to date after writes without reading every vector again: rows
+        gone are masked, new rows (chunk ids only grow, `upsert`) are appended past the
+        clustered part and scanned exactly, every row's ACL id is re-read. False when the
+        rows do not fit that picture or too many changed since the layout (reload)."""
+        dim = cache.dim
+        rows = self._db.execute(
+            "SELECT chunk_id, acl_id FROM chunks WHERE length(vector) = ? ORDER BY chunk_id",
+            (dim * 4,)).fetchall()
+        ids_now = np.array([r[0] for r in rows], dtype=np.int64)
+        acl_now = np.array([r[1] for r in rows], dtype=np.int64)
+        if len(ids_now) == 0 or len(cache.chunk_ids) == 0:
+            return False
+        newest = int(cache.chunk_ids.max()) if len(cache.chunk_ids) else 0
+        fresh = ids_now[ids_now > newest]
+        at = np.minimum(np.searchsorted(ids_now, cache.chunk_ids), len(ids_now) - 1)
+        live = ids_now[at] == cache.chunk_ids
+        if len(ids_now) - len(fresh) != int(live.sum()):
+            return False  # an id at or below the newest cached one appeared: reload
+        if len(fresh):
+            added = self._db.execute(
+                "SELECT chunk_id, vector FROM chunks WHERE chunk_id > ? AND length(vector) = ? "
+                "ORDER BY chunk_id", (newest, dim * 4)).fetchall()
+            if [r[0] for r in added] != fresh.tolist():
+                return False
+            cache.matrix = np.concatenate([cache.matrix, _vectors([r[1] for r in added], dim)])
+        cache.chunk_ids = np.concatenate([cache.chunk_ids, fresh])
+        live = np.concatenate([live, np.ones(len(fresh), dtype=bool)])
+        cache.acl_ids = np.concatenate([np.where(live[:len(at)], acl_now[at], -1),
+                                        acl_now[len(ids_now) - len(fresh):]])
+        cache.live = live
+        self._forget(cache)
+        if cache.layout is not None:
+            indexed = int(cache.layout.offsets[-1])
+            changed = (len(live) - indexed) + int((~live[:indexed]).sum())
+            if changed > ivf.RETRAIN_SHARE * len(live):
+                return False  # re-cluster from a clean load (retrained only if stale)
+        elif len(cache.chunk_ids) >= max(self.ivf_min_rows, 1) or int((~live).sum()):
+            return False  # grown into the IVF, or deleted rows: a clean load
+        return True
+
+    @staticmethod
+    def _forget(cache: _DenseCache) -> None:
+        cache.readable, cache.masks = {}, {}
+        cache.int8, cache.int8_tried = None, False
 
     def _arrange(self, cache: _DenseCache) -> None:
         """Sort a large matrix by IVF cluster, reusing the last training unless stale."""
