@@ -77,15 +77,15 @@ def test_the_ivf_answers_like_the_exact_scan_through_writes(tmp_path: Path) -> N
         del acls[gone]
         del vectors[f"{gone}#0"], vectors[f"{gone}#1"]
     check_all(store, acls, vectors, 2)
-    # the newest document rewritten: its chunks must not come back under the same ids with
+    # the newest document (d3) rewritten: its chunks must not come back under the same ids with
     # the cache still holding the old vectors
-    upsert(store, acls, vectors, "c:new1", Acl.single(["group:g1"]), 13)
+    upsert(store, acls, vectors, "c:d3", Acl.single(["group:g2"]), 13)
     check_all(store, acls, vectors, 3)
     assert store._training is trained  # a few writes did not retrain
     cache = store._dense
     assert cache.layout is not None
     assert len(cache.matrix) > cache.layout.offsets[-1]  # new rows in the exact tail
-    assert (~cache.live).sum() == 8  # d3, d4, d9 and new1's first version: two rows each
+    assert (~cache.live).sum() == 8  # d3 twice, d4, d9: two rows each
 
 
 def test_acl_changes_reach_the_ivf_at_once(tmp_path: Path) -> None:
