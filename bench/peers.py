@@ -281,6 +281,7 @@ def sqlite_vec_engine(work: Workload, tmp: Path) -> Search:
 ENGINES: dict[str, Callable[[Workload, Path], Search]] = {
     "clearance": clearance_engine(),
     "clearance-rank": clearance_engine(ranking_only=True),
+    "clearance-np4": clearance_engine(nprobe=4),
     "clearance-np8": clearance_engine(nprobe=8),
     "clearance-np16": clearance_engine(nprobe=16),
     "clearance-np48": clearance_engine(nprobe=48),
