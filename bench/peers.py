@@ -127,15 +127,17 @@ def exact_top(work: Workload, mask: npt.NDArray[np.bool_], q: Vectors) -> list[i
 Search = Callable[[Vectors, int], list[int]]
 
 
-_STORES: dict[int, tuple[Any, dict[int, int], list[AclFilter]]] = {}
+_STORES: dict[tuple[int, str], tuple[Any, dict[int, int], list[AclFilter]]] = {}
 
 
-def clearance_store(work: Workload, tmp: Path) -> tuple[Any, dict[int, int], list[AclFilter]]:
-    """One store per workload, shared by the Clearance variants (chunk id -> row number)."""
+def clearance_store(work: Workload, tmp: Path,
+                    key: str = "clearance") -> tuple[Any, dict[int, int], list[AclFilter]]:
+    """The workload's store under `key` (chunk id -> row number, callers' filters); variants
+    with keys of their own get stores of their own, so none is timed on another's warm cache."""
     from indexer.store.sqlite import SqliteStore
 
-    if id(work) in _STORES:
-        return _STORES[id(work)]
+    if (id(work), key) in _STORES:
+        return _STORES[(id(work), key)]
     store = SqliteStore(tmp / "clearance.sqlite")
     acl_objs = [Acl.of([[f"group:g{g}" for g in sorted(gate)] for gate in gates])
                 for gates in work.acls]
@@ -154,8 +156,7 @@ def clearance_store(work: Workload, tmp: Path) -> tuple[Any, dict[int, int], lis
         "SELECT chunk_id, doc_id, ordinal FROM chunks").fetchall()}
     filters = [AclFilter({CONNECTOR: [f"group:g{g}" for g in caller]})
                for caller in work.callers]
-    _STORES.clear()
-    _STORES[id(work)] = (store, row_of, filters)
+    _STORES[(id(work), key)] = (store, row_of, filters)
     return store, row_of, filters
 
 
@@ -168,7 +169,8 @@ def clearance_engine(nprobe: int | None = None, ranking_only: bool = False,
         from indexer.store import ivf
         from indexer.store.sqlite import SqliteStore
 
-        store, row_of, filters = clearance_store(work, tmp)
+        store, row_of, filters = clearance_store(work, tmp, "rank" if ranking_only else
+                                                 f"np{nprobe}" if nprobe else "clearance")
         if exact:
             store = SqliteStore(store.path)
             store.ivf_min_rows = 1 << 62
@@ -327,9 +329,13 @@ def measure(built: dict[str, tuple[Search, float, float]], work: Workload,
     """Every engine on every query in turn, so a busy machine slows them alike."""
     times: dict[str, list[list[float]]] = {n: [[] for _ in work.callers] for n in built}
     recalls: dict[str, list[list[float]]] = {n: [[] for _ in work.callers] for n in built}
+    names = list(built)
     for c in range(len(work.callers)):
         for qi, q in enumerate(work.queries):
-            for name, (search, _, _) in built.items():
+            # each query in another engine order: no engine always follows the same one
+            turn = qi % len(names)
+            for name in names[turn:] + names[:turn]:
+                search = built[name][0]
                 t = time.perf_counter()
                 got = search(q, c)
                 times[name][c].append((time.perf_counter() - t) * 1000)
@@ -348,9 +354,9 @@ def first_query_after_writes(work: Workload, rounds: int = 3) -> None:
     from indexer.store import ivf
     from indexer.store.sqlite import SqliteStore
 
-    if not _STORES:
+    if (id(work), "clearance") not in _STORES:
         return
-    store, _, filters = _STORES[id(work)]
+    store, _, filters = _STORES[(id(work), "clearance")]
     exact = SqliteStore(store.path)
     exact.ivf_min_rows = 1 << 62
     broad = filters[-1]

@@ -3,8 +3,10 @@
 ACLs are shared rows (`acls`, `acl_gates`, `acl_deny`); chunks point at one. The caller's
 principals select the admitted ACL ids in SQL (every gate met, no deny), and both retrievers
 apply that set *before* ranking: FTS5 joins it in the same statement, the dense scan masks
-rows before taking the top k. Vectors are cached in memory and reloaded when a write
-changes the store's generation counters.
+rows before taking the top k. Vectors are cached in memory; after a write (the store's
+generation counters moved) the cache appends new rows, masks deleted ones and re-reads ACL ids
+rather than reloading every vector. A large index is arranged by IVF cluster
+(indexer/store/ivf.py) so a broad caller's query reads only the nearest clusters.
 """
 
 from __future__ import annotations
