@@ -387,6 +387,34 @@ def first_query_after_writes(work: Workload, rounds: int = 3) -> None:
           f"query retrained): {(time.perf_counter() - t) * 1000:.0f} ms")
 
 
+def hybrid_depth(work: Workload, depth: int = 100) -> None:
+    """The dense side as the hybrid retriever asks it (top `depth`, texts fetched): the IVF
+    store against an exact-scan store on the same file, interleaved, with recall@depth."""
+    from indexer.store.sqlite import SqliteStore
+
+    if (id(work), "clearance") not in _STORES:
+        return
+    store, _, filters = _STORES[(id(work), "clearance")]
+    exact = SqliteStore(store.path)
+    exact.ivf_min_rows = 1 << 62
+    print(f"\ndense side at depth {depth}: | caller | IVF p50 / p95 ms | exact p50 / p95 ms | "
+          f"recall@{depth} |")
+    for c, f in enumerate(filters):
+        exact.dense(work.queries[0], f, depth)
+        got: dict[str, list[float]] = {"ivf": [], "exact": []}
+        recall = []
+        for q in work.queries:
+            ids = {}
+            for name, s in (("ivf", store), ("exact", exact)):
+                t = time.perf_counter()
+                ids[name] = {h.chunk_id for h in s.dense(q, f, depth)}
+                got[name].append((time.perf_counter() - t) * 1000)
+            recall.append(len(ids["ivf"] & ids["exact"]) / max(len(ids["exact"]), 1))
+        cells = " | ".join(f"{statistics.median(got[n]):.2f} / {np.percentile(got[n], 95):.2f}"
+                           for n in ("ivf", "exact"))
+        print(f"| {c} | {cells} | {statistics.fmean(recall):.3f} |")
+
+
 def run_size(n: int, dim: int, n_queries: int, names: list[str],
              write_cost: bool = False) -> list[Row]:
     work = make_workload(n, dim, n_queries)
@@ -407,6 +435,7 @@ def run_size(n: int, dim: int, n_queries: int, names: list[str],
                 built[name] = result
         rows = measure(built, work, truth)
         if write_cost:
+            hybrid_depth(work)
             first_query_after_writes(work)
         built.clear()
         _STORES.clear()
