@@ -127,11 +127,18 @@ def exact_top(work: Workload, mask: npt.NDArray[np.bool_], q: Vectors) -> list[i
 Search = Callable[[Vectors, int], list[int]]
 
 
-def clearance(work: Workload, tmp: Path) -> Search:
+_STORES: dict[tuple[int, str], tuple[Any, dict[int, int], list[AclFilter]]] = {}
+
+
+def clearance_store(work: Workload, tmp: Path,
+                    key: str = "clearance") -> tuple[Any, dict[int, int], list[AclFilter]]:
+    """The workload's store under `key` (chunk id -> row number, callers' filters); variants
+    with keys of their own get stores of their own, so none is timed on another's warm cache."""
     from indexer.store.sqlite import SqliteStore
 
+    if (id(work), key) in _STORES:
+        return _STORES[(id(work), key)]
     store = SqliteStore(tmp / "clearance.sqlite")
-    doc_rows: dict[str, list[int]] = {}
     acl_objs = [Acl.of([[f"group:g{g}" for g in sorted(gate)] for gate in gates])
                 for gates in work.acls]
     start = 0
@@ -144,15 +151,40 @@ def clearance(work: Workload, tmp: Path) -> Search:
                                 acl_objs[int(work.chunk_acl[start])])
             chunks = [Chunk(doc.doc_id, i - start, f"chunk {i}") for i in range(start, end)]
             store.upsert(doc, chunks, work.vectors[start:end], "bench", "r0")
-            doc_rows[doc.doc_id] = list(range(start, end))
             start, d = end, d + 1
+    row_of = {int(r[0]): 5 * int(r[1].split(":d")[1]) + int(r[2]) for r in store._db.execute(
+        "SELECT chunk_id, doc_id, ordinal FROM chunks").fetchall()}
     filters = [AclFilter({CONNECTOR: [f"group:g{g}" for g in caller]})
                for caller in work.callers]
+    _STORES[(id(work), key)] = (store, row_of, filters)
+    return store, row_of, filters
 
-    def search(q: Vectors, caller: int) -> list[int]:
-        return [doc_rows[h.doc_id][h.ordinal] for h in store.dense(q, filters[caller], K)]
 
-    return search
+def clearance_engine(nprobe: int | None = None, ranking_only: bool = False,
+                     exact: bool = False) -> Callable[[Workload, Path], Search]:
+    """Clearance's `dense` (texts fetched) or `dense_ranking` (ids and scores only), with the
+    IVF probing `nprobe` clusters (None: the default), or a second store on the same file
+    whose IVF is off (`exact`: the scan every caller got before)."""
+    def build(work: Workload, tmp: Path) -> Search:
+        from indexer.store import ivf
+        from indexer.store.sqlite import SqliteStore
+
+        store, row_of, filters = clearance_store(work, tmp, "rank" if ranking_only else
+                                                 f"np{nprobe}" if nprobe else "clearance")
+        if exact:
+            store = SqliteStore(store.path)
+            store.ivf_min_rows = 1 << 62
+        probe = nprobe or ivf.NPROBE
+
+        def search(q: Vectors, caller: int) -> list[int]:
+            store.nprobe = probe
+            if ranking_only:
+                return [row_of[c] for c, _ in store.dense_ranking(q, filters[caller], K)]
+            return [row_of[h.chunk_id] for h in store.dense(q, filters[caller], K)]
+
+        return search
+
+    return build
 
 
 def faiss_engine(hnsw: bool) -> Callable[[Workload, Path], Search]:
@@ -249,7 +281,13 @@ def sqlite_vec_engine(work: Workload, tmp: Path) -> Search:
 
 
 ENGINES: dict[str, Callable[[Workload, Path], Search]] = {
-    "clearance": clearance,
+    "clearance": clearance_engine(),
+    "clearance-rank": clearance_engine(ranking_only=True),
+    "clearance-np4": clearance_engine(nprobe=4),
+    "clearance-np8": clearance_engine(nprobe=8),
+    "clearance-np16": clearance_engine(nprobe=16),
+    "clearance-np48": clearance_engine(nprobe=48),
+    "clearance-exact": clearance_engine(exact=True),
     "faiss-flat": faiss_engine(hnsw=False),
     "faiss-hnsw": faiss_engine(hnsw=True),
     "lancedb": lancedb_engine,
@@ -291,9 +329,13 @@ def measure(built: dict[str, tuple[Search, float, float]], work: Workload,
     """Every engine on every query in turn, so a busy machine slows them alike."""
     times: dict[str, list[list[float]]] = {n: [[] for _ in work.callers] for n in built}
     recalls: dict[str, list[list[float]]] = {n: [[] for _ in work.callers] for n in built}
+    names = list(built)
     for c in range(len(work.callers)):
         for qi, q in enumerate(work.queries):
-            for name, (search, _, _) in built.items():
+            # each query in another engine order: no engine always follows the same one
+            turn = qi % len(names)
+            for name in names[turn:] + names[:turn]:
+                search = built[name][0]
                 t = time.perf_counter()
                 got = search(q, c)
                 times[name][c].append((time.perf_counter() - t) * 1000)
@@ -306,12 +348,80 @@ def measure(built: dict[str, tuple[Search, float, float]], work: Workload,
             for name, (_, b, r) in built.items()]
 
 
-def run_size(n: int, dim: int, n_queries: int, names: list[str]) -> list[Row]:
-    return measure_size(n, dim, n_queries, names)[0]
+def first_query_after_writes(work: Workload, rounds: int = 3) -> None:
+    """What the first broad query after a write costs: the IVF store (training kept) against
+    an exact-scan store on the same file (both reload the vectors) and a forced retrain."""
+    from indexer.store import ivf
+    from indexer.store.sqlite import SqliteStore
+
+    if (id(work), "clearance") not in _STORES:
+        return
+    store, _, filters = _STORES[(id(work), "clearance")]
+    exact = SqliteStore(store.path)
+    exact.ivf_min_rows = 1 << 62
+    broad = filters[-1]
+    rng = np.random.default_rng(11)
+    acl = Acl.of([["group:g0"]])
+    print("\nfirst broad query after writes (ms, median of "
+          f"{rounds}): | documents rewritten | IVF store | exact store | IVF / exact |")
+    for docs in (1, 200, 1000):
+        got: dict[str, list[float]] = {"ivf": [], "exact": []}
+        for _ in range(rounds):
+            with store.batch():
+                for d in rng.choice(len(work.vectors) // 5, size=docs, replace=False):
+                    vec = work.vectors[5 * d:5 * d + 5]
+                    vec = vec + 0.01 * rng.standard_normal(vec.shape).astype(np.float32)
+                    doc = make_document(f"{CONNECTOR}:d{d}", f"d{d}", f"bench://{d}",
+                                        [Section(f"chunk {5 * d + i}") for i in range(5)], acl)
+                    store.upsert(doc, [Chunk(doc.doc_id, i, f"chunk {5 * d + i}")
+                                       for i in range(5)], vec.astype(np.float32), "bench", "r1")
+            for name, s in (("ivf", store), ("exact", exact)):
+                t = time.perf_counter()
+                s.dense(work.queries[0], broad, K)
+                got[name].append((time.perf_counter() - t) * 1000)
+        a, b = statistics.median(got["ivf"]), statistics.median(got["exact"])
+        print(f"| {docs} ({5 * docs} chunks) | {a:.0f} | {b:.0f} | {a / b:.2f} |")
+    t = time.perf_counter()
+    ivf.train(store._dense.matrix, store._dense.chunk_ids)
+    print(f"a retrain at {len(work.vectors)} rows (what each write would cost if the first "
+          f"query retrained): {(time.perf_counter() - t) * 1000:.0f} ms")
 
 
-def measure_size(n: int, dim: int, n_queries: int,
-                 names: list[str]) -> tuple[list[Row], list[float]]:
+def hybrid_depth(work: Workload, depth: int = 100) -> None:
+    """The dense side as the hybrid retriever asks it (top `depth`, texts fetched): the IVF
+    store against an exact-scan store on the same file, interleaved, with recall@depth."""
+    from indexer.store.sqlite import SqliteStore
+
+    if (id(work), "clearance") not in _STORES:
+        return
+    store, _, filters = _STORES[(id(work), "clearance")]
+    exact = SqliteStore(store.path)
+    exact.ivf_min_rows = 1 << 62
+    print(f"\ndense side at depth {depth}: | caller | IVF p50 / p95 ms | exact p50 / p95 ms | "
+          f"recall@{depth} |")
+    for c, f in enumerate(filters):
+        exact.dense(work.queries[0], f, depth)
+        got: dict[str, list[float]] = {"ivf": [], "exact": []}
+        recall = []
+        for q in work.queries:
+            ids = {}
+            for name, s in (("ivf", store), ("exact", exact)):
+                t = time.perf_counter()
+                ids[name] = {h.chunk_id for h in s.dense(q, f, depth)}
+                got[name].append((time.perf_counter() - t) * 1000)
+            recall.append(len(ids["ivf"] & ids["exact"]) / max(len(ids["exact"]), 1))
+        cells = " | ".join(f"{statistics.median(got[n]):.2f} / {np.percentile(got[n], 95):.2f}"
+                           for n in ("ivf", "exact"))
+        print(f"| {c} | {cells} | {statistics.fmean(recall):.3f} |")
+
+
+def run_size(n: int, dim: int, n_queries: int, names: list[str],
+             write_cost: bool = False) -> list[Row]:
+    return measure_size(n, dim, n_queries, names, write_cost)[0]
+
+
+def measure_size(n: int, dim: int, n_queries: int, names: list[str],
+                 write_cost: bool = False) -> tuple[list[Row], list[float]]:
     """Every engine's row at n chunks, printed as a table, and the share each caller reads."""
     work = make_workload(n, dim, n_queries)
     masks = [work.mask(c) for c in work.callers]
@@ -330,7 +440,11 @@ def measure_size(n: int, dim: int, n_queries: int,
             else:
                 built[name] = result
         rows = measure(built, work, truth)
+        if write_cost:
+            hybrid_depth(work)
+            first_query_after_writes(work)
         built.clear()
+        _STORES.clear()
         gc.collect()
     print("| engine | build s | RSS +MB | " + " | ".join(
         f"{s:.0%}: p50 / p95 ms, R@10" for s in shares) + " |")
@@ -355,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=40)
     ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--write-cost", action="store_true",
+                    help="also time the first broad query after 1 / 200 / 1,000 rewrites")
     args = ap.parse_args(argv)
     names = [e for e in args.engines.split(",") if e]
     unknown = [e for e in names if e not in ENGINES]
@@ -367,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not sizes or min(sizes) < 100:
         ap.error("--chunks: each size at least 100")
     for n in sizes:
-        run_size(n, args.dim, args.queries, names)
+        run_size(n, args.dim, args.queries, names, write_cost=args.write_cost)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@
 ACLs are shared rows (`acls`, `acl_gates`, `acl_deny`); chunks point at one. The caller's
 principals select the admitted ACL ids in SQL (every gate met, no deny), and both retrievers
 apply that set *before* ranking: FTS5 joins it in the same statement, the dense scan masks
-rows before taking the top k. Vectors are cached in memory and reloaded when a write
-changes the store's generation counters.
+rows before taking the top k. Vectors are cached in memory; after a write (the store's
+generation counters moved) the cache appends new rows, masks deleted ones and re-reads ACL ids
+rather than reloading every vector. A large index is arranged by IVF cluster
+(indexer/store/ivf.py) so a broad caller's query reads only the nearest clusters.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -27,7 +30,7 @@ from core.acl import Acl, AclFilter
 from core.errors import StoreError
 from core.models import Alias, Chunk, Document, Membership
 from indexer.embedding.minilm import single_threaded_blas
-from indexer.store import int8scan
+from indexer.store import int8scan, ivf
 from indexer.store.base import (
     LEXICAL_WEIGHTS,
     ChunkHit,
@@ -109,6 +112,9 @@ COMMON_TERMS: Literal["drop", "score"] = "score"
 # above that, one product over the whole matrix is cheaper than gathering the rows first.
 SPARSE_SCAN = 4
 READABLE_CACHE = 64  # callers whose readable rows are kept per matrix generation
+# Narrow callers' rows kept as contiguous copies, up to this many bytes in all (each copy at
+# most a quarter of it): one sequential read instead of a gather and a read per query.
+GATHER_BUDGET = 64 << 20
 # After the int8 first pass, this many candidates (at least RESCORE_MIN) are rescored exactly.
 RESCORE_FACTOR = 10
 RESCORE_MIN = 100
@@ -126,6 +132,13 @@ def fts_query(terms: list[str]) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms) or None
 
 
+def _vectors(blobs: list[bytes], dim: int) -> npt.NDArray[np.float32]:
+    """Float32 rows from their blobs (one join: 100k small vstack inputs cost more)."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
+
+
 class _DenseCache:
     def __init__(self) -> None:
         self.dim = -1
@@ -138,7 +151,15 @@ class _DenseCache:
         self.readable: dict[frozenset[str], npt.NDArray[np.int64]] = {}
         self.int8: int8scan.Int8Scan | None = None  # made on the first broad query
         self.int8_tried = False
+        # Rows arranged by IVF cluster (indexer/store/ivf.py); None: rows in chunk-id order
+        self.layout: ivf.Layout | None = None
+        self.masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}  # same keys as readable
+        self.live = np.zeros(0, dtype=bool)  # False: a row deleted since the last load
+        # narrow callers' readable rows copied out contiguously (within GATHER_BUDGET bytes)
+        self.gathered: dict[frozenset[str], npt.NDArray[np.float32]] = {}
 
+
+log = logging.getLogger(__name__)
 
 PRIVATE = 0o600  # the index holds every chunk's text: its owner's only
 
@@ -305,6 +326,11 @@ class SqliteStore:
         self._lock = threading.RLock()
         self._depth = 0
         self._dense = _DenseCache()
+        # The IVF layout's training outlives matrix generations (retrained only when stale);
+        # `ivf_min_rows` and `nprobe` are the knobs bench/peers.py and the tests turn.
+        self._training: ivf.Training | None = None
+        self.ivf_min_rows = ivf.MIN_ROWS
+        self.nprobe = ivf.NPROBE
         self._admitted: dict[tuple[frozenset[str], int, int], list[int]] = {}
         self._df: dict[str, int] = {}  # term -> passages matching it (capped), per generation
         self._df_gen = -1
@@ -426,11 +452,19 @@ class SqliteStore:
                 # chunks are gone, so its new rows are the ones under its id, and their
                 # chunk_ids (rowids) follow insertion order: the FTS rows pair up with them.
                 blobs = np.ascontiguousarray(vectors, dtype=np.float32)
+                # Chunk ids only grow (never a deleted one's again), so the dense cache can take
+                # rows past the newest id it holds as the new ones (_refresh).
+                first = max(self._meta("next_chunk_id"), int(self._db.execute(
+                    "SELECT COALESCE(MAX(chunk_id), 0) + 1 FROM chunks").fetchone()[0]))
                 self._db.executemany(
-                    "INSERT INTO chunks(doc_id, ordinal, headings, text, acl_id, vector) "
-                    "VALUES (?,?,?,?,?,?)",
-                    [(doc.doc_id, chunk.ordinal, "\x1f".join(chunk.headings), chunk.text, acl_id,
-                      blobs[i].tobytes()) for i, chunk in enumerate(chunks)])
+                    "INSERT INTO chunks(chunk_id, doc_id, ordinal, headings, text, acl_id, vector) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    [(first + i, doc.doc_id, chunk.ordinal, "\x1f".join(chunk.headings),
+                      chunk.text, acl_id, blobs[i].tobytes()) for i, chunk in enumerate(chunks)])
+                self._db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('next_chunk_id', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (first + len(chunks),))
                 ids = [r[0] for r in self._db.execute(
                     "SELECT chunk_id FROM chunks WHERE doc_id = ? ORDER BY chunk_id",
                     (doc.doc_id,))]
@@ -546,6 +580,14 @@ class SqliteStore:
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter, limit: int) -> list[ChunkHit]:
         _require_filter(acl)
         with self._lock:
+            return self._hits(self.dense_ranking(vector, acl, limit))
+
+    def dense_ranking(self, vector: npt.NDArray[np.float32], acl: AclFilter,
+                      limit: int) -> list[tuple[int, float]]:
+        """`dense` without the passage texts: (chunk id, score), best first (bench/peers.py
+        times both to show the text fetch's share)."""
+        _require_filter(acl)
+        with self._lock:
             vector = np.asarray(vector, dtype=np.float32)
             cache = self._dense_matrix(len(vector))
             if len(cache.chunk_ids) == 0 or limit <= 0:
@@ -557,10 +599,15 @@ class SqliteStore:
             # One BLAS thread: a query's product is small and memory-bound, and OpenBLAS's own
             # threading stalls on a busy machine or beside other requests (10x slower, measured).
             with single_threaded_blas():
-                if len(rows) * SPARSE_SCAN < len(cache.chunk_ids):
+                probed = self._probe(cache, acl, rows, vector, take)
+                if probed is not None:
+                    # A broad caller over a large index: only the nearest clusters' rows.
+                    rows, scores = probed
+                elif len(rows) * SPARSE_SCAN < len(cache.chunk_ids):
                     # A caller who reads a small share: score only their rows (the gather reads
-                    # those rows once; the full product would read every vector in the index).
-                    scores = cache.matrix[rows] @ vector
+                    # those rows once; the full product would read every vector in the index),
+                    # from a contiguous copy kept per caller while it fits the budget.
+                    scores = self._gathered(cache, acl, rows) @ vector
                 elif (approx := self._int8_scores(cache, vector)) is not None:
                     # A large index and a broad caller: an int8 first pass over every row, then
                     # the best candidates rescored exactly (indexer/store/int8scan.py).
@@ -573,7 +620,36 @@ class SqliteStore:
                     scores = (cache.matrix @ vector)[rows]
             top = np.argpartition(-scores, take - 1)[:take]
             top = top[np.argsort(-scores[top], kind="stable")]
-            return self._hits([(int(cache.chunk_ids[rows[i]]), float(scores[i])) for i in top])
+            return [(int(cache.chunk_ids[rows[i]]), float(scores[i])) for i in top]
+
+    def _gathered(self, cache: _DenseCache, acl: AclFilter,
+                  rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        key = acl.terms()
+        held = cache.gathered.get(key)
+        if held is not None and len(held) == len(rows):
+            return held
+        sub = cache.matrix[rows]
+        if sub.nbytes * 4 <= GATHER_BUDGET:
+            while cache.gathered and (sum(m.nbytes for m in cache.gathered.values())
+                                      + sub.nbytes > GATHER_BUDGET):
+                cache.gathered.pop(next(iter(cache.gathered)))
+            cache.gathered[key] = sub
+        return sub
+
+    def _probe(self, cache: _DenseCache, acl: AclFilter, rows: npt.NDArray[np.int64],
+               vector: npt.NDArray[np.float32],
+               take: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+        if cache.layout is None or len(rows) * SPARSE_SCAN < len(cache.chunk_ids):
+            return None
+        key = acl.terms()
+        mask = cache.masks.get(key)
+        if mask is None:
+            mask = np.zeros(len(cache.chunk_ids), dtype=bool)
+            mask[rows] = True
+            if len(cache.masks) >= READABLE_CACHE:
+                cache.masks.pop(next(iter(cache.masks)))
+            cache.masks[key] = mask
+        return ivf.search(cache.layout, cache.matrix, mask, vector, self.nprobe, take)
 
     @staticmethod
     def _int8_scores(cache: _DenseCache,
@@ -595,10 +671,11 @@ class SqliteStore:
         key = acl.terms()
         rows = cache.readable.get(key)
         if rows is None:
-            admitted = np.zeros(int(cache.acl_ids.max()) + 1, dtype=bool)
-            ids = [i for i in self.admitted_acl_ids(acl) if i < len(admitted)]
+            # one slot past the largest id: deleted rows carry -1 and land there, never admitted
+            admitted = np.zeros(int(cache.acl_ids.max(initial=0)) + 2, dtype=bool)
+            ids = [i for i in self.admitted_acl_ids(acl) if 0 <= i < len(admitted) - 1]
             admitted[ids] = True
-            rows = np.flatnonzero(admitted[cache.acl_ids]).astype(np.int64)
+            rows = np.flatnonzero(admitted[cache.acl_ids] & cache.live).astype(np.int64)
             if len(cache.readable) >= READABLE_CACHE:
                 cache.readable.pop(next(iter(cache.readable)))
             cache.readable[key] = rows
@@ -609,25 +686,95 @@ class SqliteStore:
         holds both kinds for a while; only comparable rows are searched)."""
         cache = self._dense
         vector_gen, acl_gen = self._meta("vector_gen"), self._meta("acl_gen")
-        if vector_gen != cache.vector_gen or dim != cache.dim:
-            rows = self._db.execute(
-                "SELECT chunk_id, acl_id, vector FROM chunks WHERE length(vector) = ? "
-                "ORDER BY chunk_id", (dim * 4,)).fetchall()
-            cache.chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
-            cache.acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
-            cache.matrix = (np.vstack([np.frombuffer(r[2], dtype=np.float32) for r in rows])
-                            if rows else np.zeros((0, 0), dtype=np.float32))
-            cache.vector_gen, cache.acl_gen, cache.dim = vector_gen, acl_gen, dim
-            cache.readable = {}
-            cache.int8, cache.int8_tried = None, False
-        elif acl_gen != cache.acl_gen:
-            rows = self._db.execute(
-                "SELECT acl_id FROM chunks WHERE length(vector) = ? ORDER BY chunk_id",
-                (dim * 4,)).fetchall()
-            cache.acl_ids = np.array([r[0] for r in rows], dtype=np.int64)
-            cache.acl_gen = acl_gen
-            cache.readable = {}
+        changed = vector_gen != cache.vector_gen or acl_gen != cache.acl_gen
+        if dim != cache.dim or (changed and not self._refresh(cache)):
+            self._load(cache, dim)
+        cache.vector_gen, cache.acl_gen = vector_gen, acl_gen
         return cache
+
+    def _load(self, cache: _DenseCache, dim: int) -> None:
+        """Every vector of dimension `dim`, arranged by IVF cluster when the index is large."""
+        rows = self._db.execute(
+            "SELECT chunk_id, acl_id, vector FROM chunks WHERE length(vector) = ? "
+            "ORDER BY chunk_id", (dim * 4,)).fetchall()
+        cache.chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
+        cache.acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
+        cache.matrix = _vectors([r[2] for r in rows], dim)
+        cache.dim = dim
+        cache.live = np.ones(len(rows), dtype=bool)
+        cache.layout = None
+        self._forget(cache)
+        self._arrange(cache)
+
+    def _refresh(self, cache: _DenseCache) -> bool:
+        """Bring the cache up to date after writes without reading every vector again: rows
+        gone are masked, new rows (chunk ids only grow, `upsert`) are appended past the
+        clustered part and scanned exactly, every row's ACL id is re-read. False when the
+        rows do not fit that picture or too many changed since the layout (reload)."""
+        dim = cache.dim
+        # The (acl_id, rowid) index covers this: no vector page is read. It has every
+        # dimension's rows; one the cache does not hold fails the checks below (reload).
+        rows = self._db.execute(
+            "SELECT chunk_id, acl_id FROM chunks INDEXED BY chunks_acl").fetchall()
+        pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+        ids_now, acl_now = pairs[:, 0].copy(), pairs[:, 1].copy()
+        if len(ids_now) == 0 or len(cache.chunk_ids) == 0:
+            return False
+        newest = int(cache.chunk_ids.max()) if len(cache.chunk_ids) else 0
+        fresh = ids_now[ids_now > newest]
+        at = np.minimum(np.searchsorted(ids_now, cache.chunk_ids), len(ids_now) - 1)
+        live = ids_now[at] == cache.chunk_ids
+        if len(ids_now) - len(fresh) != int(live.sum()):
+            return False  # an id at or below the newest cached one appeared: reload
+        if len(fresh):
+            added = self._db.execute(
+                "SELECT chunk_id, vector FROM chunks WHERE chunk_id > ? AND length(vector) = ? "
+                "ORDER BY chunk_id", (newest, dim * 4)).fetchall()
+            if [r[0] for r in added] != fresh.tolist():
+                return False
+            cache.matrix = np.concatenate([cache.matrix, _vectors([r[1] for r in added], dim)])
+        cache.chunk_ids = np.concatenate([cache.chunk_ids, fresh])
+        live = np.concatenate([live, np.ones(len(fresh), dtype=bool)])
+        cache.acl_ids = np.concatenate([np.where(live[:len(at)], acl_now[at], -1),
+                                        acl_now[len(ids_now) - len(fresh):]])
+        cache.live = live
+        self._forget(cache)
+        if cache.layout is not None:
+            indexed = int(cache.layout.offsets[-1])
+            changed = (len(live) - indexed) + int((~live[:indexed]).sum())
+            if changed > ivf.RETRAIN_SHARE * len(live):
+                return False  # re-cluster from a clean load (retrained only if stale)
+        elif len(cache.chunk_ids) >= max(self.ivf_min_rows, 1) or int((~live).sum()):
+            return False  # grown into the IVF, or deleted rows: a clean load
+        return True
+
+    @staticmethod
+    def _forget(cache: _DenseCache) -> None:
+        cache.readable, cache.masks, cache.gathered = {}, {}, {}
+        cache.int8, cache.int8_tried = None, False
+
+    def _arrange(self, cache: _DenseCache) -> None:
+        """Sort a large matrix by IVF cluster, reusing the last training unless stale."""
+        n = len(cache.chunk_ids)
+        if n < max(self.ivf_min_rows, 1):
+            return
+        training = self._training
+        layout = None
+        if training is not None and training.centroids.shape[1] == cache.dim:
+            layout = ivf.arrange(training, cache.matrix, cache.chunk_ids)
+            if ivf.stale(layout, n):
+                layout = None
+        if layout is None:
+            t0 = time.perf_counter()
+            self._training = ivf.train(cache.matrix, cache.chunk_ids)
+            log.info("dense search: IVF trained rows=%d lists=%d seconds=%.2f", n,
+                     len(self._training.centroids), time.perf_counter() - t0)
+            layout = ivf.arrange(self._training, cache.matrix, cache.chunk_ids)
+        cache.chunk_ids = cache.chunk_ids[layout.order]
+        cache.acl_ids = cache.acl_ids[layout.order]
+        cache.matrix = cache.matrix[layout.order]
+        cache.layout = layout
 
     def _hits(self, scored: list[tuple[int, float]]) -> list[ChunkHit]:
         if not scored:
