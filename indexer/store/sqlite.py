@@ -30,7 +30,7 @@ from core.acl import Acl, AclFilter
 from core.errors import StoreError
 from core.models import Alias, Chunk, Document, Membership
 from indexer.embedding.minilm import single_threaded_blas
-from indexer.store import int8scan, ivf
+from indexer.store import int8scan, ivf, postings
 from indexer.store.base import (
     LEXICAL_WEIGHTS,
     ChunkHit,
@@ -43,6 +43,8 @@ from indexer.store.base import (
     stored_acl_key,
 )
 
+TOKENIZE = "porter unicode61 remove_diacritics 2"  # FTS5's; indexer/store/postings.py reuses it
+FTS_COLUMNS = ("title", "headings", "body")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS acls (
@@ -64,7 +66,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (doc_id);
 CREATE INDEX IF NOT EXISTS chunks_acl ON chunks (acl_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    title, headings, body, tokenize = 'porter unicode61 remove_diacritics 2');
+    title, headings, body, tokenize = '""" + TOKENIZE + """');
 CREATE TABLE IF NOT EXISTS memberships (source TEXT NOT NULL, grp TEXT NOT NULL,
     member TEXT NOT NULL, PRIMARY KEY (member, grp, source)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS aliases (source TEXT NOT NULL, alias TEXT NOT NULL,
@@ -106,6 +108,10 @@ STOPWORDS = frozenset((
 COMMON_FRACTION = 0.05
 COMMON_MIN = 2000
 COMMON_TERMS: Literal["drop", "score"] = "score"
+# "postings": BM25 scored in numpy over FTS5's own postings (indexer/store/postings.py, the
+# same scores); "fts5": FTS5's bm25() in SQL, the reference, and the fallback whenever the
+# postings cannot answer a question exactly.
+LEXICAL_ENGINE: Literal["postings", "fts5"] = "postings"
 
 # Dense search scores only the caller's rows when they are under 1/SPARSE_SCAN of the index
 # (bench/peers.py: at 100k chunks a caller who reads 3 % is answered from 3 % of the vectors);
@@ -341,6 +347,10 @@ class SqliteStore:
         self.common_min = COMMON_MIN
         self.stopwords = STOPWORDS
         self.common_terms: Literal["drop", "score"] = COMMON_TERMS
+        self.lexical_engine: Literal["postings", "fts5"] = LEXICAL_ENGINE
+        self._postings: postings.Postings | None = None
+        self._tokenizer: postings.Tokenizer | None = None
+        self._vocab_ready = False  # the temp fts5vocab table over chunks_fts, per connection
 
     def close(self) -> None:
         self._db.close()
@@ -559,9 +569,18 @@ class SqliteStore:
 
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
         _require_filter(acl)
+        if limit <= 0:
+            return []
+        if limit > 2**63 - 1:  # what SQLite's LIMIT takes; the FTS5 path fails the same way
+            raise StoreError(f"lexical search: limit {limit} is out of range")
         with self._lock:
-            match = self._match(query_terms(query, self.stopwords))
-        if match is None or limit <= 0:
+            terms = query_terms(query, self.stopwords)
+            if self.lexical_engine == "postings" and terms:
+                scored = self._lexical_postings(terms, acl, limit)
+                if scored is not None:
+                    return self._hits(scored)
+            match = self._match(terms)
+        if match is None:
             return []
         weights = ", ".join(f"{float(w)!r}" for w in self.lexical_weights)
         sql = (
@@ -576,6 +595,69 @@ class SqliteStore:
             rows = self._db.execute(
                 sql, {"admitted": admitted, "match": match, "limit": limit}).fetchall()
             return self._hits([(int(r[0]), float(r[1])) for r in rows])
+
+    def _lexical_postings(self, terms: list[str], acl: AclFilter,
+                          limit: int) -> list[tuple[int, float]] | None:
+        """The FTS5 query's answer, scored from postings (indexer/store/postings.py); None
+        when it cannot be reproduced exactly here and FTS5 must answer. One read transaction
+        (one snapshot of the file, whoever else writes it) covers the generation check, the
+        postings and the ACL evaluation."""
+        own = self._depth == 0
+        if own:
+            self._db.execute("BEGIN")
+        try:
+            state = self._postings_state()
+            if state is None or state.avgdl <= 0.0:
+                return None
+            if self._tokenizer is None:
+                self._tokenizer = postings.Tokenizer(TOKENIZE)
+            tokens = self._tokenizer.tokens(terms)
+            if any(len(t) != 1 for t in tokens):
+                return None  # a word FTS5 splits (or drops): its phrase query is FTS5's
+            lists: dict[str, tuple[postings.Ids, postings.Floats]] = {}
+            for (stem,) in tokens:
+                if stem not in lists:
+                    found = postings.term_postings(self._db, state, stem,
+                                                   self.lexical_weights, FTS_COLUMNS)
+                    if found is None:
+                        self._postings = None
+                        return None
+                    lists[stem] = found
+            stems = [t[0] for t in tokens]
+            # the rule of _selective / _match, with each term's passage count known exactly
+            cap = max(self.common_min, int(state.rows * self.common_fraction))
+            rare = stems
+            if state.rows > cap and len(stems) >= 2:
+                rare = [t for t in stems if len(lists[t][0]) < cap] or stems
+            phrases = rare + stems if (self.common_terms == "score"
+                                       and len(rare) < len(stems)) else rare
+            candidates = np.unique(np.concatenate([lists[t][0] for t in rare]))
+            ids = self.admitted_acl_ids(acl)
+            admitted = np.zeros(max(ids, default=0) + 1, dtype=bool)
+            admitted[ids] = True
+            return postings.score(state, [lists[t] for t in phrases], candidates,
+                                  admitted, limit)
+        finally:
+            if own:
+                self._db.execute("COMMIT")
+
+    def _postings_state(self) -> postings.Postings | None:
+        vector_gen, acl_gen = self._meta("vector_gen"), self._meta("acl_gen")
+        state = self._postings
+        if state is None or state.vector_gen != vector_gen:
+            if not self._vocab_ready:
+                self._db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chunks_fts_instances "
+                                 "USING fts5vocab(main, chunks_fts, instance)")
+                self._vocab_ready = True
+            state = postings.load(self._db, vector_gen, acl_gen, len(FTS_COLUMNS))
+        elif state.acl_gen != acl_gen:
+            acl_ids = postings.acl_array(self._db, state.chunk_ids)
+            if acl_ids is None:
+                state = None
+            else:
+                state.acl_ids, state.acl_gen = acl_ids, acl_gen
+        self._postings = state
+        return state
 
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter, limit: int) -> list[ChunkHit]:
         _require_filter(acl)
