@@ -162,7 +162,10 @@ class _DenseCache:
         self.masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}  # same keys as readable
         self.live = np.zeros(0, dtype=bool)  # False: a row deleted since the last load
         # narrow callers' readable rows copied out contiguously (within GATHER_BUDGET bytes)
-        self.gathered: dict[frozenset[str], npt.NDArray[np.float32]] = {}
+        # caller -> (the readable rows it was copied from, the copy): reused only for that
+        # very array, so a refresh that forgot to clear it could not serve stale rows
+        self.gathered: dict[frozenset[str],
+                            tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
 
 
 log = logging.getLogger(__name__)
@@ -708,14 +711,14 @@ class SqliteStore:
                   rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         key = acl.terms()
         held = cache.gathered.get(key)
-        if held is not None and len(held) == len(rows):
-            return held
+        if held is not None and held[0] is rows:
+            return held[1]
         sub = cache.matrix[rows]
         if sub.nbytes * 4 <= GATHER_BUDGET:
-            while cache.gathered and (sum(m.nbytes for m in cache.gathered.values())
+            while cache.gathered and (sum(m.nbytes for _, m in cache.gathered.values())
                                       + sub.nbytes > GATHER_BUDGET):
                 cache.gathered.pop(next(iter(cache.gathered)))
-            cache.gathered[key] = sub
+            cache.gathered[key] = (rows, sub)
         return sub
 
     def _probe(self, cache: _DenseCache, acl: AclFilter, rows: npt.NDArray[np.int64],
