@@ -99,6 +99,15 @@ def test_acl_changes_reach_the_ivf_at_once(tmp_path: Path) -> None:
     acls["c:d5"] = Acl.single(["group:g11"])
     assert not any(k.startswith("c:d5#") for k in found(store, BROAD, q, 240))  # revoked
     check_all(store, acls, vectors, 4)
+    # a row written after the layout (the exact tail), then revoked
+    upsert(store, acls, vectors, "c:late", Acl.single(["group:g0"]), 21)
+    late = vectors["c:late#0"]
+    assert found(store, BROAD, late, 5)[0] == "c:late#0"
+    store.update_acl("c:late", Acl.single(["group:g11"]), None)
+    acls["c:late"] = Acl.single(["group:g11"])
+    assert not any(k.startswith("c:late#") for k in found(store, BROAD, late, 240))
+    assert found(store, {"group:g11"}, late, 1) == ["c:late#0"]
+    check_all(store, acls, vectors, 5)
 
 
 def test_many_changes_retrain(tmp_path: Path) -> None:
