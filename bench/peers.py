@@ -462,6 +462,27 @@ def measure_size(n: int, dim: int, n_queries: int, names: list[str],
     return rows, shares
 
 
+def parse_engines(ap: argparse.ArgumentParser, text: str) -> list[str]:
+    """--engines: known engine names, comma-separated (a usage error otherwise)."""
+    names = [e for e in text.split(",") if e]
+    unknown = [e for e in names if e not in ENGINES]
+    if unknown or not names:
+        ap.error(f"unknown engine(s): {', '.join(unknown) or '(none given)'}; "
+                 f"known: {', '.join(ENGINES)}")
+    return names
+
+
+def parse_sizes(ap: argparse.ArgumentParser, text: str) -> list[int]:
+    """--chunks: comma-separated sizes of at least 100, in the order given."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        ap.error(f"--chunks: comma-separated integers, not {text!r}")
+    if not sizes or min(sizes) < 100:
+        ap.error("--chunks: each size at least 100")
+    return sizes
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--chunks", default="100000",
@@ -472,16 +493,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--write-cost", action="store_true",
                     help="also time the first broad query after 1 / 200 / 1,000 rewrites")
     args = ap.parse_args(argv)
-    names = [e for e in args.engines.split(",") if e]
-    unknown = [e for e in names if e not in ENGINES]
-    if unknown:
-        ap.error(f"unknown engine(s): {', '.join(unknown)}; known: {', '.join(ENGINES)}")
-    try:
-        sizes = [int(x) for x in args.chunks.split(",") if x]
-    except ValueError:
-        ap.error(f"--chunks: comma-separated integers, not {args.chunks!r}")
-    if not sizes or min(sizes) < 100:
-        ap.error("--chunks: each size at least 100")
+    names, sizes = parse_engines(ap, args.engines), parse_sizes(ap, args.chunks)
     for n in sizes:
         run_size(n, args.dim, args.queries, names, write_cost=args.write_cost)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from apps.cli.plot import COLOURS, Canvas, encode_png, line, text
-from bench.peers import ENGINES, Row, measure_size
+from bench.peers import Row, measure_size, parse_engines, parse_sizes
 
 WIDTH, HEIGHT = 720, 440
 LEFT, RIGHT, TOP, BOTTOM = 70, 230, 40, 50
@@ -129,16 +129,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--engines", default="clearance,faiss-flat")
     ap.add_argument("--plot", type=Path, default=Path("bench/scaling.png"))
     args = ap.parse_args(argv)
-    names = [e for e in args.engines.split(",") if e]
-    unknown = [e for e in names if e not in ENGINES]
-    if unknown:
-        ap.error(f"unknown engine(s): {', '.join(unknown)}; known: {', '.join(ENGINES)}")
-    try:
-        sizes = sorted({int(x) for x in args.chunks.split(",") if x})
-    except ValueError:
-        ap.error(f"--chunks: comma-separated integers, not {args.chunks!r}")
-    if not sizes or sizes[0] < 100:
-        ap.error("--chunks: each size at least 100")
+    names = parse_engines(ap, args.engines)
+    sizes = sorted(set(parse_sizes(ap, args.chunks)))
     if args.plot.suffix.lower() != ".png" or not args.plot.parent.is_dir():
         ap.error(f"--plot {args.plot}: a .png file in an existing folder")
     results: dict[int, list[Row]] = {}
