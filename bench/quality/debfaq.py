@@ -18,12 +18,11 @@ than 12 words, and questions asked twice, are left out. `split` is a SHA-256 of 
 from __future__ import annotations
 
 import gzip
-import json
 import re
 from pathlib import Path
 
 from bench.quality.answers import ASKER, split_of
-from bench.quality.faq import MIN_ANSWER_WORDS, _clean
+from bench.quality.faq import MIN_ANSWER_WORDS, _clean, write_set
 
 DATA = Path(__file__).resolve().parent / "data"
 QUESTIONS = DATA / "debfaq.jsonl"
@@ -76,12 +75,7 @@ def build(source: Path = SOURCE) -> tuple[list[dict[str, object]], list[dict[str
 
 def main() -> int:
     questions, docs = build()
-    QUESTIONS.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n"
-                                 for q in sorted(questions, key=lambda q: str(q["relevant"]))))
-    payload = "".join(json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n"
-                      for d in sorted(docs, key=lambda d: d["doc_id"]))
-    DOCS.write_bytes(gzip.compress(payload.encode(), mtime=0))
-    split = {s: sum(1 for q in questions if q["split"] == s) for s in ("tune", "heldout")}
+    split = write_set(questions, docs, QUESTIONS, DOCS)
     print(f"{len(questions)} questions over {len(docs)} documents ({split})")
     return 0
 

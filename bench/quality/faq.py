@@ -135,14 +135,22 @@ def build(root: Path = Path("/usr/share/doc")) -> tuple[list[dict[str, object]],
     return questions, docs
 
 
-def main() -> int:
-    questions, docs = build()
-    QUESTIONS.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n"
-                                 for q in sorted(questions, key=lambda q: str(q["relevant"]))))
+def write_set(questions: list[dict[str, object]], docs: list[dict[str, str]],
+              questions_path: Path, docs_path: Path) -> dict[str, int]:
+    """The set's two files, byte for byte the same on every run (sorted, gzip without a
+    time stamp); returns the questions per split."""
+    questions_path.write_text("".join(
+        json.dumps(q, ensure_ascii=False) + "\n"
+        for q in sorted(questions, key=lambda q: str(q["relevant"]))))
     payload = "".join(json.dumps(d, ensure_ascii=False, sort_keys=True) + "\n"
                       for d in sorted(docs, key=lambda d: d["doc_id"]))
-    DOCS.write_bytes(gzip.compress(payload.encode(), mtime=0))
-    split = {s: sum(1 for q in questions if q["split"] == s) for s in ("tune", "heldout")}
+    docs_path.write_bytes(gzip.compress(payload.encode(), mtime=0))
+    return {s: sum(1 for q in questions if q["split"] == s) for s in ("tune", "heldout")}
+
+
+def main() -> int:
+    questions, docs = build()
+    split = write_set(questions, docs, QUESTIONS, DOCS)
     per = {p: sum(1 for d in docs if d["doc_id"].startswith(f"faq:{p}/")) for p in SOURCES}
     print(f"{len(questions)} questions over {len(docs)} documents ({split}; {per})")
     return 0
