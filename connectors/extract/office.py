@@ -35,8 +35,12 @@ def preload() -> threading.Thread:
     global _preloading
     with _preload_lock:
         if _preloading is None:
+            # Not a daemon: a short sync can end while an import is still running, and a
+            # daemon thread stopped mid-import at interpreter exit aborted the process
+            # ("FATAL: exception not rethrown", exit -6, seen once under load after a sync
+            # that had already committed). Exit waits for the imports instead (< 1 s).
             _preloading = threading.Thread(target=_import_parsers, name="preload-parsers",
-                                           daemon=True)
+                                           daemon=False)
             _preloading.start()
         return _preloading
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 import time
 import zipfile
@@ -352,3 +354,21 @@ def test_preload_leaves_a_failing_import_to_the_extraction(monkeypatch: pytest.M
     office._import_parsers()  # no exception: the extraction that needs it reports it
     assert "clearance_no_such_parser" not in sys.modules
     assert "colorsys" in sys.modules  # the parsers after a failing one are still imported
+
+
+def test_a_process_that_ends_during_the_preload_waits_for_it(tmp_path: Path) -> None:
+    """A short sync can be done before the parsers are; the process must finish the imports
+    at exit rather than have a thread stopped mid-import (which aborted it once, exit -6)."""
+    marker = tmp_path / "imported"
+    (tmp_path / "slow_parser.py").write_text(
+        "import time, pathlib\n"
+        "time.sleep(1.0)\n"
+        f"pathlib.Path({str(marker)!r}).write_text('done')\n")
+    script = ("import connectors.extract.office as office\n"
+              "office.PARSERS = ('slow_parser',)\n"
+              "office.preload()\n")  # the process ends here, with the import under way
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert marker.read_text() == "done"
