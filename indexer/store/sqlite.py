@@ -18,7 +18,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
@@ -551,16 +551,23 @@ class SqliteStore:
         if self._df_gen != gen:
             self._df, self._df_gen = {}, gen
             self._passages = self.chunk_count()
-        cap = max(self.common_min, int(self._passages * self.common_fraction))
-        if self._passages <= cap or len(terms) < 2:
-            return terms
-        for term in terms:
+        def passages_with(term: str, cap: int) -> int:  # counted up to cap, per generation
             if term not in self._df:
                 self._df[term] = int(self._db.execute(
                     "SELECT COUNT(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? "
                     "LIMIT ?)", (fts_query([term]), cap)).fetchone()[0])
-        selective = [t for t in terms if self._df[t] < cap]
-        return selective or terms
+            return self._df[term]
+
+        return self._rare(terms, self._passages, passages_with)
+
+    def _rare(self, terms: list[str], passages: int,
+              passages_with: Callable[[str, int], int]) -> list[str]:
+        """The COMMON_FRACTION rule, for the FTS5 path and the postings alike: the terms in
+        fewer than the cap's passages, or every term when none is (or nothing is cut)."""
+        cap = max(self.common_min, int(passages * self.common_fraction))
+        if passages <= cap or len(terms) < 2:
+            return terms
+        return [t for t in terms if passages_with(t, cap) < cap] or terms
 
     def _match(self, terms: list[str]) -> str | None:
         """The FTS5 query: the selective terms, and with common_terms = "score" the common ones
@@ -627,11 +634,8 @@ class SqliteStore:
                         return None
                     lists[stem] = found
             stems = [t[0] for t in tokens]
-            # the rule of _selective / _match, with each term's passage count known exactly
-            cap = max(self.common_min, int(state.rows * self.common_fraction))
-            rare = stems
-            if state.rows > cap and len(stems) >= 2:
-                rare = [t for t in stems if len(lists[t][0]) < cap] or stems
+            # _match's rule, with each term's passage count known exactly from its postings
+            rare = self._rare(stems, state.rows, lambda t, _cap: len(lists[t][0]))
             phrases = rare + stems if (self.common_terms == "score"
                                        and len(rare) < len(stems)) else rare
             candidates = np.unique(np.concatenate([lists[t][0] for t in rare]))
