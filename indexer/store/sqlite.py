@@ -803,11 +803,7 @@ class SqliteStore:
         dim = cache.dim
         # The (acl_id, rowid) index covers this: no vector page is read. It has every
         # dimension's rows; one the cache does not hold fails the checks below (reload).
-        rows = self._db.execute(
-            "SELECT chunk_id, acl_id FROM chunks INDEXED BY chunks_acl").fetchall()
-        pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
-        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
-        ids_now, acl_now = pairs[:, 0].copy(), pairs[:, 1].copy()
+        ids_now, acl_now = postings.chunk_acls(self._db)
         if len(ids_now) == 0 or len(cache.chunk_ids) == 0:
             return False
         newest = int(cache.chunk_ids.max()) if len(cache.chunk_ids) else 0
