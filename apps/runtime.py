@@ -89,7 +89,8 @@ class Runtime:
             # The environment is read here, once: [store] password_env names a variable in it.
             return open_store(cfg, os.environ, dimension=self.embedder.dim,
                               create=not self.read_only)
-        return SqliteStore(self.settings.store_path)
+        return SqliteStore(self.settings.store_path, dense_search=cfg.dense_search,
+                           nprobe=cfg.ivf_nprobe)
 
     @cached_property
     def embedder(self) -> Embedder:

@@ -160,24 +160,22 @@ def clearance_store(work: Workload, tmp: Path,
     return store, row_of, filters
 
 
-def clearance_engine(nprobe: int | None = None, ranking_only: bool = False,
-                     exact: bool = False) -> Callable[[Workload, Path], Search]:
-    """Clearance's `dense` (texts fetched) or `dense_ranking` (ids and scores only), with the
-    IVF probing `nprobe` clusters (None: the default), or a second store on the same file
-    whose IVF is off (`exact`: the scan every caller got before)."""
+def clearance_engine(ivf_on: bool = False, nprobe: int | None = None,
+                     ranking_only: bool = False) -> Callable[[Workload, Path], Search]:
+    """Clearance's `dense` (texts fetched) or `dense_ranking` (ids and scores only), exact as
+    the product's default is (int8 first pass + float32 rescoring for broad callers), or with
+    the opt-in IVF probing `nprobe` clusters (None: its default)."""
     def build(work: Workload, tmp: Path) -> Search:
         from indexer.store import ivf
-        from indexer.store.sqlite import SqliteStore
+        from indexer.store.sqlite import IVF_OFF
 
-        store, row_of, filters = clearance_store(work, tmp, "rank" if ranking_only else
-                                                 f"np{nprobe}" if nprobe else "clearance")
-        if exact:
-            store = SqliteStore(store.path)
-            store.ivf_min_rows = 1 << 62
-        probe = nprobe or ivf.NPROBE
+        key = ("ivf" if ivf_on else "exact") + ("-rank" if ranking_only else "") + (
+            f"-np{nprobe}" if nprobe else "")
+        store, row_of, filters = clearance_store(work, tmp, key)
+        store.ivf_min_rows = ivf.MIN_ROWS if ivf_on else IVF_OFF
+        store.nprobe = nprobe or ivf.NPROBE
 
         def search(q: Vectors, caller: int) -> list[int]:
-            store.nprobe = probe
             if ranking_only:
                 return [row_of[c] for c, _ in store.dense_ranking(q, filters[caller], K)]
             return [row_of[h.chunk_id] for h in store.dense(q, filters[caller], K)]
@@ -283,11 +281,12 @@ def sqlite_vec_engine(work: Workload, tmp: Path) -> Search:
 ENGINES: dict[str, Callable[[Workload, Path], Search]] = {
     "clearance": clearance_engine(),
     "clearance-rank": clearance_engine(ranking_only=True),
-    "clearance-np4": clearance_engine(nprobe=4),
-    "clearance-np8": clearance_engine(nprobe=8),
-    "clearance-np16": clearance_engine(nprobe=16),
-    "clearance-np48": clearance_engine(nprobe=48),
-    "clearance-exact": clearance_engine(exact=True),
+    "clearance-ivf": clearance_engine(ivf_on=True),
+    "clearance-ivf-rank": clearance_engine(ivf_on=True, ranking_only=True),
+    "clearance-ivf-np4": clearance_engine(ivf_on=True, nprobe=4),
+    "clearance-ivf-np8": clearance_engine(ivf_on=True, nprobe=8),
+    "clearance-ivf-np16": clearance_engine(ivf_on=True, nprobe=16),
+    "clearance-ivf-np48": clearance_engine(ivf_on=True, nprobe=48),
     "faiss-flat": faiss_engine(hnsw=False),
     "faiss-hnsw": faiss_engine(hnsw=True),
     "lancedb": lancedb_engine,
@@ -348,70 +347,80 @@ def measure(built: dict[str, tuple[Search, float, float]], work: Workload,
             for name, (_, b, r) in built.items()]
 
 
-def first_query_after_writes(work: Workload, rounds: int = 3) -> None:
-    """What the first broad query after a write costs: the IVF store (training kept) against
-    an exact-scan store on the same file (both reload the vectors) and a forced retrain."""
+def _twins(work: Workload) -> tuple[Any, Any, list[AclFilter]] | None:
+    """The "clearance" engine's store (exact, the default) and an IVF store on the same file."""
     from indexer.store import ivf
     from indexer.store.sqlite import SqliteStore
 
-    if (id(work), "clearance") not in _STORES:
+    if (id(work), "exact") not in _STORES:
+        return None
+    exact, _, filters = _STORES[(id(work), "exact")]
+    twin = SqliteStore(exact.path, dense_search="ivf")
+    twin.ivf_min_rows = ivf.MIN_ROWS
+    return exact, twin, filters
+
+
+def first_query_after_writes(work: Workload, rounds: int = 3) -> None:
+    """What the first broad query after a write costs on the exact store (int8 copy kept,
+    new rows scored in float32) and on the IVF store (training kept), and a forced retrain."""
+    from indexer.store import ivf
+
+    stores = _twins(work)
+    if stores is None:
         return
-    store, _, filters = _STORES[(id(work), "clearance")]
-    exact = SqliteStore(store.path)
-    exact.ivf_min_rows = 1 << 62
+    exact, twin, filters = stores
     broad = filters[-1]
+    for s in (exact, twin):
+        s.dense(work.queries[0], broad, K)
     rng = np.random.default_rng(11)
     acl = Acl.of([["group:g0"]])
     print("\nfirst broad query after writes (ms, median of "
-          f"{rounds}): | documents rewritten | IVF store | exact store | IVF / exact |")
+          f"{rounds}): | documents rewritten | exact store | IVF store |")
     for docs in (1, 200, 1000):
-        got: dict[str, list[float]] = {"ivf": [], "exact": []}
+        got: dict[str, list[float]] = {"exact": [], "ivf": []}
         for _ in range(rounds):
-            with store.batch():
+            with exact.batch():
                 for d in rng.choice(len(work.vectors) // 5, size=docs, replace=False):
                     vec = work.vectors[5 * d:5 * d + 5]
                     vec = vec + 0.01 * rng.standard_normal(vec.shape).astype(np.float32)
                     doc = make_document(f"{CONNECTOR}:d{d}", f"d{d}", f"bench://{d}",
                                         [Section(f"chunk {5 * d + i}") for i in range(5)], acl)
-                    store.upsert(doc, [Chunk(doc.doc_id, i, f"chunk {5 * d + i}")
+                    exact.upsert(doc, [Chunk(doc.doc_id, i, f"chunk {5 * d + i}")
                                        for i in range(5)], vec.astype(np.float32), "bench", "r1")
-            for name, s in (("ivf", store), ("exact", exact)):
+            for name, s in (("exact", exact), ("ivf", twin)):
                 t = time.perf_counter()
                 s.dense(work.queries[0], broad, K)
                 got[name].append((time.perf_counter() - t) * 1000)
-        a, b = statistics.median(got["ivf"]), statistics.median(got["exact"])
-        print(f"| {docs} ({5 * docs} chunks) | {a:.0f} | {b:.0f} | {a / b:.2f} |")
+        print(f"| {docs} ({5 * docs} chunks) | {statistics.median(got['exact']):.0f} | "
+              f"{statistics.median(got['ivf']):.0f} |")
     t = time.perf_counter()
-    ivf.train(store._dense.matrix, store._dense.chunk_ids)
+    ivf.train(twin._dense.matrix, twin._dense.chunk_ids)
     print(f"a retrain at {len(work.vectors)} rows (what each write would cost if the first "
           f"query retrained): {(time.perf_counter() - t) * 1000:.0f} ms")
 
 
 def hybrid_depth(work: Workload, depth: int = 100) -> None:
-    """The dense side as the hybrid retriever asks it (top `depth`, texts fetched): the IVF
-    store against an exact-scan store on the same file, interleaved, with recall@depth."""
-    from indexer.store.sqlite import SqliteStore
-
-    if (id(work), "clearance") not in _STORES:
+    """The dense side as the hybrid retriever asks it (top `depth`, texts fetched): the exact
+    store against the IVF store on the same file, interleaved, with the IVF's recall@depth."""
+    stores = _twins(work)
+    if stores is None:
         return
-    store, _, filters = _STORES[(id(work), "clearance")]
-    exact = SqliteStore(store.path)
-    exact.ivf_min_rows = 1 << 62
-    print(f"\ndense side at depth {depth}: | caller | IVF p50 / p95 ms | exact p50 / p95 ms | "
-          f"recall@{depth} |")
+    exact, twin, filters = stores
+    print(f"\ndense side at depth {depth}: | caller | exact p50 / p95 ms | IVF p50 / p95 ms | "
+          f"IVF recall@{depth} |")
     for c, f in enumerate(filters):
-        exact.dense(work.queries[0], f, depth)
-        got: dict[str, list[float]] = {"ivf": [], "exact": []}
+        twin.dense(work.queries[0], f, depth)
+        got: dict[str, list[float]] = {"exact": [], "ivf": []}
         recall = []
         for q in work.queries:
             ids = {}
-            for name, s in (("ivf", store), ("exact", exact)):
+            for name, s in (("exact", exact), ("ivf", twin)):
                 t = time.perf_counter()
                 ids[name] = {h.chunk_id for h in s.dense(q, f, depth)}
                 got[name].append((time.perf_counter() - t) * 1000)
             recall.append(len(ids["ivf"] & ids["exact"]) / max(len(ids["exact"]), 1))
         cells = " | ".join(f"{statistics.median(got[n]):.2f} / {np.percentile(got[n], 95):.2f}"
-                           for n in ("ivf", "exact"))
+                           for n in ("exact", "ivf"))
         print(f"| {c} | {cells} | {statistics.fmean(recall):.3f} |")
 
 

@@ -32,6 +32,7 @@ from bench.quality.dataset import load_dataset
 from bench.quality.run import FUSIONS, DatasetConnector, half_of
 from core.acl import Acl, AclFilter
 from core.models import Section, make_document
+from indexer.chunking import ChunkingPolicy
 from indexer.embedding import load_embedder
 from indexer.store.base import ChunkHit
 from indexer.store.sqlite import SqliteStore
@@ -77,9 +78,13 @@ def _hit(row: list[object]) -> ChunkHit:
     return ChunkHit(int(str(cid)), str(doc), int(str(ordinal)), float(str(score)), "", "", "")
 
 
-def candidates(name: str, embedder_name: str, cache: Path | None) -> tuple[Lists, str]:
-    """Per question (in load_set order) the lexical and dense candidate lists."""
-    path = cache / f"{name}.{embedder_name}.json.gz" if cache else None
+def candidates(name: str, embedder_name: str, cache: Path | None,
+               policy: ChunkingPolicy | None = None) -> tuple[Lists, str]:
+    """Per question (in load_set order) the lexical and dense candidate lists; `policy`
+    None is the product's chunking (the Pipeline's own default for the embedder)."""
+    tag = "" if policy is None else (f".c{policy.max_tokens}-{policy.target_tokens}"
+                                     f"-{policy.overlap_tokens}")
+    path = cache / f"{name}.{embedder_name}{tag}.json.gz" if cache else None
     if path is not None and path.exists():
         data = json.loads(gzip.decompress(path.read_bytes()))
         return ([([_hit(r) for r in lx], [_hit(r) for r in dn]) for lx, dn in data["lists"]],
@@ -92,7 +97,7 @@ def candidates(name: str, embedder_name: str, cache: Path | None) -> tuple[Lists
         store = SqliteStore(Path(tmp) / "q.sqlite3")
         t = time.perf_counter()
         connector = docs[0][0].split(":")[0]  # doc ids are "<connector>:..."
-        report = Pipeline(store, embedder).full_sync(DatasetConnector(connector, [
+        report = Pipeline(store, embedder, policy=policy).full_sync(DatasetConnector(connector, [
             make_document(d, title, f"{connector}://{d}", [Section(text)], Acl.from_json(PUBLIC))
             for d, title, text in docs]))
         built = time.perf_counter() - t
@@ -102,7 +107,7 @@ def candidates(name: str, embedder_name: str, cache: Path | None) -> tuple[Lists
                           store.dense(embedder.embed([text])[0], acl, depth)))
         store.close()
     note = (f"{name}: {len(docs)} documents, {report.chunks_embedded} chunks "
-            f"({embedder_name}), indexed in {built:.0f}s")
+            f"({embedder_name}{tag}), indexed in {built:.0f}s")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"note": note, "lists": [[[_hit_json(h) for h in lx], [_hit_json(h) for h in dn]]
@@ -147,13 +152,24 @@ def main() -> None:
                                                     "manpages-desc"])
     ap.add_argument("--embedder", default="minilm-onnx-int8")
     ap.add_argument("--candidates", type=Path, default=None)
+    ap.add_argument("--chunking", default=None, metavar="MAX,TARGET,OVERLAP",
+                    help="chunk sizes in tokens instead of the product's (230,200,40)")
     args = ap.parse_args()
+    policy = None
+    if args.chunking is not None:
+        try:
+            mx, target, overlap = (int(x) for x in args.chunking.split(","))
+        except ValueError:
+            ap.error("--chunking: three integers MAX,TARGET,OVERLAP")
+        if not 0 <= overlap < target <= mx <= 256:
+            ap.error("--chunking: need 0 <= OVERLAP < TARGET <= MAX <= 256")
+        policy = ChunkingPolicy(max_tokens=mx, target_tokens=target, overlap_tokens=overlap)
     print("| set | retrieval | held-out R@5 | held-out MRR@10 | tune R@5 | tune MRR@10 |")
     print("|---|---|---|---|---|---|")
     loaded = []
     for name in args.sets:
         _, questions = load_set(name)
-        lists, note = candidates(name, args.embedder, args.candidates)
+        lists, note = candidates(name, args.embedder, args.candidates, policy)
         loaded.append((name, questions, lists))
         n = {h: sum(1 for q in questions if q[2] == h) for h in ("tune", "held-out")}
         for label, rule in rules():

@@ -5,8 +5,10 @@ principals select the admitted ACL ids in SQL (every gate met, no deny), and bot
 apply that set *before* ranking: FTS5 joins it in the same statement, the dense scan masks
 rows before taking the top k. Vectors are cached in memory; after a write (the store's
 generation counters moved) the cache appends new rows, masks deleted ones and re-reads ACL ids
-rather than reloading every vector. A large index is arranged by IVF cluster
-(indexer/store/ivf.py) so a broad caller's query reads only the nearest clusters.
+rather than reloading every vector. Dense search is exact by default (an int8 first pass over a
+large matrix, its best candidates rescored in float32); `dense_search="ivf"` arranges a large
+index by IVF cluster (indexer/store/ivf.py) so a broad caller's query reads only the nearest
+clusters, at a recall cost on real embeddings (bench/ivf_recall.py).
 """
 
 from __future__ import annotations
@@ -124,6 +126,11 @@ GATHER_BUDGET = 64 << 20
 # After the int8 first pass, this many candidates (at least RESCORE_MIN) are rescored exactly.
 RESCORE_FACTOR = 10
 RESCORE_MIN = 100
+# Rows appended or deleted since the last full load, as a share of the rows, past which the
+# next query reloads (re-clusters, rebuilds the int8 copy) instead of patching the cache.
+REFRESH_SHARE = ivf.RETRAIN_SHARE
+DenseSearch = Literal["exact", "ivf"]
+IVF_OFF = 1 << 62  # ivf_min_rows when the IVF is off: no index is that large
 
 
 def query_terms(text: str, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
@@ -157,6 +164,8 @@ class _DenseCache:
         self.readable: dict[frozenset[str], npt.NDArray[np.int64]] = {}
         self.int8: int8scan.Int8Scan | None = None  # made on the first broad query
         self.int8_tried = False
+        self.int8_rows = 0  # the int8 copy covers rows [0, int8_rows); later ones are float32
+        self.base = 0  # rows at the last full load: rows past it were appended since
         # Rows arranged by IVF cluster (indexer/store/ivf.py); None: rows in chunk-id order
         self.layout: ivf.Layout | None = None
         self.masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}  # same keys as readable
@@ -329,17 +338,22 @@ class _Connection:
 class SqliteStore:
     """Chunk, identity and state store in one SQLite file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, dense_search: DenseSearch = "exact",
+                 nprobe: int = ivf.NPROBE) -> None:
+        if dense_search not in ("exact", "ivf") or nprobe < 1:
+            raise ValueError(f"dense_search {dense_search!r}, nprobe {nprobe}")
         self.path = path
         self._db = _Connection(_open(path), path)
         self._lock = threading.RLock()
         self._depth = 0
         self._dense = _DenseCache()
         # The IVF layout's training outlives matrix generations (retrained only when stale);
-        # `ivf_min_rows` and `nprobe` are the knobs bench/peers.py and the tests turn.
+        # `ivf_min_rows` and `nprobe` are the knobs bench/peers.py and the tests turn. The IVF
+        # is off unless asked for: on real embeddings its default probe finds ~0.91 of the
+        # exact top 10 (bench/ivf_recall.py; 1.000 on peers.py's synthetic clusters).
         self._training: ivf.Training | None = None
-        self.ivf_min_rows = ivf.MIN_ROWS
-        self.nprobe = ivf.NPROBE
+        self.ivf_min_rows = ivf.MIN_ROWS if dense_search == "ivf" else IVF_OFF
+        self.nprobe = nprobe
         self._admitted: dict[tuple[frozenset[str], int, int], list[int]] = {}
         self._df: dict[str, int] = {}  # term -> passages matching it (capped), per generation
         self._df_gen = -1
@@ -743,14 +757,21 @@ class SqliteStore:
     @staticmethod
     def _int8_scores(cache: _DenseCache,
                      vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
+        tail = len(cache.matrix) - cache.int8_rows
+        if cache.int8 is not None and tail > REFRESH_SHARE * len(cache.matrix):
+            cache.int8, cache.int8_tried = None, False  # too many rows past the copy: rebuild
         if not cache.int8_tried:
             cache.int8_tried = True
             cache.int8 = int8scan.build(cache.matrix)
+            cache.int8_rows = len(cache.matrix) if cache.int8 is not None else 0
         if cache.int8 is None:
             return None
         scores = cache.int8.scores(vector)
         if scores is None:
             cache.int8 = None  # failed once: float32 for the rest of this generation
+            return None
+        if cache.int8_rows < len(cache.matrix):  # rows appended since the copy: exact
+            scores = np.concatenate([scores, cache.matrix[cache.int8_rows:] @ vector])
         return scores
 
     def _readable_rows(self, cache: _DenseCache, acl: AclFilter) -> npt.NDArray[np.int64]:
@@ -794,6 +815,7 @@ class SqliteStore:
         cache.layout = None
         self._forget(cache)
         self._arrange(cache)
+        cache.base = len(cache.chunk_ids)
 
     def _refresh(self, cache: _DenseCache) -> bool:
         """Bring the cache up to date after writes without reading every vector again: rows
@@ -824,20 +846,19 @@ class SqliteStore:
         cache.acl_ids = np.concatenate([np.where(live[:len(at)], acl_now[at], -1),
                                         acl_now[len(ids_now) - len(fresh):]])
         cache.live = live
-        self._forget(cache)
-        if cache.layout is not None:
-            indexed = int(cache.layout.offsets[-1])
-            changed = (len(live) - indexed) + int((~live[:indexed]).sum())
-            if changed > ivf.RETRAIN_SHARE * len(live):
-                return False  # re-cluster from a clean load (retrained only if stale)
-        elif len(cache.chunk_ids) >= max(self.ivf_min_rows, 1) or int((~live).sum()):
-            return False  # grown into the IVF, or deleted rows: a clean load
-        return True
+        # Rows only appended and masked: the int8 copy of the first rows stays valid.
+        self._forget(cache, keep_int8=True)
+        changed = (len(live) - cache.base) + int((~live[:cache.base]).sum())
+        if changed > REFRESH_SHARE * len(live):
+            return False  # re-cluster / rebuild from a clean load (retrained only if stale)
+        # grown into the IVF: a clean load arranges it
+        return cache.layout is not None or len(cache.chunk_ids) < max(self.ivf_min_rows, 1)
 
     @staticmethod
-    def _forget(cache: _DenseCache) -> None:
+    def _forget(cache: _DenseCache, keep_int8: bool = False) -> None:
         cache.readable, cache.masks, cache.gathered = {}, {}, {}
-        cache.int8, cache.int8_tried = None, False
+        if not keep_int8 or cache.int8 is None:  # none yet (or it failed): try again
+            cache.int8, cache.int8_tried, cache.int8_rows = None, False, 0
 
     def _arrange(self, cache: _DenseCache) -> None:
         """Sort a large matrix by IVF cluster, reusing the last training unless stale."""

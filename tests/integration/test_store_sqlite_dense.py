@@ -117,6 +117,52 @@ def test_the_int8_first_pass_returns_the_exact_order(
     assert store._dense.int8 is not None  # the int8 path answered, not the float32 one
 
 
+def test_writes_keep_the_int8_copy_and_score_new_rows_exactly(
+        tmp_path: Path, int8_on_small_matrices: None) -> None:
+    """After a write the int8 copy of the rows it covers is kept (no rebuild per write): rows
+    appended since are scored in float32 beside it, deleted rows are masked, answers stay
+    the exact reference; past REFRESH_SHARE of the rows changed, the next query reloads."""
+    store, acls, vectors = build(tmp_path / "i.sqlite")
+    held = set(GROUPS) | {"user:mallory@acme.com"}
+    rng = np.random.default_rng(6)
+    q = rng.standard_normal(DIM).astype(np.float32)
+    q /= np.linalg.norm(q)
+    assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
+    copy = store._dense.int8
+    assert copy is not None and store._dense.int8_rows == 240
+    # A new document whose first chunk is the query itself: the best hit, from the tail.
+    doc = make_document("c:new", "c:new", "u://new", [Section("a"), Section("b")],
+                        Acl.single(["group:g3"]))
+    vec = np.stack([q, -q]).astype(np.float32)
+    store.upsert(doc, [Chunk("c:new", 0, "a"), Chunk("c:new", 1, "b")], vec, "t", "r2")
+    acls["c:new"], vectors["c:new#0"], vectors["c:new#1"] = doc.acl, vec[0], vec[1]
+    best = reference(acls, vectors, held, q, 5)
+    top_before = best[1]
+    assert best[0] == "c:new#0" and found(store, held, q, 5) == best
+    assert store._dense.int8 is copy  # patched, not rebuilt
+    assert "c:new#0" not in found(store, {"group:g0"} - {"group:g3"}, q, 240)  # denied side
+    store.delete([top_before.split("#")[0]])
+    del acls[top_before.split("#")[0]]
+    for key in [k for k in vectors if k.startswith(top_before.split("#")[0] + "#")]:
+        del vectors[key]
+    got = found(store, held, q, 5)
+    assert got == reference(acls, vectors, held, q, 5) and top_before not in got
+    assert store._dense.int8 is copy
+    # More than REFRESH_SHARE of the rows rewritten: a clean load and a new copy.
+    with store.batch():
+        for d in range(30):
+            doc_id = f"c:d{d}"
+            v = rng.standard_normal((2, DIM)).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            doc = make_document(doc_id, doc_id, f"u://{d}", [Section("a"), Section("b")],
+                                acls.get(doc_id, Acl.single(["group:g1"])))
+            store.upsert(doc, [Chunk(doc_id, 0, "a"), Chunk(doc_id, 1, "b")], v, "t", "r3")
+            acls[doc_id] = doc.acl
+            vectors[f"{doc_id}#0"], vectors[f"{doc_id}#1"] = v[0], v[1]
+    assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
+    assert store._dense.int8 is not copy and store._dense.int8_rows == len(vectors)
+
+
 def test_scores_of_the_int8_copy_are_close_and_rank_like_float32(
         int8_on_small_matrices: None) -> None:
     rng = np.random.default_rng(1)

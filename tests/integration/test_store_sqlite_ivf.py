@@ -142,3 +142,45 @@ def test_training_is_deterministic_and_arrange_places_every_row() -> None:
     moved = matrix.copy()
     moved[5] = -moved[5]  # the same chunk id, another vector: counts as new
     assert ivf.arrange(a, moved, ids).changed == 2
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_search_is_the_exact_top_of_the_probed_rows(seed: int) -> None:
+    """ivf.search against a brute-force answer over exactly the rows it may read (the probed
+    lists and the tail), with empty lists and an unclustered tail, and the denied side."""
+    rng = np.random.default_rng(seed)
+    rows, dim = 400, 8
+    matrix = rng.standard_normal((rows, dim)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    training = ivf.train(matrix[:300], np.arange(300, dtype=np.int64), lists=40)
+    base = ivf.arrange(training, matrix[:300], np.arange(300, dtype=np.int64))
+    arranged = np.concatenate([matrix[:300][base.order], matrix[300:]])  # 100 rows of tail
+    readable = rng.random(rows) < 0.5
+    for nprobe in (1, 3, 40):
+        q = rng.standard_normal(dim).astype(np.float32)
+        q /= np.linalg.norm(q)
+        # Empty lists first, in the middle and last, the first of them nearest the query.
+        mid = len(base.centroids) // 2
+        layout = ivf.Layout(
+            np.vstack([q, base.centroids[:mid], -q, base.centroids[mid:], q * 0.9]),
+            base.order,
+            np.concatenate([[0], base.offsets[:mid + 1], base.offsets[mid:],
+                            [base.offsets[-1]]]), 0)
+        assert (np.diff(layout.offsets) == 0).sum() == 3
+        got = ivf.search(layout, arranged, readable, q, nprobe, 7)
+        near = np.argsort(-(layout.centroids @ q), kind="stable")[:nprobe]
+        allowed = np.zeros(rows, dtype=bool)
+        for c in near:
+            allowed[layout.offsets[c]:layout.offsets[c + 1]] = True
+        allowed[300:] = True
+        allowed &= readable
+        if allowed.sum() < 7:
+            assert got is None
+            continue
+        assert got is not None
+        found_rows, scores = got
+        assert readable[found_rows].all()  # never a row the caller may not read
+        np.testing.assert_allclose(scores, arranged[found_rows] @ q, rtol=1e-6)
+        truth = np.where(allowed, arranged @ q, -np.inf)
+        kth = np.sort(truth)[-7]
+        assert len(set(found_rows.tolist())) == 7 and (scores >= kth - 1e-6).all()
