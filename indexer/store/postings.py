@@ -21,9 +21,12 @@ every column, avgdl their mean, k1 = 1.2 and b = 0.75. tests/integration/test_po
 holds the result to FTS5's on random corpora.
 
 State is per generation of the store (its `vector_gen` and `acl_gen` counters, which every
-writer, in any process, bumps): passage lengths and ACL ids per chunk are loaded when the
-vectors' generation moves, ACL ids alone when only ACLs changed, and a term's postings on
-the first question that needs them. Anything this code cannot reproduce exactly (a word FTS5
+writer, in any process, bumps): passage lengths and ACL ids per chunk are loaded once, then
+brought forward when the vectors' generation moves (chunk ids only grow, so rows past the
+newest are appended with their size records and rows gone are masked: N and avgdl are over
+the live rows, as FTS5 keeps them) until a fifth of the rows changed, when it reloads; ACL
+ids alone are re-read when only ACLs changed; a term's postings load on the first question
+of a generation that needs them. Anything this code cannot reproduce exactly (a word FTS5
 splits into several tokens, a size record it cannot decode) returns None and the store asks
 FTS5 instead.
 """
@@ -121,37 +124,102 @@ class Postings:
 
     vector_gen: int
     acl_gen: int
-    chunk_ids: Ids
+    chunk_ids: Ids  # every row loaded or appended since, live or not, ascending
     lengths: Floats
-    acl_ids: Ids
-    avgdl: float
+    acl_ids: Ids  # -1 for a row gone
+    avgdl: float  # over the live rows
+    live: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    base: int = 0  # rows at the last full load
     terms: OrderedDict[tuple[str, tuple[float, ...]], tuple[Ids, Floats]] = field(
         default_factory=OrderedDict)
     entries: int = 0
 
     @property
     def rows(self) -> int:
-        return len(self.chunk_ids)
+        """N of the BM25 formula: the live rows."""
+        return int(np.count_nonzero(self.live))
 
 
-def load(db: Any, vector_gen: int, acl_gen: int, columns: int) -> Postings | None:
-    """Lengths and ACL ids of every row (None if FTS5's rows and the chunks disagree).
-    Each column comes back as one comma list parsed in C (a Python tuple per row cost 380 ms
-    at 100k rows, this ~50 ms)."""
+REFRESH_SHARE = 0.2  # rows appended or gone since the last load, past which it reloads
+
+
+def _sizes(db: Any, columns: int, after: int) -> tuple[Ids, Ids] | None:
+    """(row ids, token counts) of FTS5's size records for rows past `after`, each column one
+    comma list parsed in C (a Python tuple per row cost 380 ms at 100k rows, this ~50 ms)."""
     ids, sizes, hexed = db.execute(
         "SELECT group_concat(id), group_concat(length(sz)), group_concat(hex(sz), '') "
-        "FROM (SELECT id, sz FROM chunks_fts_docsize ORDER BY id)").fetchone()
+        "FROM (SELECT id, sz FROM chunks_fts_docsize WHERE id > ? ORDER BY id)",
+        (after,)).fetchone()
     chunk_ids = _ints(ids)
     raw = np.frombuffer(bytes.fromhex(hexed or ""), dtype=np.uint8)
     lengths = decode_sizes(raw, _ints(sizes), columns)
     if lengths is None or len(lengths) != len(chunk_ids):
         return None
-    acl = acl_array(db, chunk_ids)
+    return chunk_ids, lengths
+
+
+def _avgdl(lengths: Floats, live: npt.NDArray[np.bool_]) -> float:
+    n = int(np.count_nonzero(live))
+    return float(lengths[live].sum()) / n if n else 0.0
+
+
+def load(db: Any, vector_gen: int, acl_gen: int, columns: int,
+         acls: tuple[Ids, Ids]) -> Postings | None:
+    """Lengths and ACL ids of every row (None if FTS5's rows and the chunks disagree);
+    `acls` is chunk_acls() read at or after this generation."""
+    found = _sizes(db, columns, -1)
+    if found is None:
+        return None
+    chunk_ids, lengths = found
+    acl = acl_array(chunk_ids, acls)
     if acl is None:
         return None
-    total = float(lengths.sum())
-    avgdl = total / len(chunk_ids) if len(chunk_ids) else 0.0
-    return Postings(vector_gen, acl_gen, chunk_ids, lengths.astype(np.float64), acl, avgdl)
+    live = np.ones(len(chunk_ids), dtype=bool)
+    floats = lengths.astype(np.float64)
+    return Postings(vector_gen, acl_gen, chunk_ids, floats, acl, _avgdl(floats, live), live,
+                    len(chunk_ids))
+
+
+def refresh(db: Any, state: Postings, vector_gen: int, acl_gen: int, columns: int,
+            acls: tuple[Ids, Ids]) -> Postings | None:
+    """`state` brought to the current rows without reading every size record again: rows
+    past its newest id appended, rows gone masked, every ACL id re-read; the term postings
+    are dropped (they reload on first use). None when the rows do not fit that picture (an
+    id at or below the newest appeared) or too many changed since the load: reload."""
+    ids_now, acl_now = acls
+    newest = int(state.chunk_ids[-1]) if len(state.chunk_ids) else -1
+    fresh = ids_now[ids_now > newest]
+    if len(state.chunk_ids) == 0 or len(ids_now) == 0:
+        return None
+    at = np.minimum(np.searchsorted(ids_now, state.chunk_ids), len(ids_now) - 1)
+    live = (ids_now[at] == state.chunk_ids) & state.live
+    if len(ids_now) - len(fresh) != int(live.sum()):
+        return None
+    found = _sizes(db, columns, newest)
+    if found is None or not np.array_equal(found[0], fresh):
+        return None  # FTS5's rows and the chunks disagree: a clean load decides
+    chunk_ids = np.concatenate([state.chunk_ids, fresh])
+    live = np.concatenate([live, np.ones(len(fresh), dtype=bool)])
+    changed = (len(chunk_ids) - state.base) + int((~live[:state.base]).sum())
+    if changed > REFRESH_SHARE * max(int(live.sum()), 1):
+        return None
+    lengths = np.concatenate([state.lengths, found[1].astype(np.float64)])
+    acl = np.concatenate([np.where(live[:len(at)], acl_now[at], -1),
+                          acl_now[len(ids_now) - len(fresh):]])
+    return Postings(vector_gen, acl_gen, chunk_ids, lengths, acl, _avgdl(lengths, live), live,
+                    state.base)
+
+
+def live_acl_array(state: Postings, acls: tuple[Ids, Ids]) -> Ids | None:
+    """The ACL id of each of `state`'s rows after an ACL-only change (-1 for rows gone);
+    None if the rows themselves changed."""
+    found, acl = acls
+    alive = state.chunk_ids[state.live]
+    if len(found) != len(alive) or not np.array_equal(found, alive):
+        return None
+    out = np.full(len(state.chunk_ids), -1, dtype=np.int64)
+    out[state.live] = acl
+    return out
 
 
 def chunk_acls(db: Any) -> tuple[Ids, Ids]:
@@ -166,9 +234,9 @@ def chunk_acls(db: Any) -> tuple[Ids, Ids]:
     return found[order], acl[order]
 
 
-def acl_array(db: Any, chunk_ids: Ids) -> Ids | None:
+def acl_array(chunk_ids: Ids, acls: tuple[Ids, Ids]) -> Ids | None:
     """The ACL id of each row, aligned with `chunk_ids` (None if the chunks differ)."""
-    found, acl = chunk_acls(db)
+    found, acl = acls
     if len(found) != len(chunk_ids) or not np.array_equal(found, chunk_ids):
         return None
     return acl
@@ -199,8 +267,9 @@ def term_postings(db: Any, state: Postings, term: str,
         freq = np.bincount(inverse, weights=np.asarray(weights, dtype=np.float64)[cols],
                            minlength=len(docs)).astype(np.float64)
     where = np.searchsorted(state.chunk_ids, docs)
-    if len(docs) and (where.max() >= state.rows or
-                      not np.array_equal(state.chunk_ids[where], docs)):
+    if len(docs) and (where.max() >= len(state.chunk_ids) or
+                      not np.array_equal(state.chunk_ids[where], docs)
+                      or not state.live[where].all()):
         return None  # a row FTS5 has and the loaded state does not: written since
     entry = (where.astype(np.int64), freq)
     state.terms[key] = entry

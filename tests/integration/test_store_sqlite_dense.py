@@ -191,3 +191,18 @@ def test_a_failing_int8_pass_falls_back_to_float32(
 
 def test_too_small_a_matrix_gets_no_int8_copy() -> None:
     assert int8scan.build(np.ones((10, 4), dtype=np.float32)) is None
+
+
+def test_appending_rows_reuses_the_buffer_and_leaves_older_views_intact() -> None:
+    rng = np.random.default_rng(1)
+    first = rng.standard_normal((40, DIM)).astype(np.float32)
+    grown = sqlite_store._appended(first, first[:3])  # a fresh buffer with room
+    assert grown.shape == (43, DIM) and np.array_equal(grown[40:], first[:3])
+    before = grown.copy()
+    more = sqlite_store._appended(grown, first[5:7])
+    assert more.base is grown.base  # appended in place
+    assert np.array_equal(grown, before)  # the older view still shows what it showed
+    assert np.array_equal(more, np.concatenate([before, first[5:7]]))
+    # no room left: a new buffer, the old one untouched
+    big = sqlite_store._appended(more, rng.standard_normal((100, DIM)).astype(np.float32))
+    assert big.base is not more.base and np.array_equal(big[:45], more)
