@@ -254,6 +254,32 @@ def chroma_engine(work: Workload, tmp: Path) -> Search:
     return search
 
 
+def qdrant_engine(work: Workload, tmp: Path) -> Search:
+    """Qdrant's local mode (qdrant-client without a server: the collection lives in this
+    process, as the embedded store does), its payload filter `acl_id` in the caller's ids."""
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(tmp / "qdrant"))
+    client.create_collection("chunks", vectors_config=models.VectorParams(
+        size=work.vectors.shape[1], distance=models.Distance.DOT))
+    step = 5000
+    for s in range(0, len(work.vectors), step):
+        e = min(s + step, len(work.vectors))
+        client.upsert("chunks", points=models.Batch(
+            ids=list(range(s, e)), vectors=work.vectors[s:e].tolist(),
+            payloads=[{"acl_id": int(a)} for a in work.chunk_acl[s:e]]))
+    filters = [models.Filter(must=[models.FieldCondition(
+        key="acl_id", match=models.MatchAny(any=[int(i) for i in work.admitted(c)] or [-1]))])
+        for c in work.callers]
+
+    def search(q: Vectors, caller: int) -> list[int]:
+        found = client.query_points("chunks", query=q.tolist(), query_filter=filters[caller],
+                                    limit=K).points
+        return [int(p.id) for p in found]
+
+    return search
+
+
 def sqlite_vec_engine(work: Workload, tmp: Path) -> Search:
     import apsw  # the stdlib sqlite3 of many Python builds cannot load extensions
     import sqlite_vec
@@ -292,6 +318,7 @@ ENGINES: dict[str, Callable[[Workload, Path], Search]] = {
     "lancedb": lancedb_engine,
     "chroma": chroma_engine,
     "sqlite-vec": sqlite_vec_engine,
+    "qdrant-local": qdrant_engine,
 }
 
 
