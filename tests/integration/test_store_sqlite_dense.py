@@ -206,3 +206,23 @@ def test_appending_rows_reuses_the_buffer_and_leaves_older_views_intact() -> Non
     # no room left: a new buffer, the old one untouched
     big = sqlite_store._appended(more, rng.standard_normal((100, DIM)).astype(np.float32))
     assert big.base is not more.base and np.array_equal(big[:45], more)
+
+
+def test_the_gather_budget_grows_with_the_index(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Narrow callers' contiguous copies are kept within max(GATHER_BUDGET, matrix / 8), each
+    at most a quarter of it: on a large index a 3 % caller's copy fits (it did not at 1M)."""
+    store, _, vectors = build(tmp_path / "i.sqlite")
+    monkeypatch.setattr(sqlite_store, "GATHER_BUDGET", 1)  # only the share counts here
+    q = next(iter(vectors.values()))
+    found(store, {"group:g0"}, q, 5)  # loads the matrix
+    cache = store._dense
+    budget = cache.matrix.nbytes // sqlite_store.GATHER_SHARE
+    fits = np.arange(budget // 4 // cache.matrix[0].nbytes, dtype=np.int64)  # a quarter
+    too_big = np.arange(len(fits) + 1, dtype=np.int64)
+    acl_a, acl_b = AclFilter({"c": {"a"}}), AclFilter({"c": {"b"}})
+    first = store._gathered(cache, acl_a, fits)
+    assert store._gathered(cache, acl_a, fits) is first  # kept and reused
+    assert np.array_equal(first, cache.matrix[fits])
+    store._gathered(cache, acl_b, too_big)
+    assert frozenset(acl_b.terms()) not in cache.gathered  # over a quarter: not kept
