@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -42,7 +43,7 @@ class StoreSettings(Section):
     # ~1.0) or "ivf" (from 50k chunks, only the `ivf_nprobe` nearest clusters are read: faster
     # for broad callers, recall@10 ~0.91 at 100k on real embeddings, bench/ivf_recall.py).
     dense_search: Literal["exact", "ivf"] = "exact"
-    ivf_nprobe: int = Field(default=24, ge=1, le=65536)
+    ivf_nprobe: StrictInt = Field(default=24, ge=1, le=65536)  # `true` is not 1 clusters
 
     @model_validator(mode="after")
     def _embedded_only(self) -> StoreSettings:
