@@ -20,6 +20,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -206,6 +207,23 @@ class _DenseCache:
                             tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]] = {}
 
 
+class _Shared:
+    """One process's dense cache of one index file (per IVF setting), shared by every store
+    handle on that file: the web server opens one handle per serving thread, and four copies
+    of the matrix and its int8 copy cost ~0.7 GB at 100k chunks. `lock` is held for a whole
+    dense query (the cache is brought to the asking connection's generation, then scored)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.dense = _DenseCache()
+        # The IVF layout's training outlives matrix generations (retrained only when stale).
+        self.training: ivf.Training | None = None
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[str, int], _Shared] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
 log = logging.getLogger(__name__)
 
 PRIVATE = 0o600  # the index holds every chunk's text: its owner's only
@@ -375,12 +393,10 @@ class SqliteStore:
         self._db = _Connection(_open(path), path)
         self._lock = threading.RLock()
         self._depth = 0
-        self._dense = _DenseCache()
-        # The IVF layout's training outlives matrix generations (retrained only when stale);
+        self._holders: dict[int, _Shared] = {}  # the shared dense caches this handle used
         # `ivf_min_rows` and `nprobe` are the knobs bench/peers.py and the tests turn. The IVF
         # is off unless asked for: on real embeddings its default probe finds ~0.91 of the
         # exact top 10 (bench/ivf_recall.py; 1.000 on peers.py's synthetic clusters).
-        self._training: ivf.Training | None = None
         self.ivf_min_rows = ivf.MIN_ROWS if dense_search == "ivf" else IVF_OFF
         self.nprobe = nprobe
         self._admitted: dict[tuple[frozenset[str], int, int], list[int]] = {}
@@ -401,6 +417,24 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
+
+    def _shared(self) -> _Shared:
+        """The dense cache every handle on this file with this IVF setting shares (kept alive
+        by the handles that use it; the last one gone, it goes)."""
+        key = self.ivf_min_rows
+        held = self._holders.get(key)
+        if held is None:
+            with _SHARED_LOCK:
+                where = (os.path.realpath(self.path), key)
+                held = _SHARED.get(where)
+                if held is None:
+                    held = _SHARED[where] = _Shared()
+            self._holders[key] = held
+        return held
+
+    @property
+    def _dense(self) -> _DenseCache:
+        return self._shared().dense
 
     # -- transactions ----------------------------------------------------------------------
     @contextmanager
@@ -734,7 +768,7 @@ class SqliteStore:
         """`dense` without the passage texts: (chunk id, score), best first (bench/peers.py
         times both to show the text fetch's share)."""
         _require_filter(acl)
-        with self._lock:
+        with self._lock, self._shared().lock:
             vector = np.asarray(vector, dtype=np.float32)
             cache = self._dense_matrix(len(vector))
             if len(cache.chunk_ids) == 0 or limit <= 0:
@@ -910,7 +944,8 @@ class SqliteStore:
         n = len(cache.chunk_ids)
         if n < max(self.ivf_min_rows, 1):
             return
-        training = self._training
+        holder = self._shared()
+        training = holder.training
         layout = None
         if training is not None and training.centroids.shape[1] == cache.dim:
             layout = ivf.arrange(training, cache.matrix, cache.chunk_ids)
@@ -918,10 +953,10 @@ class SqliteStore:
                 layout = None
         if layout is None:
             t0 = time.perf_counter()
-            self._training = ivf.train(cache.matrix, cache.chunk_ids)
+            training = holder.training = ivf.train(cache.matrix, cache.chunk_ids)
             log.info("dense search: IVF trained rows=%d lists=%d seconds=%.2f", n,
-                     len(self._training.centroids), time.perf_counter() - t0)
-            layout = ivf.arrange(self._training, cache.matrix, cache.chunk_ids)
+                     len(training.centroids), time.perf_counter() - t0)
+            layout = ivf.arrange(training, cache.matrix, cache.chunk_ids)
         cache.chunk_ids = cache.chunk_ids[layout.order]
         cache.acl_ids = cache.acl_ids[layout.order]
         cache.matrix = cache.matrix[layout.order]

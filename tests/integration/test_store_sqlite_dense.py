@@ -226,3 +226,73 @@ def test_the_gather_budget_grows_with_the_index(tmp_path: Path,
     assert np.array_equal(first, cache.matrix[fits])
     store._gathered(cache, acl_b, too_big)
     assert frozenset(acl_b.terms()) not in cache.gathered  # over a quarter: not kept
+
+
+def test_handles_on_one_file_share_one_dense_cache(tmp_path: Path) -> None:
+    """The web server's serving threads each open a handle: they share one matrix (and int8
+    copy), each query brought to its own connection's generation; the denied side holds
+    across handles, and a handle with another IVF setting has a cache of its own."""
+    import gc
+    import threading
+
+    store, acls, vectors = build(tmp_path / "i.sqlite")
+    other = SqliteStore(tmp_path / "i.sqlite")
+    q = vectors["c:d5#0"]
+    alice = {"group:g0"}
+    found(store, alice, q, 5)
+    assert other._dense is store._dense  # one cache, not one per handle
+    assert found(other, alice, q, 5) == reference(acls, vectors, alice, q, 5)
+    other.update_acl("c:d5", Acl.single(["group:g0"]), None)  # granted through the other
+    acls["c:d5"] = Acl.single(["group:g0"])
+    assert found(store, alice, q, 5)[0] == "c:d5#0"
+    other.update_acl("c:d5", Acl.single(["group:g11"]), None)  # and revoked
+    acls["c:d5"] = Acl.single(["group:g11"])
+    assert not any(k.startswith("c:d5#") for k in found(store, alice, q, 240))
+    assert found(store, alice, q, 7) == reference(acls, vectors, alice, q, 7)
+    ivf_handle = SqliteStore(tmp_path / "i.sqlite", dense_search="ivf")
+    found(ivf_handle, alice, q, 5)
+    assert ivf_handle._dense is not store._dense
+
+    # Threads, each with its own handle, querying while another thread revokes documents
+    # (deletes, or moves them to a group no reader holds): no query that started after a
+    # revocation had committed may show that document.
+    import time
+
+    errors: list[str] = []
+    revoked: dict[str, float] = {}
+    stop = threading.Event()
+
+    def ask(held: set[str]) -> None:
+        handle = SqliteStore(tmp_path / "i.sqlite")
+        rng = np.random.default_rng(len(held))
+        while not stop.is_set():
+            v = rng.standard_normal(DIM).astype(np.float32)
+            started = time.monotonic()
+            for hit in handle.dense(v / np.linalg.norm(v), AclFilter({"c": held}), 9):
+                gone = revoked.get(hit.doc_id)
+                if gone is not None and gone < started:
+                    errors.append(f"{hit.doc_id} shown to {sorted(held)} after its revocation")
+        handle.close()
+
+    readers = [threading.Thread(target=ask, args=(h,)) for h in
+               ({"group:g0"}, {"group:g1", "group:g2"}, set(GROUPS[:9]))]
+    for t in readers:
+        t.start()
+    for i in range(30):
+        doc_id = f"c:d{i}"
+        if i % 3 == 0:
+            other.delete([doc_id])
+        else:
+            other.update_acl(doc_id, Acl.single(["group:g11"]), None)
+        revoked[doc_id] = time.monotonic()  # committed: every later query must miss it
+        time.sleep(0.002)
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    for handle in (store, other, ivf_handle):
+        handle.close()
+    del store, other, ivf_handle, handle
+    gc.collect()
+    from indexer.store.sqlite import _SHARED
+    assert not [k for k in list(_SHARED) if k[0].startswith(str(tmp_path.resolve()))]

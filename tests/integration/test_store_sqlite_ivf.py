@@ -69,7 +69,7 @@ def test_the_ivf_answers_like_the_exact_scan_through_writes(tmp_path: Path) -> N
     store, acls, vectors = forced(tmp_path / "i.sqlite")
     check_all(store, acls, vectors, 1)
     assert store._dense.layout is not None  # the IVF answered
-    trained = store._training
+    trained = store._shared().training
     upsert(store, acls, vectors, "c:new1", Acl.single(["group:g1"]), 11)  # a new document
     upsert(store, acls, vectors, "c:d3", Acl.single(["group:g2"]), 12)  # replaced vectors
     store.delete(["c:d4", "c:d9"])
@@ -81,7 +81,7 @@ def test_the_ivf_answers_like_the_exact_scan_through_writes(tmp_path: Path) -> N
     # the cache still holding the old vectors
     upsert(store, acls, vectors, "c:d3", Acl.single(["group:g2"]), 13)
     check_all(store, acls, vectors, 3)
-    assert store._training is trained  # a few writes did not retrain
+    assert store._shared().training is trained  # a few writes did not retrain
     cache = store._dense
     assert cache.layout is not None
     assert len(cache.matrix) > cache.layout.offsets[-1]  # new rows in the exact tail
@@ -113,11 +113,11 @@ def test_acl_changes_reach_the_ivf_at_once(tmp_path: Path) -> None:
 def test_many_changes_retrain(tmp_path: Path) -> None:
     store, acls, vectors = forced(tmp_path / "i.sqlite")
     check_all(store, acls, vectors, 5)
-    trained = store._training
+    trained = store._shared().training
     for d in range(30):  # 60 of 240 rows rewritten: over RETRAIN_SHARE
         upsert(store, acls, vectors, f"c:d{d}", acls[f"c:d{d}"], 100 + d)
     check_all(store, acls, vectors, 6)
-    assert store._training is not trained
+    assert store._shared().training is not trained
 
 
 def test_a_narrow_probe_may_miss_rows_but_never_leaks(tmp_path: Path) -> None:
