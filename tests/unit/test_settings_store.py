@@ -8,15 +8,9 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError
-from core.settings import read_config_file
+from tests.unit.test_settings_assistant import load  # writes clearance.toml, reads it back
 
 pytestmark = pytest.mark.unit
-
-
-def load(tmp_path: Path, body: str) -> object:
-    path = tmp_path / "clearance.toml"
-    path.write_text(body, encoding="utf-8")
-    return read_config_file(path)
 
 
 def test_dense_search_is_exact_unless_asked(tmp_path: Path) -> None:
