@@ -376,14 +376,12 @@ def measure(built: dict[str, tuple[Search, float, float]], work: Workload,
 
 def _twins(work: Workload) -> tuple[Any, Any, list[AclFilter]] | None:
     """The "clearance" engine's store (exact, the default) and an IVF store on the same file."""
-    from indexer.store import ivf
     from indexer.store.sqlite import SqliteStore
 
     if (id(work), "exact") not in _STORES:
         return None
     exact, _, filters = _STORES[(id(work), "exact")]
     twin = SqliteStore(exact.path, dense_search="ivf")
-    twin.ivf_min_rows = ivf.MIN_ROWS
     return exact, twin, filters
 
 

@@ -180,34 +180,55 @@ def load(db: Any, vector_gen: int, acl_gen: int, columns: int,
                     len(chunk_ids))
 
 
+@dataclass(frozen=True)
+class Carried:
+    """What a cache of rows (chunk ids, only growing) becomes after writes: `fresh` ids past
+    its newest, `live` over its rows then the fresh ones, `acl_ids` aligned with `live` (-1
+    for a row gone), `changed` rows appended or gone since its last full load."""
+
+    fresh: Ids
+    live: npt.NDArray[np.bool_]
+    acl_ids: Ids
+    changed: int
+
+
+def carry_forward(acls: tuple[Ids, Ids], known: Ids, known_live: npt.NDArray[np.bool_],
+                  base: int) -> Carried | None:
+    """`known` rows (any order) brought to `acls` (chunk_acls(): every chunk now), or None
+    when they do not fit (an id at or below the newest known one appeared, a row gone came
+    back, or either side is empty): the caller reloads. The dense cache and the postings
+    state both keep rows this way."""
+    ids_now, acl_now = acls
+    if len(ids_now) == 0 or len(known) == 0:
+        return None
+    fresh = ids_now[ids_now > int(known.max())]
+    at = np.minimum(np.searchsorted(ids_now, known), len(ids_now) - 1)
+    live = (ids_now[at] == known) & known_live
+    if len(ids_now) - len(fresh) != int(live.sum()):
+        return None
+    acl = np.concatenate([np.where(live, acl_now[at], -1),
+                          acl_now[len(ids_now) - len(fresh):]])
+    live = np.concatenate([live, np.ones(len(fresh), dtype=bool)])
+    changed = (len(live) - base) + int((~live[:base]).sum())
+    return Carried(fresh, live, acl, changed)
+
+
 def refresh(db: Any, state: Postings, vector_gen: int, acl_gen: int, columns: int,
             acls: tuple[Ids, Ids]) -> Postings | None:
     """`state` brought to the current rows without reading every size record again: rows
     past its newest id appended, rows gone masked, every ACL id re-read; the term postings
     are dropped (they reload on first use). None when the rows do not fit that picture (an
     id at or below the newest appeared) or too many changed since the load: reload."""
-    ids_now, acl_now = acls
-    newest = int(state.chunk_ids[-1]) if len(state.chunk_ids) else -1
-    fresh = ids_now[ids_now > newest]
-    if len(state.chunk_ids) == 0 or len(ids_now) == 0:
+    carried = carry_forward(acls, state.chunk_ids, state.live, state.base)
+    if carried is None or carried.changed > REFRESH_SHARE * max(int(carried.live.sum()), 1):
         return None
-    at = np.minimum(np.searchsorted(ids_now, state.chunk_ids), len(ids_now) - 1)
-    live = (ids_now[at] == state.chunk_ids) & state.live
-    if len(ids_now) - len(fresh) != int(live.sum()):
-        return None
-    found = _sizes(db, columns, newest)
-    if found is None or not np.array_equal(found[0], fresh):
+    found = _sizes(db, columns, int(state.chunk_ids[-1]))
+    if found is None or not np.array_equal(found[0], carried.fresh):
         return None  # FTS5's rows and the chunks disagree: a clean load decides
-    chunk_ids = np.concatenate([state.chunk_ids, fresh])
-    live = np.concatenate([live, np.ones(len(fresh), dtype=bool)])
-    changed = (len(chunk_ids) - state.base) + int((~live[:state.base]).sum())
-    if changed > REFRESH_SHARE * max(int(live.sum()), 1):
-        return None
+    chunk_ids = np.concatenate([state.chunk_ids, carried.fresh])
     lengths = np.concatenate([state.lengths, found[1].astype(np.float64)])
-    acl = np.concatenate([np.where(live[:len(at)], acl_now[at], -1),
-                          acl_now[len(ids_now) - len(fresh):]])
-    return Postings(vector_gen, acl_gen, chunk_ids, lengths, acl, _avgdl(lengths, live), live,
-                    state.base)
+    return Postings(vector_gen, acl_gen, chunk_ids, lengths, carried.acl_ids,
+                    _avgdl(lengths, carried.live), carried.live, state.base)
 
 
 def live_acl_array(state: Postings, acls: tuple[Ids, Ids]) -> Ids | None:

@@ -148,6 +148,9 @@ def fts_query(terms: list[str]) -> str | None:
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms) or None
 
 
+ROOM = 8  # the dense matrix's buffer keeps 1/ROOM more rows free for appends
+
+
 def _vectors(blobs: list[bytes], dim: int, room: bool = False) -> npt.NDArray[np.float32]:
     """Float32 rows from their blobs (one join: 100k small vstack inputs cost more); with
     `room`, a view of a buffer an eighth larger, so the writes that follow append in place
@@ -158,7 +161,7 @@ def _vectors(blobs: list[bytes], dim: int, room: bool = False) -> npt.NDArray[np
     rows = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
     if not room:
         return rows.copy()
-    buffer = np.empty((len(rows) + len(rows) // 8 + 1, dim), dtype=np.float32)
+    buffer = np.empty((len(rows) + len(rows) // ROOM + 1, dim), dtype=np.float32)
     buffer[:len(rows)] = rows
     return buffer[:len(rows)]
 
@@ -166,8 +169,8 @@ def _vectors(blobs: list[bytes], dim: int, room: bool = False) -> npt.NDArray[np
 def _appended(matrix: npt.NDArray[np.float32],
               rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """`matrix` with `rows` below it. The matrix is a view of a buffer with room to grow
-    (an eighth more), so a write appends in place instead of copying every vector (~20 ms at
-    100k x 384); rows already there never change, so older views of it stay valid."""
+    (_vectors' `room`), so a write appends in place instead of copying every vector; rows
+    already there never change, so older views of it stay valid."""
     n, extra = len(matrix), len(rows)
     base = matrix.base if isinstance(matrix.base, np.ndarray) else None
     if (base is not None and base.ndim == 2 and base.shape[1] == matrix.shape[1]
@@ -176,7 +179,7 @@ def _appended(matrix: npt.NDArray[np.float32],
             and n + extra <= len(base)):
         base[n:n + extra] = rows
         return base[:n + extra]
-    grown = np.empty((n + extra + (n + extra) // 8, matrix.shape[1]), dtype=np.float32)
+    grown = np.empty((n + extra + (n + extra) // ROOM, matrix.shape[1]), dtype=np.float32)
     grown[:n] = matrix
     grown[n:n + extra] = rows
     return grown[:n + extra]
@@ -836,9 +839,8 @@ class SqliteStore:
     @staticmethod
     def _int8_scores(cache: _DenseCache,
                      vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
-        tail = len(cache.matrix) - cache.int8_rows
-        if cache.int8 is not None and tail > REFRESH_SHARE * len(cache.matrix):
-            cache.int8, cache.int8_tried = None, False  # too many rows past the copy: rebuild
+        # No rebuild check here: _refresh reloads (and drops the copy) before the rows past
+        # the copy reach REFRESH_SHARE of the matrix.
         if not cache.int8_tried:
             cache.int8_tried = True
             cache.int8 = int8scan.build(cache.matrix)
@@ -904,32 +906,22 @@ class SqliteStore:
         dim = cache.dim
         # The (acl_id, rowid) index covers this: no vector page is read. It has every
         # dimension's rows; one the cache does not hold fails the checks below (reload).
-        ids_now, acl_now = self._chunk_acls(vector_gen, acl_gen)
-        if len(ids_now) == 0 or len(cache.chunk_ids) == 0:
-            return False
-        newest = int(cache.chunk_ids.max()) if len(cache.chunk_ids) else 0
-        fresh = ids_now[ids_now > newest]
-        at = np.minimum(np.searchsorted(ids_now, cache.chunk_ids), len(ids_now) - 1)
-        live = ids_now[at] == cache.chunk_ids
-        if len(ids_now) - len(fresh) != int(live.sum()):
-            return False  # an id at or below the newest cached one appeared: reload
+        carried = postings.carry_forward(self._chunk_acls(vector_gen, acl_gen),
+                                         cache.chunk_ids, cache.live, cache.base)
+        if carried is None or carried.changed > REFRESH_SHARE * len(carried.live):
+            return False  # rows that do not fit, or too many changed: a clean load
+        fresh = carried.fresh
         if len(fresh):
             added = self._db.execute(
                 "SELECT chunk_id, vector FROM chunks WHERE chunk_id > ? AND length(vector) = ? "
-                "ORDER BY chunk_id", (newest, dim * 4)).fetchall()
+                "ORDER BY chunk_id", (int(cache.chunk_ids.max()), dim * 4)).fetchall()
             if [r[0] for r in added] != fresh.tolist():
                 return False
             cache.matrix = _appended(cache.matrix, _vectors([r[1] for r in added], dim))
         cache.chunk_ids = np.concatenate([cache.chunk_ids, fresh])
-        live = np.concatenate([live, np.ones(len(fresh), dtype=bool)])
-        cache.acl_ids = np.concatenate([np.where(live[:len(at)], acl_now[at], -1),
-                                        acl_now[len(ids_now) - len(fresh):]])
-        cache.live = live
+        cache.acl_ids, cache.live = carried.acl_ids, carried.live
         # Rows only appended and masked: the int8 copy of the first rows stays valid.
         self._forget(cache, keep_int8=True)
-        changed = (len(live) - cache.base) + int((~live[:cache.base]).sum())
-        if changed > REFRESH_SHARE * len(live):
-            return False  # re-cluster / rebuild from a clean load (retrained only if stale)
         # grown into the IVF: a clean load arranges it
         return cache.layout is not None or len(cache.chunk_ids) < max(self.ivf_min_rows, 1)
 
