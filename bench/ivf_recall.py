@@ -125,7 +125,7 @@ def run(passages: Matrix, questions: Matrix, probes: list[int]) -> None:
 
 def exact_and_peers(passages: Matrix, questions: Matrix) -> None:
     """recall@10 of the int8 first pass (the store's default) and of FAISS's IVF and HNSW."""
-    from indexer.store import int8scan
+    from indexer.store import firstpass
     from indexer.store.sqlite import RESCORE_FACTOR, RESCORE_MIN
 
     exact = questions @ passages.T
@@ -136,17 +136,18 @@ def exact_and_peers(passages: Matrix, questions: Matrix) -> None:
 
     print("\n| engine | setting | recall@10 |")
     print("|---|---|---|")
-    scan = int8scan.Int8Scan(passages)
-    wanted = max(RESCORE_MIN, RESCORE_FACTOR * 10)
-    found = []
-    for q in questions:
-        approx = scan.scores(q)
-        assert approx is not None
-        cand = np.argpartition(-approx, wanted - 1)[:wanted]
-        best = passages[cand] @ q
-        found.append(set(cand[np.argpartition(-best, 9)[:10]].tolist()))
-    print(f"| clearance exact (default) | int8 first pass, {wanted} rescored | "
-          f"{recall(found):.4f} |")
+    scan = firstpass.FirstPass(passages)
+    everyone = np.zeros(len(passages), dtype=np.float32)
+    for wanted in sorted({100, 200, max(RESCORE_MIN, RESCORE_FACTOR * 10)}):
+        found = []
+        for q in questions:
+            cand = scan.candidates(q, everyone, wanted)
+            assert cand is not None
+            best = passages[cand] @ q
+            found.append(set(cand[np.argpartition(-best, 9)[:10]].tolist()))
+        print(f"| clearance exact (default at {max(RESCORE_MIN, RESCORE_FACTOR * 10)}) | "
+              f"4-bit first pass over {firstpass.DIMS} principal directions, {wanted} "
+              f"rescored | {recall(found):.4f} |", flush=True)
     try:
         import faiss
     except ImportError:

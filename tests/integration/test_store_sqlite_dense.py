@@ -13,7 +13,7 @@ import pytest
 
 from core.acl import Acl, AclFilter
 from core.models import Chunk, Section, make_document
-from indexer.store import int8scan
+from indexer.store import firstpass
 from indexer.store import sqlite as sqlite_store
 from indexer.store.sqlite import SqliteStore
 
@@ -99,27 +99,27 @@ def test_remembered_rows_follow_acl_changes_and_writes(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def int8_on_small_matrices(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The int8 first pass starts at 50k rows; here it serves the test's 240."""
-    monkeypatch.setattr(int8scan, "MIN_ROWS", 1)
+def first_pass_on_small_matrices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first pass starts at 50k rows; here it serves the test's 240."""
+    monkeypatch.setattr(firstpass, "MIN_ROWS", 1)
     monkeypatch.setattr(sqlite_store, "RESCORE_MIN", 20)
 
 
 @pytest.mark.parametrize("held", [set(GROUPS[:9]), set(GROUPS) | {"user:mallory@acme.com"}])
-def test_the_int8_first_pass_returns_the_exact_order(
-        tmp_path: Path, held: set[str], int8_on_small_matrices: None) -> None:
+def test_the_first_pass_returns_the_exact_order(
+        tmp_path: Path, held: set[str], first_pass_on_small_matrices: None) -> None:
     store, acls, vectors = build(tmp_path / "i.sqlite")
     rng = np.random.default_rng(4)
     for _ in range(8):
         q = rng.standard_normal(DIM).astype(np.float32)
         q /= np.linalg.norm(q)
         assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
-    assert store._dense.int8 is not None  # the int8 path answered, not the float32 one
+    assert store._dense.first is not None  # the first pass answered, not the float32 scan
 
 
-def test_writes_keep_the_int8_copy_and_score_new_rows_exactly(
-        tmp_path: Path, int8_on_small_matrices: None) -> None:
-    """After a write the int8 copy of the rows it covers is kept (no rebuild per write): rows
+def test_writes_keep_the_first_pass_and_score_new_rows_exactly(
+        tmp_path: Path, first_pass_on_small_matrices: None) -> None:
+    """After a write the first pass over the rows it covers is kept (no rebuild per write): rows
     appended since are scored in float32 beside it, deleted rows are masked, answers stay
     the exact reference; past REFRESH_SHARE of the rows changed, the next query reloads."""
     store, acls, vectors = build(tmp_path / "i.sqlite")
@@ -128,8 +128,8 @@ def test_writes_keep_the_int8_copy_and_score_new_rows_exactly(
     q = rng.standard_normal(DIM).astype(np.float32)
     q /= np.linalg.norm(q)
     assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
-    copy = store._dense.int8
-    assert copy is not None and store._dense.int8_rows == 240
+    copy = store._dense.first
+    assert copy is not None and store._dense.first_rows == 240
     # A new document whose first chunk is the query itself: the best hit, from the tail.
     doc = make_document("c:new", "c:new", "u://new", [Section("a"), Section("b")],
                         Acl.single(["group:g3"]))
@@ -139,7 +139,7 @@ def test_writes_keep_the_int8_copy_and_score_new_rows_exactly(
     best = reference(acls, vectors, held, q, 5)
     top_before = best[1]
     assert best[0] == "c:new#0" and found(store, held, q, 5) == best
-    assert store._dense.int8 is copy  # patched, not rebuilt
+    assert store._dense.first is copy  # patched, not rebuilt
     assert "c:new#0" not in found(store, {"group:g0"} - {"group:g3"}, q, 240)  # denied side
     store.delete([top_before.split("#")[0]])
     del acls[top_before.split("#")[0]]
@@ -147,7 +147,7 @@ def test_writes_keep_the_int8_copy_and_score_new_rows_exactly(
         del vectors[key]
     got = found(store, held, q, 5)
     assert got == reference(acls, vectors, held, q, 5) and top_before not in got
-    assert store._dense.int8 is copy
+    assert store._dense.first is copy
     # More than REFRESH_SHARE of the rows rewritten: a clean load and a new copy.
     with store.batch():
         for d in range(30):
@@ -160,37 +160,83 @@ def test_writes_keep_the_int8_copy_and_score_new_rows_exactly(
             acls[doc_id] = doc.acl
             vectors[f"{doc_id}#0"], vectors[f"{doc_id}#1"] = v[0], v[1]
     assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
-    assert store._dense.int8 is not copy and store._dense.int8_rows == len(vectors)
+    assert store._dense.first is not copy and store._dense.first_rows == len(vectors)
 
 
-def test_scores_of_the_int8_copy_are_close_and_rank_like_float32(
-        int8_on_small_matrices: None) -> None:
+def test_first_pass_candidates_keep_the_nearest_readable_rows_only(
+        first_pass_on_small_matrices: None) -> None:
     rng = np.random.default_rng(1)
-    matrix = rng.standard_normal((500, 64)).astype(np.float32)
+    matrix = rng.standard_normal((2000, 256)).astype(np.float32)  # 256 > DIMS: projected
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
     matrix[7] = 0.0  # an all-zero row must not divide by zero
-    scan = int8scan.build(matrix)
+    scan = firstpass.build(matrix)
     assert scan is not None
+    everyone = np.zeros(len(matrix), dtype=np.float32)
     q = matrix[3]
-    approx = scan.scores(q)
-    assert approx is not None and approx.shape == (500,)
-    assert float(np.max(np.abs(approx - matrix @ q))) < 0.05
-    assert approx[7] == 0.0
-    assert int(np.argmax(approx)) == 3
+    found = scan.candidates(q, everyone, 50)
+    assert found is not None and len(found) == 50 and found[0] == 3
+    exact = set(np.argsort(-(matrix @ q))[:5].tolist())
+    assert exact <= set(found.tolist())
+    # The denied side: a row the caller cannot read is never a candidate, however near.
+    denied = everyone.copy()
+    denied[3] = -np.inf
+    found = scan.candidates(q, denied, 50)
+    assert found is not None and 3 not in found.tolist() and len(found) == 50
+    # Fewer readable rows than asked for: only those come back.
+    few = np.full(len(matrix), -np.inf, dtype=np.float32)
+    few[[7, 11, 1999]] = 0.0
+    found = scan.candidates(q, few, 50)
+    assert found is not None and sorted(found.tolist()) == [7, 11, 1999]
 
 
-def test_a_failing_int8_pass_falls_back_to_float32(
-        tmp_path: Path, int8_on_small_matrices: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(int8scan, "build", lambda matrix: None)
+def test_principal_directions_carry_most_of_a_low_rank_matrix() -> None:
+    rng = np.random.default_rng(2)
+    low = rng.standard_normal((3000, 20)) @ rng.standard_normal((20, 64))
+    matrix = (low + 0.01 * rng.standard_normal((3000, 64))).astype(np.float32)
+    basis = firstpass.basis(matrix, 20)
+    assert basis.shape == (64, 20)
+    assert np.allclose(basis.T @ basis, np.eye(20), atol=1e-4)
+    kept = np.linalg.norm(matrix @ basis) ** 2 / np.linalg.norm(matrix) ** 2
+    assert kept > 0.999
+    assert np.array_equal(firstpass.basis(matrix, 64), np.eye(64, dtype=np.float32))
+
+
+def test_quantised_codes_decode_within_a_step() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.standard_normal((50, 256)).astype(np.float32)
+    values[4] = 0.0
+    packed, scales = firstpass.quantise(values, 128)
+    assert packed.shape == (50, 2, 64) and scales.shape == (100,)
+    codes = np.stack([packed & 15, packed >> 4], axis=-1).reshape(50, 2, 128).astype(np.int16)
+    decoded = ((codes - 8) * scales.reshape(50, 2)[:, :, None]).reshape(50, 256)
+    assert np.all(np.abs(decoded - values) <= scales.repeat(128).reshape(50, 256) / 2 + 1e-6)
+    assert np.all(decoded[4] == 0.0)
+
+
+def test_a_failing_first_pass_falls_back_to_float32(
+        tmp_path: Path, first_pass_on_small_matrices: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(firstpass, "build", lambda matrix: None)
     store, acls, vectors = build(tmp_path / "i.sqlite")
     q = vectors["c:d1#0"]
     held = set(GROUPS)
     assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
-    assert store._dense.int8 is None
+    assert store._dense.first is None
 
 
-def test_too_small_a_matrix_gets_no_int8_copy() -> None:
-    assert int8scan.build(np.ones((10, 4), dtype=np.float32)) is None
+def test_a_first_pass_failing_at_query_time_falls_back_to_float32(
+        tmp_path: Path, first_pass_on_small_matrices: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(firstpass.FirstPass, "candidates", lambda self, q, bias, count: None)
+    store, acls, vectors = build(tmp_path / "i.sqlite")
+    q = vectors["c:d1#0"]
+    held = set(GROUPS[:9])
+    assert found(store, held, q, 5) == reference(acls, vectors, held, q, 5)
+    assert store._dense.first is None and store._dense.first_tried  # not retried per query
+
+
+def test_too_small_a_matrix_gets_no_first_pass() -> None:
+    assert firstpass.build(np.ones((10, 4), dtype=np.float32)) is None
 
 
 def test_appending_rows_reuses_the_buffer_and_leaves_older_views_intact() -> None:
@@ -229,7 +275,7 @@ def test_the_gather_budget_grows_with_the_index(tmp_path: Path,
 
 
 def test_handles_on_one_file_share_one_dense_cache(tmp_path: Path) -> None:
-    """The web server's serving threads each open a handle: they share one matrix (and int8
+    """The web server's serving threads each open a handle: they share one matrix (and first
     copy), each query brought to its own connection's generation; the denied side holds
     across handles, and a handle with another IVF setting has a cache of its own."""
     import gc
