@@ -135,6 +135,13 @@ class ChunkStore(Protocol):
 
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]: ...
 
+    def lexical_ceiling(self, query: str) -> float | None:
+        """An upper bound of every score `lexical` can give for `query`, whoever asks (0.0
+        when no term is scored; None when the store cannot tell): retriever.hybrid divides
+        BM25 by it, so a weak lexical match stays weak. Drawn from the whole index's term
+        statistics like the scores, so never shown."""
+        ...
+
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter,
               limit: int) -> list[ChunkHit]: ...
 

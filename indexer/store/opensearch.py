@@ -67,6 +67,8 @@ from indexer.store.opensearch_client import (
 from indexer.store.opensearch_identities import CHECKPOINT_SUFFIX, IdentityIndex, StateIndex
 from indexer.store.opensearch_query import (
     acl_fields,
+    ceiling,
+    ceiling_searches,
     chunk_doc_id,
     chunk_id,
     chunks_index_body,
@@ -569,6 +571,15 @@ class OpenSearchStore:
         found = self._call("lexical search",
                            lambda: self.client.search(index=self.chunks, body=body))
         return [self._hit(h, float(h["_score"])) for h in found["hits"]["hits"]]
+
+    def lexical_ceiling(self, query: str) -> float | None:
+        text = query_text(query)
+        if text is None:
+            return 0.0
+        lines = ceiling_searches(text)
+        found = self._call("lexical statistics",
+                           lambda: self.client.msearch(index=self.chunks, body=lines))
+        return ceiling(text, found.get("responses") or [])
 
     def dense(self, vector: npt.NDArray[np.float32], acl: AclFilter,
               limit: int) -> list[ChunkHit]:

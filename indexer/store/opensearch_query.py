@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import re
 from functools import cache
 from importlib import resources
@@ -132,6 +133,49 @@ def lexical_body(text: str, acl: AclFilter, limit: int) -> Body:
             }
         },
     }
+
+
+def _count(clause: Body) -> Body:
+    return {"size": 0, "track_total_hits": True,
+            "query": {"bool": {"filter": [{"term": {"kind": "chunk"}}, clause]}}}
+
+
+def ceiling_searches(text: str) -> list[Body]:
+    """The `_msearch` lines behind `ceiling`: per lexical field, how many chunks have it, then
+    per word of `text` (query_text's) how many chunks' field matches it (its document
+    frequency). Counts only: no hit, no text, no ACL needed (the statistics are the index's)."""
+    lines: list[Body] = []
+    for name, _ in LEXICAL_WEIGHTS:
+        lines += [{}, _count({"exists": {"field": name}})]
+        for word in text.split():
+            lines += [{}, _count({"match": {name: word}})]
+    return lines
+
+
+def ceiling(text: str, responses: list[Body]) -> float | None:
+    """The highest score lexical_body's query can give a chunk: Lucene's BM25 term saturates
+    at boost * idf (no k1 + 1 since Lucene 8), idf = ln(1 + (N - df + 0.5) / (df + 0.5)) per
+    field, N the chunks holding the field; summed over fields (most_fields) and words (a word
+    no chunk holds adds nothing). None when a count is missing. Statistics are per index here
+    and per shard in Lucene's scores, so across shards it bounds them only approximately."""
+    words = text.split()
+    if len(responses) != len(LEXICAL_WEIGHTS) * (len(words) + 1):
+        return None
+    counts: list[int] = []
+    for r in responses:
+        total = r.get("hits", {}).get("total") if isinstance(r, dict) else None
+        value = total.get("value") if isinstance(total, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return None
+        counts.append(value)
+    out, at = 0.0, 0
+    for _, boost in LEXICAL_WEIGHTS:
+        n, at = counts[at], at + 1
+        for _ in words:
+            df, at = counts[at], at + 1
+            if df > 0:
+                out += boost * math.log(1.0 + (max(n, df) - df + 0.5) / (df + 0.5))
+    return out
 
 
 def dense_body(vector: npt.NDArray[np.float32], acl: AclFilter, limit: int) -> Body:

@@ -665,6 +665,31 @@ class SqliteStore:
             return f"({fts_query(rare)}) AND ({fts_query(terms)})"
         return fts_query(rare)
 
+    def _scored(self, rare: list[str], terms: list[str]) -> list[str]:
+        """The phrases bm25() sums over for `_match`'s query (a repeated word twice)."""
+        return rare + terms if self.common_terms == "score" and len(rare) < len(terms) else rare
+
+    def lexical_ceiling(self, query: str) -> float | None:
+        """The highest score `lexical` could give any passage for `query`: per scored phrase
+        idf * (k1 + 1), where its bm25 term saturates. From the whole index's statistics, like
+        the scores themselves (never shown; the caller only divides by it)."""
+        with self._lock:
+            terms = query_terms(query, self.stopwords)
+            if not terms:
+                return 0.0
+            if self.lexical_engine == "postings":
+                found = self._postings_terms(terms)
+                if found is not None:
+                    state, lists, _, phrases, _ = found
+                    return sum(postings.idf(state.rows, len(lists[p][0])) for p in phrases) * (
+                        postings.K1 + 1.0)
+            phrases = self._scored(self._selective(terms), terms)
+            rows = self.chunk_count()
+            hits = {p: int(self._db.execute(
+                "SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                (fts_query([p]),)).fetchone()[0]) for p in dict.fromkeys(phrases)}
+            return sum(postings.idf(rows, hits[p]) for p in phrases) * (postings.K1 + 1.0)
+
     def lexical(self, query: str, acl: AclFilter, limit: int) -> list[ChunkHit]:
         _require_filter(acl)
         if limit <= 0:
@@ -697,9 +722,24 @@ class SqliteStore:
     def _lexical_postings(self, terms: list[str], acl: AclFilter,
                           limit: int) -> list[tuple[int, float]] | None:
         """The FTS5 query's answer, scored from postings (indexer/store/postings.py); None
-        when it cannot be reproduced exactly here and FTS5 must answer. One read transaction
-        (one snapshot of the file, whoever else writes it) covers the generation check, the
-        postings and the ACL evaluation."""
+        when it cannot be reproduced exactly here and FTS5 must answer."""
+        found = self._postings_terms(terms, acl)
+        if found is None:
+            return None
+        state, lists, rare, phrases, admitted = found
+        assert admitted is not None
+        candidates = np.unique(np.concatenate([lists[t][0] for t in rare]))
+        return postings.score(state, [lists[t] for t in phrases], candidates, admitted, limit)
+
+    def _postings_terms(self, terms: list[str], acl: AclFilter | None = None
+                        ) -> tuple[postings.Postings, dict[str, tuple[postings.Ids,
+                                                                      postings.Floats]],
+                                   list[str], list[str], npt.NDArray[np.bool_] | None] | None:
+        """The postings state, each stem's postings, the selective stems and the scored
+        phrases of `_match`'s query, and with `acl` the mask of the ACL ids it admits; None
+        when FTS5 must answer. One read transaction (one snapshot
+        of the file, whoever else writes it) covers the generation check, the postings and
+        the ACL evaluation."""
         own = self._depth == 0
         if own:
             self._db.execute("BEGIN")
@@ -724,14 +764,12 @@ class SqliteStore:
             stems = [t[0] for t in tokens]
             # _match's rule, with each term's passage count known exactly from its postings
             rare = self._rare(stems, state.rows, lambda t, _cap: len(lists[t][0]))
-            phrases = rare + stems if (self.common_terms == "score"
-                                       and len(rare) < len(stems)) else rare
-            candidates = np.unique(np.concatenate([lists[t][0] for t in rare]))
-            ids = self.admitted_acl_ids(acl)
-            admitted = np.zeros(max(ids, default=0) + 1, dtype=bool)
-            admitted[ids] = True
-            return postings.score(state, [lists[t] for t in phrases], candidates,
-                                  admitted, limit)
+            admitted = None
+            if acl is not None:
+                ids = self.admitted_acl_ids(acl)
+                admitted = np.zeros(max(ids, default=0) + 1, dtype=bool)
+                admitted[ids] = True
+            return state, lists, rare, self._scored(rare, stems), admitted
         finally:
             if own:
                 self._db.execute("COMMIT")

@@ -102,6 +102,28 @@ class StoreContract:
             assert dense == lexical, "k-NN and BM25 apply different ACL filters"
         return lexical
 
+    def test_lexical_ceiling_bounds_every_score_whoever_asks(
+            self, store: ContractStore, embedder: HashingEmbedder) -> None:
+        docs = [make_doc(f"c/{i}.md", text, acl=Acl.single([principal]), title=title)
+                for i, (text, title, principal) in enumerate([
+                    ("parental leave lasts sixteen weeks leave leave", "Leave", EVERYONE),
+                    ("leave requests go to the manager", "Requests", EVERYONE),
+                    ("board leave of absence policy", "Board leave", "group:board"),
+                    ("expenses need a receipt", "Expenses", EVERYONE)])]
+        index(store, embedder, *docs)
+        query = "parental leave board"
+        ceiling = store.lexical_ceiling(query)
+        assert ceiling is not None and ceiling > 0.0
+        board, reader = caller("group:board"), caller()
+        for acl in (board, reader):
+            hits = store.lexical(query, acl, 10)
+            assert hits and all(h.score <= ceiling + 1e-9 for h in hits)
+        # the denied side: the reader never sees the board's passage, though it is counted
+        assert docs[2].doc_id not in {h.doc_id for h in store.lexical(query, reader, 10)}
+        assert docs[2].doc_id in {h.doc_id for h in store.lexical(query, board, 10)}
+        assert store.lexical_ceiling("?!") == 0.0
+        assert store.lexical_ceiling("parental") < ceiling  # fewer terms, lower bound
+
     # -- writes ------------------------------------------------------------------------------
     def test_upsert_then_lexical_finds_it_with_its_metadata(
             self, store: ContractStore, embedder: HashingEmbedder) -> None:

@@ -41,7 +41,7 @@ def test_bm25_and_dense_alone_keep_their_own_order() -> None:
     assert order("dense") == [3, 1]
 
 
-@pytest.mark.parametrize("fusion", ["convex", "bm25", "dense"])
+@pytest.mark.parametrize("fusion", ["ceiling", "convex", "bm25", "dense"])
 def test_the_score_shown_is_normalised_never_a_raw_bm25_value(fusion: str) -> None:
     # Raw BM25 carries the index's statistics, unreadable documents included.
     lexical = [hit(1, 17.25), hit(2, 11.5), hit(3, 4.0)]
@@ -89,3 +89,36 @@ def test_adaptive_fusion_falls_back_to_dense_weight_when_neither_list_is_sure() 
     only_dense = fuse([], [hit(5, 0.9), hit(6, 0.1), hit(7, 0.1)], params)
     assert only_dense[0].chunk.chunk_id == 5
     assert only_dense[0].score == pytest.approx(1.0)
+
+
+def test_ceiling_fusion_keeps_a_weak_lexical_match_weak() -> None:
+    # One question whose best BM25 passage reaches a tenth of its ceiling, one that reaches all:
+    # min-max would give both best passages the full lexical weight.
+    params = RetrievalParams()  # the default: "ceiling", dense weight 0.6
+    assert params.fusion == "ceiling"
+    lexical, dense = [hit(1, 1.0), hit(2, 0.5)], [hit(3, 0.9), hit(2, 0.5), hit(4, 0.1)]
+    weak = {p.chunk.chunk_id: p.score for p in fuse(lexical, dense, params, ceiling=10.0)}
+    assert weak[1] == pytest.approx(0.4 * 0.1)
+    assert weak[3] == pytest.approx(0.6) and max(weak, key=weak.__getitem__) == 3
+    strong = {p.chunk.chunk_id: p.score for p in fuse(lexical, dense, params, ceiling=1.0)}
+    assert strong[1] == pytest.approx(0.4) and strong[3] == pytest.approx(0.6)
+    assert strong[2] == pytest.approx(0.4 * 0.5 + 0.6 * 0.5)
+
+
+def test_ceiling_fusion_without_a_ceiling_is_convex_with_the_same_weight() -> None:
+    lexical, dense = [hit(1, 7.0), hit(2, 3.0)], [hit(3, 0.9), hit(1, 0.2)]
+    got = [(p.chunk.chunk_id, p.score) for p in fuse(lexical, dense, RetrievalParams())]
+    want = [(p.chunk.chunk_id, p.score) for p in fuse(
+        lexical, dense, RetrievalParams(fusion="convex", dense_weight=0.6))]
+    assert got == want
+    # a ceiling of 0 (no term scored) leaves dense alone; a score past it counts as the ceiling
+    assert [p.chunk.chunk_id for p in fuse(lexical, dense, RetrievalParams(), 0.0)] == [3, 1]
+    over = fuse([hit(1, 12.0)], [], RetrievalParams(), 6.0)
+    assert over[0].score == pytest.approx(0.4)
+
+
+def test_each_fusion_keeps_its_measured_dense_weight_unless_one_is_set() -> None:
+    from retriever.hybrid import dense_weight
+    assert dense_weight(RetrievalParams()) == 0.6
+    assert dense_weight(RetrievalParams(fusion="convex")) == 0.5
+    assert dense_weight(RetrievalParams(fusion="ceiling", dense_weight=0.2)) == 0.2

@@ -101,6 +101,9 @@ class FakeCluster:
             return 200, {"acknowledged": True}
         if parts[0] == "_alias":
             return 200, {self.aliases[parts[1]]: {"aliases": {parts[1]: {}}}}
+        if parts[-1] == "_msearch":
+            return 200, {"responses": [{"hits": {"total": {"value": 3, "relation": "eq"},
+                                                 "hits": []}} for _ in body[1::2]]}
         if parts == ["_reindex"]:
             self.on_reindex()
             return 200, {"total": 3, "created": 3, "failures": []}
@@ -281,6 +284,16 @@ def test_bm25_query_carries_the_acl_filter_in_bool_filter(store: OpenSearchStore
     (body,) = fake.bodies("POST", "/clearance-chunks/_search")
     assert "post_filter" not in body
     assert_golden("bm25_query", body)
+
+
+def test_the_lexical_ceiling_counts_term_statistics_only(store: OpenSearchStore,
+                                                         fake: FakeCluster) -> None:
+    # Counts of chunks per field and per word: no hit, no text, the same for every caller.
+    assert store.lexical_ceiling("How long is parental leave?") is not None
+    (lines,) = fake.bodies("POST", "/clearance-chunks/_msearch")
+    assert all(line == {} or line["size"] == 0 for line in lines)
+    assert_golden("bm25_ceiling_msearch", lines)
+    assert store.lexical_ceiling("?!") == 0.0 and len(fake.requests) == 1
 
 
 def test_scores_come_back_as_cosine_and_hits_as_chunks(store: OpenSearchStore,
