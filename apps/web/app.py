@@ -224,7 +224,9 @@ def _text(body: dict[str, Any], name: str, limit: int, required: bool = True) ->
 def _conversation(body: dict[str, Any]) -> str:
     value = body.get("conversation_id")
     if value is None:
-        return secrets.token_urlsafe(16)
+        # hex: a url-safe token may start with "-" or "_", which check_name refuses (the id
+        # came back as a 400 on its own follow-up one time in 32)
+        return secrets.token_hex(16)
     if not isinstance(value, str):
         raise ApiError(400, "'conversation_id' must be a string")
     try:

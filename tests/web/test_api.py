@@ -172,3 +172,15 @@ def test_security_headers_on_every_answer(web: Web) -> None:
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["x-frame-options"] == "DENY"
+
+
+def test_every_new_conversation_id_is_one_the_api_accepts_back() -> None:
+    """A fresh id must pass the same check its follow-up goes through (a url-safe token
+    starting with "-" or "_" did not: a 400 on one new conversation in 32)."""
+    from apps.web.app import _conversation
+    from assistant.conversations import ConversationStore
+
+    ids = {_conversation({}) for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(ConversationStore.check_name(i) == i for i in ids)
+    assert _conversation({"conversation_id": next(iter(ids))}) in ids
