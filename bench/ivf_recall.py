@@ -18,7 +18,8 @@ Beside it: the product's default exact path (int8 first pass over every row, the
 max(100, 10k) rescored in float32) and, if FAISS is installed (`pip install '.[peers]'`), FAISS
 IVF-flat and HNSW (M 32, efConstruction 80) at several efSearch on the same vectors.
 
-`--vectors DIR` keeps the pooled passages and questions as DIR/ivf-recall.<embedder>.npz.
+`--vectors DIR` keeps the pooled passages and questions as DIR/ivf-recall.<embedder>.npz;
+`--stores DIR` reads the passages from the indexes `bench.quality.sets --candidates DIR` kept.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import argparse
 import math
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from bench.quality.run import DatasetConnector
-from bench.quality.sets import PUBLIC, load_set
+from bench.quality.sets import PUBLIC, load_set, store_path
 from core.acl import Acl
 from core.models import Section, make_document
 from indexer.embedding import load_embedder
@@ -43,20 +45,29 @@ from indexer.sync import Pipeline
 Matrix = npt.NDArray[np.float32]
 
 
-def embed_sets(names: list[str], embedder_name: str) -> tuple[Matrix, Matrix]:
+def embed_sets(names: list[str], embedder_name: str,
+               stores: Path | None = None) -> tuple[Matrix, Matrix]:
     """(passages, questions): every set's chunk vectors as the store holds them, and the
-    embeddings of every set's questions."""
+    embeddings of every set's questions. `stores`: read the passages from the indexes
+    bench.quality.sets kept there (`--candidates DIR`) instead of syncing again."""
     embedder = load_embedder(embedder_name)
     passages: list[Matrix] = []
     questions: list[Matrix] = []
     for name in names:
         docs, qs = load_set(name)
+        kept = store_path(stores, name, embedder_name) if stores is not None else None
         with tempfile.TemporaryDirectory() as tmp:
-            store = SqliteStore(Path(tmp) / "v.sqlite3")
-            connector = docs[0][0].split(":")[0]
-            Pipeline(store, embedder).full_sync(DatasetConnector(connector, [
-                make_document(d, title, f"{connector}://{d}", [Section(text)],
-                              Acl.from_json(PUBLIC)) for d, title, text in docs]))
+            if kept is not None:
+                if not kept.is_file():
+                    raise SystemExit(f"{kept}: no index kept there (run bench.quality.sets "
+                                     f"--candidates {stores})")
+                store = SqliteStore(kept)
+            else:
+                store = SqliteStore(Path(tmp) / "v.sqlite3")
+                connector = docs[0][0].split(":")[0]
+                Pipeline(store, embedder).full_sync(DatasetConnector(connector, [
+                    make_document(d, title, f"{connector}://{d}", [Section(text)],
+                                  Acl.from_json(PUBLIC)) for d, title, text in docs]))
             blobs = [r[0] for r in store._db.execute("SELECT vector FROM chunks")]
             store.close()
         passages.append(np.frombuffer(b"".join(blobs), dtype=np.float32)
@@ -123,54 +134,86 @@ def run(passages: Matrix, questions: Matrix, probes: list[int]) -> None:
                   f"{r100 / m:.3f} | {missed} |", flush=True)
 
 
+def _p50_p95(times: list[float]) -> str:
+    ms = np.asarray(times) * 1e3
+    return f"{np.percentile(ms, 50):.3f} / {np.percentile(ms, 95):.3f}"
+
+
 def exact_and_peers(passages: Matrix, questions: Matrix) -> None:
-    """recall@10 of the int8 first pass (the store's default) and of FAISS's IVF and HNSW."""
+    """recall@10 and per-question latency (one question per call, one thread) of the 4-bit
+    first pass with exact rescoring (the store's default for broad callers) and of FAISS's
+    IVF and HNSW, for a caller who reads every passage and one who reads a random 40 %
+    (FAISS given the caller's rows as a bitmap selector, as bench/peers.py does)."""
+    import time
+
     from indexer.store import firstpass
     from indexer.store.sqlite import RESCORE_FACTOR, RESCORE_MIN
 
+    n = len(passages)
+    callers = {"100 %": np.ones(n, dtype=bool),
+               "40 %": np.random.default_rng(11).random(n) < 0.40}
     exact = questions @ passages.T
-    truth = [set(np.argpartition(-s, 9)[:10].tolist()) for s in exact]
+    truths = {label: [set(np.argpartition(-np.where(mask, s, -np.inf), 9)[:10].tolist())
+                      for s in exact] for label, mask in callers.items()}
 
-    def recall(found: list[set[int]]) -> float:
-        return float(np.mean([len(f & t) / 10 for f, t in zip(found, truth, strict=True)]))
+    def recall(found: list[set[int]], label: str) -> float:
+        return float(np.mean([len(f & t) / 10
+                              for f, t in zip(found, truths[label], strict=True)]))
 
-    print("\n| engine | setting | recall@10 |")
-    print("|---|---|---|")
+    print("\n| engine | setting | caller | recall@10 | p50 / p95 ms |")
+    print("|---|---|---|---|---|")
     scan = firstpass.FirstPass(passages)
-    everyone = np.zeros(len(passages), dtype=np.float32)
-    for wanted in sorted({100, 200, max(RESCORE_MIN, RESCORE_FACTOR * 10)}):
-        found = []
-        for q in questions:
-            cand = scan.candidates(q, everyone, wanted)
-            assert cand is not None
-            best = passages[cand] @ q
-            found.append(set(cand[np.argpartition(-best, 9)[:10]].tolist()))
-        print(f"| clearance exact (default at {max(RESCORE_MIN, RESCORE_FACTOR * 10)}) | "
-              f"4-bit first pass over {firstpass.DIMS} principal directions, {wanted} "
-              f"rescored | {recall(found):.4f} |", flush=True)
+    default = max(RESCORE_MIN, RESCORE_FACTOR * 10)
+    for label, mask in callers.items():
+        bias = np.where(mask, 0.0, -np.inf).astype(np.float32)
+        for wanted in sorted({100, 200, default}):
+            found, times = [], []
+            for q in questions:
+                t = time.perf_counter()
+                cand = scan.candidates(q, bias, wanted)
+                assert cand is not None
+                best = passages[cand] @ q
+                top10 = cand[np.argpartition(-best, 9)[:10]]
+                times.append(time.perf_counter() - t)
+                found.append(set(top10.tolist()))
+            mark = " (default)" if wanted == default else ""
+            print(f"| clearance exact{mark} | 4-bit first pass over {firstpass.DIMS} "
+                  f"principal directions, {wanted} rescored | {label} | "
+                  f"{recall(found, label):.4f} | {_p50_p95(times)} |", flush=True)
     try:
         import faiss
     except ImportError:
-        print("| faiss | not installed | |")
+        print("| faiss | not installed | | | |")
         return
+    faiss.omp_set_num_threads(1)
     dim = passages.shape[1]
-    lists = ivf.list_count(len(passages))
+    lists = ivf.list_count(n)
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
     index.train(passages)
     index.add(passages)
-    for nprobe in (8, 24, 48, 96):
-        index.nprobe = nprobe
-        _, ids = index.search(questions, 10)
-        print(f"| faiss IVF-flat | {lists} lists, nprobe {nprobe} | "
-              f"{recall([set(r.tolist()) for r in ids]):.3f} |")
     hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
     hnsw.hnsw.efConstruction = 80
     hnsw.add(passages)
-    for ef in (32, 64, 128, 256, 512):
-        hnsw.hnsw.efSearch = ef
-        _, ids = hnsw.search(questions, 10)
-        got = recall([set(r.tolist()) for r in ids])
-        print(f"| faiss HNSW | M 32, efSearch {ef} | {got:.3f} |")
+    engines: list[tuple[str, str, Any]] = [
+        *[("faiss IVF-flat", f"{lists} lists, nprobe {p}",
+           lambda sel, p=p: faiss.SearchParametersIVF(sel=sel, nprobe=p)) for p in (8, 24, 48, 96)],
+        *[("faiss HNSW", f"M 32, efSearch {ef}",
+           lambda sel, ef=ef: faiss.SearchParametersHNSW(sel=sel, efSearch=ef))
+          for ef in (64, 128, 256, 512, 1024)]]
+    for label, mask in callers.items():
+        bits = np.packbits(mask, bitorder="little")
+        sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+        for name, setting, make in engines:
+            params = make(sel)
+            target = index if name.startswith("faiss IVF") else hnsw
+            found, times = [], []
+            for q in questions:
+                t = time.perf_counter()
+                _, ids = target.search(q[None, :], 10, params=params)
+                times.append(time.perf_counter() - t)
+                found.append({int(i) for i in ids[0] if i >= 0})
+            print(f"| {name} | {setting} | {label} | {recall(found, label):.4f} | "
+                  f"{_p50_p95(times)} |", flush=True)
 
 
 def main() -> None:
@@ -179,6 +222,9 @@ def main() -> None:
                     default=["faq", "howto", "debfaq", "manpages-desc", "manpages-name"])
     ap.add_argument("--embedder", default="minilm-onnx-int8")
     ap.add_argument("--vectors", type=Path, default=None)
+    ap.add_argument("--stores", type=Path, default=None,
+                    help="the --candidates DIR of bench.quality.sets: passages read from the "
+                         "indexes it kept, not synced again")
     ap.add_argument("--nprobe", default=None,
                     help="comma list (default: 4, 8, 16, 24, 48 and the one reading the "
                          "store's 100k share, 7.6 %%)")
@@ -188,7 +234,7 @@ def main() -> None:
         saved = np.load(path)
         passages, questions = saved["passages"], saved["questions"]
     else:
-        passages, questions = embed_sets(args.sets, args.embedder)
+        passages, questions = embed_sets(args.sets, args.embedder, args.stores)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, passages=passages, questions=questions)

@@ -185,22 +185,30 @@ def clearance_engine(ivf_on: bool = False, nprobe: int | None = None,
     return build
 
 
-def faiss_engine(hnsw: bool) -> Callable[[Workload, Path], Search]:
+_FAISS: dict[tuple[int, bool], Any] = {}
+
+
+def faiss_engine(hnsw: bool, ef: int = 256) -> Callable[[Workload, Path], Search]:
+    """FAISS flat or HNSW (M 32, efConstruction 80) searched at efSearch `ef`; HNSW variants
+    at other `ef` share one graph (its build time is counted by the first one built)."""
     def build(work: Workload, tmp: Path) -> Search:
         import faiss
 
         dim = work.vectors.shape[1]
-        if hnsw:
-            index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = 80
-        else:
-            index = faiss.IndexFlatIP(dim)
-        index.add(work.vectors)
+        index = _FAISS.get((id(work), hnsw))
+        if index is None:
+            if hnsw:
+                index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+                index.hnsw.efConstruction = 80
+            else:
+                index = faiss.IndexFlatIP(dim)
+            index.add(work.vectors)
+            _FAISS[(id(work), hnsw)] = index
         masks = [np.packbits(work.mask(c), bitorder="little") for c in work.callers]
 
         def search(q: Vectors, caller: int) -> list[int]:
             sel = faiss.IDSelectorBitmap(len(work.vectors), faiss.swig_ptr(masks[caller]))
-            params = (faiss.SearchParametersHNSW(sel=sel, efSearch=256) if hnsw
+            params = (faiss.SearchParametersHNSW(sel=sel, efSearch=ef) if hnsw
                       else faiss.SearchParameters(sel=sel))
             _, ids = index.search(q[None, :], K, params=params)
             return [int(i) for i in ids[0] if i >= 0]
@@ -315,6 +323,7 @@ ENGINES: dict[str, Callable[[Workload, Path], Search]] = {
     "clearance-ivf-np48": clearance_engine(ivf_on=True, nprobe=48),
     "faiss-flat": faiss_engine(hnsw=False),
     "faiss-hnsw": faiss_engine(hnsw=True),
+    "faiss-hnsw-ef512": faiss_engine(hnsw=True, ef=512),
     "lancedb": lancedb_engine,
     "chroma": chroma_engine,
     "sqlite-vec": sqlite_vec_engine,

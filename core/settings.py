@@ -125,11 +125,11 @@ class RetrievalSettings(Section):
     k: int = Field(default=10, ge=1, le=200)
     candidates: int = Field(default=100, ge=1, le=5000)  # per retriever, before fusion
     # Measured in bench/quality (bench/RESULTS.md): "ceiling" (BM25 over the question's highest
-    # reachable score + min-max dense, weight 0.6) ties or beats the best single retriever on
-    # every held-out set; convex 0.5 fell 0.100 below dense retrieval on one.
+    # reachable score + min-max dense, weight 0.55) is within one question of the best single
+    # retriever on every held-out set; convex 0.5 fell 0.100 below dense retrieval on one.
     fusion: Literal["ceiling", "convex", "weighted_rrf", "rrf", "bm25", "dense"] = "ceiling"
     rrf_k: int = Field(default=60, ge=1)
-    # None: the fusion's measured weight (ceiling 0.6, the others 0.5)
+    # None: the fusion's measured weight (ceiling 0.55, the others 0.5)
     dense_weight: float | None = Field(default=None, ge=0.0, le=1.0)
     passages_per_document: int = Field(default=3, ge=1, le=20)
 

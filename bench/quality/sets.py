@@ -13,9 +13,12 @@ lexical and dense candidates (RetrievalParams().candidates deep) are retrieved o
 fusion is scored on the same lists, grouped per document as the product does. The held-out
 half of the JSONL sets is the records' `split`; of the man-page sets, run.half_of(qid).
 
-`--candidates DIR` keeps each set's candidate lists as DIR/<set>.json.gz (written after a
-sync, read instead of syncing when present) so fusion rules can be re-scored without
-re-embedding. Rows are printed as a Markdown table.
+`--candidates DIR` keeps each set's candidate lists and each question's
+`store.lexical_ceiling` (the product's "ceiling" fusion needs it; a cache written without it is
+refused) as DIR/<set>.<embedder>.json.gz, written after a sync and read instead of syncing when
+present, and the synced index beside them as DIR/<set>.<embedder>.sqlite3, so fusion rules and
+retrieval experiments can be re-scored without re-embedding. Rows are printed as a
+Markdown table.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ PUBLIC = {"gates": [["everyone"]], "deny": []}
 Question = tuple[str, frozenset[str], str]
 Doc = tuple[str, str, str]  # (doc_id, title, text)
 Lists = list[tuple[list[ChunkHit], list[ChunkHit]]]
+Ceilings = list[float | None]
 
 
 def load_set(name: str) -> tuple[list[Doc], list[Question]]:
@@ -82,19 +86,44 @@ def candidates(name: str, embedder_name: str, cache: Path | None,
                policy: ChunkingPolicy | None = None) -> tuple[Lists, str]:
     """Per question (in load_set order) the lexical and dense candidate lists; `policy`
     None is the product's chunking (the Pipeline's own default for the embedder)."""
+    lists, _, note = candidates_and_ceilings(name, embedder_name, cache, policy)
+    return lists, note
+
+
+def store_path(cache: Path, name: str, embedder_name: str, tag: str = "") -> Path:
+    """Where `candidates` keeps the index it synced for `name` beside its cached lists."""
+    return cache / f"{name}.{embedder_name}{tag}.sqlite3"
+
+
+def candidates_and_ceilings(name: str, embedder_name: str, cache: Path | None,
+                            policy: ChunkingPolicy | None = None) -> tuple[Lists, Ceilings, str]:
+    """`candidates` and each question's lexical ceiling as the store reports it."""
     tag = "" if policy is None else (f".c{policy.max_tokens}-{policy.target_tokens}"
                                      f"-{policy.overlap_tokens}")
     path = cache / f"{name}.{embedder_name}{tag}.json.gz" if cache else None
     if path is not None and path.exists():
         data = json.loads(gzip.decompress(path.read_bytes()))
+        if "ceilings" not in data:
+            raise SystemExit(f"{path}: written before the store reported its lexical ceiling; "
+                             "delete it to rebuild")
         return ([([_hit(r) for r in lx], [_hit(r) for r in dn]) for lx, dn in data["lists"]],
-                str(data["note"]))
+                [None if c is None else float(c) for c in data["ceilings"]], str(data["note"]))
     docs, questions = load_set(name)
     embedder = load_embedder(embedder_name)
     depth = RetrievalParams().candidates
     lists: Lists = []
+    ceilings: Ceilings = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStore(Path(tmp) / "q.sqlite3")
+        # With a cache the synced index is kept beside the lists (DIR/<set>...sqlite3: the
+        # passages' vectors for bench/ivf_recall.py and retrieval experiments without
+        # re-embedding), written afresh.
+        where = Path(tmp) / "q.sqlite3" if cache is None else store_path(cache, name,
+                                                                         embedder_name, tag)
+        for old in (where, where.with_name(where.name + "-wal"),
+                    where.with_name(where.name + "-shm")):
+            old.unlink(missing_ok=True)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(where)
         t = time.perf_counter()
         connector = docs[0][0].split(":")[0]  # doc ids are "<connector>:..."
         report = Pipeline(store, embedder, policy=policy).full_sync(DatasetConnector(connector, [
@@ -105,36 +134,45 @@ def candidates(name: str, embedder_name: str, cache: Path | None,
         for text, _, _ in questions:
             lists.append((store.lexical(text, acl, depth),
                           store.dense(embedder.embed([text])[0], acl, depth)))
+            ceilings.append(store.lexical_ceiling(text))
         store.close()
     note = (f"{name}: {len(docs)} documents, {report.chunks_embedded} chunks "
             f"({embedder_name}{tag}), indexed in {built:.0f}s")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"note": note, "lists": [[[_hit_json(h) for h in lx], [_hit_json(h) for h in dn]]
-                                           for lx, dn in lists]}
+        payload = {"note": note, "ceilings": ceilings,
+                   "lists": [[[_hit_json(h) for h in lx], [_hit_json(h) for h in dn]]
+                             for lx, dn in lists]}
         path.write_bytes(gzip.compress(json.dumps(payload).encode(), mtime=0))
-    return lists, note
+    return lists, ceilings, note
 
 
-Rule = Callable[[list[ChunkHit], list[ChunkHit], str], list[Passage]]
+# (lexical, dense, question, the store's lexical ceiling) -> fused passages
+Rule = Callable[[list[ChunkHit], list[ChunkHit], str, float | None], list[Passage]]
 
 
 def _fixed(params: RetrievalParams) -> Rule:
-    def rule(lexical: list[ChunkHit], dense: list[ChunkHit], query: str) -> list[Passage]:
-        return fuse(lexical, dense, params)
+    def rule(lexical: list[ChunkHit], dense: list[ChunkHit], query: str,
+             ceiling: float | None) -> list[Passage]:
+        # as the Retriever does: the ceiling is asked for only when there is a lexical list
+        return fuse(lexical, dense, params, ceiling if lexical else None)
     return rule
 
 
 def rules() -> list[tuple[str, Rule]]:
     return [("default hybrid", _fixed(RetrievalParams())),
-            *[(label, _fixed(params)) for label, params in FUSIONS]]
+            *[(label, _fixed(params)) for label, params in FUSIONS],
+            *[(f"ceiling, dense {w}", _fixed(RetrievalParams(fusion="ceiling", dense_weight=w)))
+              for w in (0.4, 0.5, 0.7, 0.8)]]
 
 
-def score(lists: Lists, questions: list[Question],
+def score(lists: Lists, ceilings: Ceilings, questions: list[Question],
           rule: Rule) -> dict[str, tuple[float, float, int]]:
     cells = {h: [0.0, 0.0, 0] for h in ("tune", "held-out")}
-    for (lexical, dense), (text, relevant, half) in zip(lists, questions, strict=True):
-        ranked = [h.doc_id for h in group_by_document(rule(lexical, dense, text), 10, 1, text)]
+    for (lexical, dense), ceiling, (text, relevant, half) in zip(lists, ceilings, questions,
+                                                                 strict=True):
+        ranked = [h.doc_id for h in group_by_document(rule(lexical, dense, text, ceiling),
+                                                      10, 1, text)]
         cell = cells[half]
         cell[0] += recall_at(ranked, set(relevant), 5)
         cell[1] += reciprocal_rank(ranked, set(relevant), 10)
@@ -166,28 +204,68 @@ def main() -> None:
         policy = ChunkingPolicy(max_tokens=mx, target_tokens=target, overlap_tokens=overlap)
     print("| set | retrieval | held-out R@5 | held-out MRR@10 | tune R@5 | tune MRR@10 |")
     print("|---|---|---|---|---|---|")
-    loaded = []
+    loaded: Loaded = []
     for name in args.sets:
         _, questions = load_set(name)
-        lists, note = candidates(name, args.embedder, args.candidates, policy)
-        loaded.append((name, questions, lists))
+        lists, caps, note = candidates_and_ceilings(name, args.embedder, args.candidates,
+                                                    policy)
+        loaded.append((name, questions, lists, caps))
         n = {h: sum(1 for q in questions if q[2] == h) for h in ("tune", "held-out")}
         for label, rule in rules():
-            _row(name, label, score(lists, questions, rule))
+            _row(name, label, score(lists, caps, questions, rule))
         print(f"<!-- {note}; questions tune {n['tune']} / held-out {n['held-out']} -->",
               flush=True)
     # The adaptive rule's two parameters, chosen on the tune halves of all sets together (mean
     # of R@5 + MRR@10 over sets); only then are the held-out halves scored.
     def tuned(params: RetrievalParams) -> float:
         total = 0.0
-        for _, questions, lists in loaded:
-            t = score(lists, questions, _fixed(params))["tune"]
+        for _, questions, lists, caps in loaded:
+            t = score(lists, caps, questions, _fixed(params))["tune"]
             total += t[0] + t[1]
         return total / len(loaded)
     best = max(ADAPTIVE, key=tuned)
     label = f"adaptive, dense {best.dense_weight}, depth {best.adaptive_depth} (tuned)"
-    for name, questions, lists in loaded:
-        _row(name, label, score(lists, questions, _fixed(best)))
+    for name, questions, lists, caps in loaded:
+        _row(name, label, score(lists, caps, questions, _fixed(best)))
+    ceiling_weights(loaded)
+
+
+CEILING_WEIGHTS = [round(0.3 + 0.05 * i, 2) for i in range(13)]  # 0.30 ... 0.90
+
+
+Loaded = list[tuple[str, list[Question], Lists, Ceilings]]
+
+
+def worst_margin(loaded: Loaded, params: RetrievalParams,
+                 half: str) -> tuple[float, dict[str, tuple[float, float]]]:
+    """The smallest margin, over sets and over R@5 and MRR@10, of `params` above the better
+    single retriever (BM25 or dense alone) on `half`, and the rule's (R@5, MRR@10) per set."""
+    worst, cells = float("inf"), {}
+    for name, questions, lists, caps in loaded:
+        got = score(lists, caps, questions, _fixed(params))[half]
+        singles = [score(lists, caps, questions, _fixed(RetrievalParams(fusion=f)))[half]
+                   for f in ("bm25", "dense")]
+        worst = min(worst, got[0] - max(s[0] for s in singles),
+                    got[1] - max(s[1] for s in singles))
+        cells[name] = (got[0], got[1])
+    return worst, cells
+
+
+def ceiling_weights(loaded: Loaded) -> None:
+    """The ceiling fusion's dense weight chosen on the tune halves of every set at once (the
+    largest worst margin over the better single retriever), then its held-out figures."""
+    print("\n| ceiling fusion, dense weight | tune worst margin | held-out worst margin | "
+          + " | ".join(f"{name} held-out R@5 / MRR@10" for name, *_ in loaded) + " |")
+    print("|---|---|---|" + "---|" * len(loaded))
+    tune = {w: worst_margin(loaded, RetrievalParams(fusion="ceiling", dense_weight=w),
+                            "tune")[0] for w in CEILING_WEIGHTS}
+    pick = max(CEILING_WEIGHTS, key=lambda w: (tune[w], -abs(w - 0.6)))
+    for w in CEILING_WEIGHTS:
+        held, cells = worst_margin(loaded, RetrievalParams(fusion="ceiling", dense_weight=w),
+                                   "held-out")
+        mark = " (tune choice)" if w == pick else ""
+        print(f"| {w}{mark} | {tune[w]:+.3f} | {held:+.3f} | " + " | ".join(
+            f"{r:.3f} / {m:.3f}" for r, m in cells.values()) + " |", flush=True)
 
 
 def _row(name: str, label: str, s: dict[str, tuple[float, float, int]]) -> None:

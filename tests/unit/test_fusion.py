@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from indexer.store.base import ChunkHit
-from retriever.hybrid import RetrievalParams, adaptive_weight, confidence, fuse
+from retriever.hybrid import (
+    DENSE_WEIGHT,
+    RetrievalParams,
+    adaptive_weight,
+    confidence,
+    dense_weight,
+    fuse,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -94,31 +101,32 @@ def test_adaptive_fusion_falls_back_to_dense_weight_when_neither_list_is_sure() 
 def test_ceiling_fusion_keeps_a_weak_lexical_match_weak() -> None:
     # One question whose best BM25 passage reaches a tenth of its ceiling, one that reaches all:
     # min-max would give both best passages the full lexical weight.
-    params = RetrievalParams()  # the default: "ceiling", dense weight 0.6
+    params = RetrievalParams()  # the default: "ceiling" at its measured dense weight
     assert params.fusion == "ceiling"
+    w = dense_weight(params)
+    assert w == DENSE_WEIGHT["ceiling"] and 0.5 <= w < 0.7
     lexical, dense = [hit(1, 1.0), hit(2, 0.5)], [hit(3, 0.9), hit(2, 0.5), hit(4, 0.1)]
     weak = {p.chunk.chunk_id: p.score for p in fuse(lexical, dense, params, ceiling=10.0)}
-    assert weak[1] == pytest.approx(0.4 * 0.1)
-    assert weak[3] == pytest.approx(0.6) and max(weak, key=weak.__getitem__) == 3
+    assert weak[1] == pytest.approx((1 - w) * 0.1)
+    assert weak[3] == pytest.approx(w) and max(weak, key=weak.__getitem__) == 3
     strong = {p.chunk.chunk_id: p.score for p in fuse(lexical, dense, params, ceiling=1.0)}
-    assert strong[1] == pytest.approx(0.4) and strong[3] == pytest.approx(0.6)
-    assert strong[2] == pytest.approx(0.4 * 0.5 + 0.6 * 0.5)
+    assert strong[1] == pytest.approx(1 - w) and strong[3] == pytest.approx(w)
+    assert strong[2] == pytest.approx((1 - w) * 0.5 + w * 0.5)
 
 
 def test_ceiling_fusion_without_a_ceiling_is_convex_with_the_same_weight() -> None:
     lexical, dense = [hit(1, 7.0), hit(2, 3.0)], [hit(3, 0.9), hit(1, 0.2)]
     got = [(p.chunk.chunk_id, p.score) for p in fuse(lexical, dense, RetrievalParams())]
     want = [(p.chunk.chunk_id, p.score) for p in fuse(
-        lexical, dense, RetrievalParams(fusion="convex", dense_weight=0.6))]
+        lexical, dense, RetrievalParams(fusion="convex", dense_weight=DENSE_WEIGHT["ceiling"]))]
     assert got == want
     # a ceiling of 0 (no term scored) leaves dense alone; a score past it counts as the ceiling
     assert [p.chunk.chunk_id for p in fuse(lexical, dense, RetrievalParams(), 0.0)] == [3, 1]
     over = fuse([hit(1, 12.0)], [], RetrievalParams(), 6.0)
-    assert over[0].score == pytest.approx(0.4)
+    assert over[0].score == pytest.approx(1 - DENSE_WEIGHT["ceiling"])
 
 
 def test_each_fusion_keeps_its_measured_dense_weight_unless_one_is_set() -> None:
-    from retriever.hybrid import dense_weight
-    assert dense_weight(RetrievalParams()) == 0.6
+    assert dense_weight(RetrievalParams()) == 0.55
     assert dense_weight(RetrievalParams(fusion="convex")) == 0.5
     assert dense_weight(RetrievalParams(fusion="ceiling", dense_weight=0.2)) == 0.2
