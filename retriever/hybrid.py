@@ -4,7 +4,8 @@ Fusion is measured, not assumed (bench/quality, figures in bench/RESULTS.md). Th
 ("ceiling") divides BM25 by the highest score the question could reach and adds min-max dense
 scores with weight 0.55, chosen on the tune halves of five labelled sets (bench.quality.sets,
 with the store's own ceiling): on the held-out halves it is within one question of the best
-single retriever everywhere (-0.007, howto R@5) and ahead on the other nine figures, where
+single retriever everywhere (-0.007, howto R@5), level on debfaq R@5, ahead on the other
+eight figures, where
 equal-weight min-max ("convex", the earlier default chosen on the man pages alone) fell 0.100
 below dense retrieval on the Debian FAQ.
 Convex, RRF and weighted RRF stay selectable. Results are grouped per document so one long
