@@ -90,9 +90,10 @@ def candidates(name: str, embedder_name: str, cache: Path | None,
     return lists, note
 
 
-def store_path(cache: Path, name: str, embedder_name: str, tag: str = "") -> Path:
-    """Where `candidates` keeps the index it synced for `name` beside its cached lists."""
-    return cache / f"{name}.{embedder_name}{tag}.sqlite3"
+def store_path(cache: Path, name: str, embedder_name: str, tag: str = "",
+               suffix: str = ".sqlite3") -> Path:
+    """Where `candidates` keeps the index it synced for `name` (suffix ".json.gz": its lists)."""
+    return cache / f"{name}.{embedder_name}{tag}{suffix}"
 
 
 def candidates_and_ceilings(name: str, embedder_name: str, cache: Path | None,
@@ -100,7 +101,7 @@ def candidates_and_ceilings(name: str, embedder_name: str, cache: Path | None,
     """`candidates` and each question's lexical ceiling as the store reports it."""
     tag = "" if policy is None else (f".c{policy.max_tokens}-{policy.target_tokens}"
                                      f"-{policy.overlap_tokens}")
-    path = cache / f"{name}.{embedder_name}{tag}.json.gz" if cache else None
+    path = store_path(cache, name, embedder_name, tag, ".json.gz") if cache else None
     if path is not None and path.exists():
         data = json.loads(gzip.decompress(path.read_bytes()))
         if "ceilings" not in data:
@@ -236,35 +237,40 @@ CEILING_WEIGHTS = [round(0.3 + 0.05 * i, 2) for i in range(13)]  # 0.30 ... 0.90
 Loaded = list[tuple[str, list[Question], Lists, Ceilings]]
 
 
-def worst_margin(loaded: Loaded, params: RetrievalParams,
-                 half: str) -> tuple[float, dict[str, tuple[float, float]]]:
-    """The smallest margin, over sets and over R@5 and MRR@10, of `params` above the better
-    single retriever (BM25 or dense alone) on `half`, and the rule's (R@5, MRR@10) per set."""
-    worst, cells = float("inf"), {}
-    for name, questions, lists, caps in loaded:
-        got = score(lists, caps, questions, _fixed(params))[half]
-        singles = [score(lists, caps, questions, _fixed(RetrievalParams(fusion=f)))[half]
-                   for f in ("bm25", "dense")]
-        worst = min(worst, got[0] - max(s[0] for s in singles),
-                    got[1] - max(s[1] for s in singles))
-        cells[name] = (got[0], got[1])
+Scores = dict[str, tuple[float, float, int]]
+
+
+def margins(loaded: Loaded, singles: list[list[Scores]], params: RetrievalParams
+            ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Per half, the smallest margin over sets and over R@5 and MRR@10 of `params` above the
+    better single retriever (`singles`: BM25's and dense's scores per set); and the rule's
+    held-out (R@5, MRR@10) per set."""
+    worst = {"tune": float("inf"), "held-out": float("inf")}
+    cells = {}
+    for (name, questions, lists, caps), alone in zip(loaded, singles, strict=True):
+        got = score(lists, caps, questions, _fixed(params))
+        for half in worst:
+            worst[half] = min(worst[half], got[half][0] - max(s[half][0] for s in alone),
+                              got[half][1] - max(s[half][1] for s in alone))
+        cells[name] = got["held-out"][:2]
     return worst, cells
 
 
 def ceiling_weights(loaded: Loaded) -> None:
     """The ceiling fusion's dense weight chosen on the tune halves of every set at once (the
-    largest worst margin over the better single retriever), then its held-out figures."""
+    largest worst margin over the better single retriever; a tie goes to the weight nearer
+    0.5), then its held-out figures."""
     print("\n| ceiling fusion, dense weight | tune worst margin | held-out worst margin | "
           + " | ".join(f"{name} held-out R@5 / MRR@10" for name, *_ in loaded) + " |")
     print("|---|---|---|" + "---|" * len(loaded))
-    tune = {w: worst_margin(loaded, RetrievalParams(fusion="ceiling", dense_weight=w),
-                            "tune")[0] for w in CEILING_WEIGHTS}
-    pick = max(CEILING_WEIGHTS, key=lambda w: (tune[w], -abs(w - 0.6)))
-    for w in CEILING_WEIGHTS:
-        held, cells = worst_margin(loaded, RetrievalParams(fusion="ceiling", dense_weight=w),
-                                   "held-out")
+    singles = [[score(lists, caps, questions, _fixed(RetrievalParams(fusion=f)))
+                for f in ("bm25", "dense")] for _, questions, lists, caps in loaded]
+    measured = {w: margins(loaded, singles, RetrievalParams(fusion="ceiling", dense_weight=w))
+                for w in CEILING_WEIGHTS}
+    pick = max(CEILING_WEIGHTS, key=lambda w: (measured[w][0]["tune"], -abs(w - 0.5)))
+    for w, (worst, cells) in measured.items():
         mark = " (tune choice)" if w == pick else ""
-        print(f"| {w}{mark} | {tune[w]:+.3f} | {held:+.3f} | " + " | ".join(
+        print(f"| {w}{mark} | {worst['tune']:+.3f} | {worst['held-out']:+.3f} | " + " | ".join(
             f"{r:.3f} / {m:.3f}" for r, m in cells.values()) + " |", flush=True)
 
 
