@@ -14,9 +14,10 @@ shows) and recall@100 (the hybrid's candidate depth), and the share of rows each
 At 100k rows the opt-in IVF's default (`[store] dense_search = "ivf"`, 24 of 316 lists) reads
 ~7.6 %: the row share, not nprobe, is what carries over between sizes, so the table shows the
 nprobe reading the same share here.
-Beside it: the product's default exact path (int8 first pass over every row, the best
-max(100, 10k) rescored in float32) and, if FAISS is installed (`pip install '.[peers]'`), FAISS
-IVF-flat and HNSW (M 32, efConstruction 80) at several efSearch on the same vectors.
+Beside it: the product's default exact path (4-bit first pass over every row, the best
+max(300, 10k, readable / 256) rescored in float32, widened while firstpass.enough doubts
+them) and, if FAISS is installed (`pip install '.[peers]'`), FAISS IVF-flat and HNSW (M 32,
+efConstruction 80) at several efSearch on the same vectors.
 
 `--vectors DIR` keeps the pooled passages and questions as DIR/ivf-recall.<embedder>.npz;
 `--stores DIR` reads the passages from the indexes `bench.quality.sets --candidates DIR` kept.
@@ -147,7 +148,7 @@ def exact_and_peers(passages: Matrix, questions: Matrix) -> None:
     import time
 
     from indexer.store import firstpass
-    from indexer.store.sqlite import RESCORE_FACTOR, RESCORE_MIN
+    from indexer.store.sqlite import RESCORE_FACTOR, RESCORE_MIN, RESCORE_SHARE
 
     n = len(passages)
     callers = {"100 %": np.ones(n, dtype=bool),
@@ -163,22 +164,39 @@ def exact_and_peers(passages: Matrix, questions: Matrix) -> None:
     print("\n| engine | setting | caller | recall@10 | p50 / p95 ms |")
     print("|---|---|---|---|---|")
     scan = firstpass.FirstPass(passages)
-    default = max(RESCORE_MIN, RESCORE_FACTOR * 10)
     for label, mask in callers.items():
         bias = np.where(mask, 0.0, -np.inf).astype(np.float32)
+        readable = int(mask.sum())
+        default = max(RESCORE_MIN, RESCORE_FACTOR * 10, -(-readable // RESCORE_SHARE))
         for wanted in sorted({100, 200, default}):
-            found, times = [], []
+            found, times, asked = [], [], []
             for q in questions:
                 t = time.perf_counter()
-                cand = scan.candidates(q, bias, wanted)
-                assert cand is not None
-                best = passages[cand] @ q
+                if wanted == default:  # the store's rule: widened until firstpass.enough
+                    got = firstpass.search(scan, passages, q, bias, 10, wanted, readable)
+                    assert got is not None
+                    if got.rows is None or got.scores is None:
+                        cand = np.flatnonzero(mask)
+                        best = passages[cand] @ q
+                    else:
+                        cand, best = got.rows, got.scores
+                    asked.append(got.asked if got.rows is not None else readable)
+                else:
+                    pair = scan.candidates(q, bias, wanted)
+                    assert pair is not None
+                    cand = pair[0]
+                    best = passages[cand] @ q
                 top10 = cand[np.argpartition(-best, 9)[:10]]
                 times.append(time.perf_counter() - t)
                 found.append(set(top10.tolist()))
-            mark = " (default)" if wanted == default else ""
+            if wanted == default:
+                setting = (f"{wanted} rescored to start, widened (mean {np.mean(asked):.0f}, "
+                           f"max {max(asked)})")
+                mark = " (default)"
+            else:
+                setting, mark = f"{wanted} rescored", ""
             print(f"| clearance exact{mark} | 4-bit first pass over {firstpass.DIMS} "
-                  f"principal directions, {wanted} rescored | {label} | "
+                  f"principal directions, {setting} | {label} | "
                   f"{recall(found, label):.4f} | {_p50_p95(times)} |", flush=True)
     try:
         import faiss

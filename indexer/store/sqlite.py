@@ -127,10 +127,14 @@ READABLE_CACHE = 64  # callers whose readable rows are kept per matrix generatio
 # instead of a gather and a read per query. At 1M x 384 a caller reading 3 % needs 46 MB.
 GATHER_BUDGET = 64 << 20
 GATHER_SHARE = 8
-# After the first pass, this many candidates (at least RESCORE_MIN) are rescored exactly
-# (recall@10 against the exact scan on 32,557 real passages: 0.9979 at 200, 0.9990 at 300).
+# After the first pass, at least RESCORE_MIN candidates, RESCORE_FACTOR a result asked for and
+# one in RESCORE_SHARE of the caller's rows are rescored exactly, more while the rescored set
+# looks too narrow (firstpass.search). Recall@10 against the exact scan on 32,557 real
+# passages: 0.9979 at 200, 0.9990 at 300; at 1M synthetic rows a reader of 81 % needed up to
+# 2,287 candidates (0.28 % of its rows) where 300 had sufficed at 100k.
 RESCORE_FACTOR = 10
 RESCORE_MIN = 300
+RESCORE_SHARE = 256
 BIAS_CACHE = 8  # callers whose first-pass bias (0 readable, -inf not) is kept per generation
 # Rows appended or deleted since the last full load, as a share of the rows, past which the
 # next query reloads (re-clusters, rebuilds the first pass) instead of patching the cache.
@@ -837,14 +841,11 @@ class SqliteStore:
                     # those rows once; the full product would read every vector in the index),
                     # from a contiguous copy kept per caller while it fits the budget.
                     scores = self._gathered(cache, acl, rows) @ vector
-                elif (found := self._first_pass(cache, acl, rows, vector,
-                                                 max(RESCORE_MIN, RESCORE_FACTOR * take))
-                      ) is not None:
+                elif (found := self._first_pass(cache, acl, rows, vector, take)) is not None:
                     # A large index and a broad caller: a 4-bit pass over every row's principal
-                    # components keeps the best readable candidates, rescored exactly here
+                    # components keeps the best readable candidates, rescored exactly
                     # (indexer/store/firstpass.py).
-                    rows = found
-                    scores = cache.matrix[rows] @ vector
+                    rows, scores = found
                 else:
                     scores = (cache.matrix @ vector)[rows]
             top = np.argpartition(-scores, take - 1)[:take]
@@ -882,11 +883,13 @@ class SqliteStore:
         return ivf.search(cache.layout, cache.matrix, mask, vector, self.nprobe, take)
 
     def _first_pass(self, cache: _DenseCache, acl: AclFilter, rows: npt.NDArray[np.int64],
-                    vector: npt.NDArray[np.float32],
-                    wanted: int) -> npt.NDArray[np.int64] | None:
-        """Candidate rows for a broad caller: the first pass's best `wanted` of its readable
-        rows among those the pass covers, and every readable row appended since (scored
-        exactly by the caller). None: no first pass (small matrix, failed), scan in float32."""
+                    vector: npt.NDArray[np.float32], take: int
+                    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]] | None:
+        """Candidate rows for a broad caller and their exact scores: the first pass's best of
+        its readable rows among those the pass covers, as many as firstpass.search needs to
+        hold the best `take` (or all of them, scored in float32, when that is cheaper), and
+        every readable row appended since. None: no first pass (small matrix, failed), scan
+        in float32."""
         # No rebuild check here: _refresh reloads (and drops the pass) before the rows past
         # it reach REFRESH_SHARE of the matrix.
         if not cache.first_tried:
@@ -906,12 +909,20 @@ class SqliteStore:
             if len(cache.biases) >= BIAS_CACHE:
                 cache.biases.pop(next(iter(cache.biases)))
             cache.biases[key] = (rows, bias)
-        found = cache.first.candidates(vector, bias, wanted)
+        tail = rows[np.searchsorted(rows, covered):]  # rows ascend (_readable_rows)
+        others = cache.matrix[tail] @ vector if len(tail) else None
+        readable = len(rows) - len(tail)
+        start = max(RESCORE_MIN, RESCORE_FACTOR * take, -(-readable // RESCORE_SHARE))
+        found = firstpass.search(cache.first, cache.matrix, vector, bias, take, start,
+                                 readable, others)
         if found is None:
             cache.first = None  # failed once: float32 for the rest of this generation
             return None
-        tail = rows[np.searchsorted(rows, covered):]  # rows ascend (_readable_rows)
-        return np.concatenate([found, tail]) if len(tail) else found
+        if found.rows is None or found.scores is None:  # too wide to be worth it: exact scan
+            return rows, (cache.matrix @ vector)[rows]
+        if others is None:
+            return found.rows, found.scores
+        return np.concatenate([found.rows, tail]), np.concatenate([found.scores, others])
 
     def _readable_rows(self, cache: _DenseCache, acl: AclFilter) -> npt.NDArray[np.int64]:
         """Row numbers of the dense matrix whose ACL the caller passes, ascending; memoised per

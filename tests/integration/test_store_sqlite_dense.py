@@ -173,20 +173,115 @@ def test_first_pass_candidates_keep_the_nearest_readable_rows_only(
     assert scan is not None
     everyone = np.zeros(len(matrix), dtype=np.float32)
     q = matrix[3]
-    found = scan.candidates(q, everyone, 50)
-    assert found is not None and len(found) == 50 and found[0] == 3
+    got = scan.candidates(q, everyone, 50)
+    assert got is not None
+    found, approx = got
+    assert len(found) == 50 and found[0] == 3 and len(approx) == 50
+    assert np.all(np.diff(approx) <= 0)  # best first
     exact = set(np.argsort(-(matrix @ q))[:5].tolist())
     assert exact <= set(found.tolist())
     # The denied side: a row the caller cannot read is never a candidate, however near.
     denied = everyone.copy()
     denied[3] = -np.inf
-    found = scan.candidates(q, denied, 50)
-    assert found is not None and 3 not in found.tolist() and len(found) == 50
-    # Fewer readable rows than asked for: only those come back.
+    got = scan.candidates(q, denied, 50)
+    assert got is not None and 3 not in got[0].tolist() and len(got[0]) == 50
+    # Fewer readable rows than asked for: only those come back, with finite scores.
     few = np.full(len(matrix), -np.inf, dtype=np.float32)
     few[[7, 11, 1999]] = 0.0
-    found = scan.candidates(q, few, 50)
-    assert found is not None and sorted(found.tolist()) == [7, 11, 1999]
+    got = scan.candidates(q, few, 50)
+    assert got is not None and sorted(got[0].tolist()) == [7, 11, 1999]
+    assert np.all(np.isfinite(got[1]))
+
+
+def test_enough_wants_the_kth_exact_score_clear_of_the_pass_error() -> None:
+    approx = np.linspace(1.0, 0.5, 100).astype(np.float32)  # best first; the last is 0.5
+    rng = np.random.default_rng(8)
+    small = approx + rng.normal(0, 0.01, 100).astype(np.float32)  # error sd 0.01
+    assert firstpass.enough(small, approx, 10)  # 10th exact ~0.95, 45 sd above 0.5
+    assert not firstpass.enough(small, approx, 95)  # 95th exact ~0.52: within 4 sd
+    wide = approx + rng.normal(0, 0.2, 100).astype(np.float32)
+    assert not firstpass.enough(wide, approx, 10)  # the same gap, a pass twenty times worse
+    assert not firstpass.enough(small[:5], approx[:5], 10)  # fewer candidates than asked
+    # Rows outside the pass, scored exactly, count toward the take-th score.
+    near = approx + rng.normal(0, 0.02, 100).astype(np.float32)
+    assert not firstpass.enough(near, approx, 99)
+    assert firstpass.enough(near, approx, 99, others=np.full(99, 2.0, dtype=np.float32))
+
+
+def quiet_store(path: Path, n: int = 600, dim: int = 256) -> tuple[SqliteStore, np.ndarray]:
+    """A store whose vectors vary most in their first 128 dimensions (the first pass's
+    principal directions) and little in the other 128, where the queries point: the pass's
+    approximate scores are nearly blind to what ranks them. Even rows are group:g0's, odd
+    rows group:g1's."""
+    rng = np.random.default_rng(12)
+    matrix = np.hstack([3.0 * rng.standard_normal((n, 128)),
+                        0.3 * rng.standard_normal((n, dim - 128))]).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    store = SqliteStore(path)
+    with store.batch():
+        for d in range(n):
+            acl = Acl.single([f"group:g{d % 2}"])
+            doc = make_document(f"c:d{d}", f"c:d{d}", f"u://{d}", [Section("a")], acl)
+            store.upsert(doc, [Chunk(f"c:d{d}", 0, "a")], matrix[d:d + 1], "t", "r1")
+    return store, matrix
+
+
+@pytest.mark.parametrize("k, scan", [(10, firstpass.SCAN), (3, 1)])
+def test_the_first_pass_widens_until_the_exact_top_is_inside(
+        tmp_path: Path, first_pass_on_small_matrices: None,
+        monkeypatch: pytest.MonkeyPatch, k: int, scan: int) -> None:
+    """Its fixed candidate count once lost the true top 10 at 1M rows; here 20 candidates from
+    a pass blind to the query's direction miss it, and the store must still answer exactly,
+    for the caller, never with the other group's rows: by asking for more candidates (SCAN 1:
+    only a round that would ask for every readable row scans them instead) or, past 1/SCAN of
+    the caller's 300 rows, by scoring them all."""
+    monkeypatch.setattr(firstpass, "SCAN", scan)
+    store, matrix = quiet_store(tmp_path / "i.sqlite")
+    asked: list[int] = []
+    original = firstpass.FirstPass.candidates
+
+    def spy(self: firstpass.FirstPass, q: np.ndarray, bias: np.ndarray, count: int) -> object:
+        asked.append(count)
+        return original(self, q, bias, count)
+
+    monkeypatch.setattr(firstpass.FirstPass, "candidates", spy)
+    rng = np.random.default_rng(13)
+    even = np.arange(0, len(matrix), 2)
+    missed = 0
+    for _ in range(6):
+        q = np.concatenate([np.zeros(128), rng.standard_normal(128)]).astype(np.float32)
+        q /= np.linalg.norm(q)
+        want = [f"c:d{i}#0" for i in even[np.argsort(-(matrix[even] @ q))[:k]]]
+        assert found(store, {"group:g0"}, q, k) == want
+        assert store._dense.first is not None  # the first pass was asked, not bypassed
+        bias = np.full(len(matrix), -np.inf, dtype=np.float32)
+        bias[even] = 0.0
+        narrow = store._dense.first.candidates(q, bias, 20)
+        assert narrow is not None and set(narrow[0].tolist()) <= set(even.tolist())
+        missed += not {f"c:d{i}#0" for i in narrow[0].tolist()} >= set(want)
+    assert missed >= 3  # 20 candidates alone would have lost rows: the widening mattered
+    start = max(20, 10 * k)  # RESCORE_MIN (20 here), 10 x k
+    assert asked[0] == start
+    assert (max(asked) > start) == (scan == 1)  # wider rounds, or straight to the scan
+
+
+def test_the_first_candidate_count_grows_with_the_callers_rows(
+        tmp_path: Path, first_pass_on_small_matrices: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, matrix = quiet_store(tmp_path / "i.sqlite")
+    monkeypatch.setattr(sqlite_store, "RESCORE_SHARE", 4)  # 300 readable rows: 75 to start
+    asked: list[int] = []
+    original = firstpass.FirstPass.candidates
+
+    def spy(self: firstpass.FirstPass, q: np.ndarray, bias: np.ndarray, count: int) -> object:
+        asked.append(count)
+        return original(self, q, bias, count)
+
+    monkeypatch.setattr(firstpass.FirstPass, "candidates", spy)
+    q = matrix[4]
+    assert found(store, {"group:g0"}, q, 2)[0] == "c:d4#0"
+    assert asked[0] == 75
+    assert "c:d4#0" not in found(store, {"group:g1"}, q, 300)  # the denied side
 
 
 def test_principal_directions_carry_most_of_a_low_rank_matrix() -> None:
