@@ -134,7 +134,7 @@ GATHER_SHARE = 8
 # 2,287 candidates (0.28 % of its rows) where 300 had sufficed at 100k.
 RESCORE_FACTOR = 10
 RESCORE_MIN = 300
-RESCORE_SHARE = 256
+RESCORE_SHARE = 128
 BIAS_CACHE = 8  # callers whose first-pass bias (0 readable, -inf not) is kept per generation
 # Rows appended or deleted since the last full load, as a share of the rows, past which the
 # next query reloads (re-clusters, rebuilds the first pass) instead of patching the cache.
