@@ -15,7 +15,7 @@ At 100k rows the opt-in IVF's default (`[store] dense_search = "ivf"`, 24 of 316
 ~7.6 %: the row share, not nprobe, is what carries over between sizes, so the table shows the
 nprobe reading the same share here.
 Beside it: the product's default exact path (4-bit first pass over every row, the best
-max(300, 10k, readable / 256) rescored in float32, widened while firstpass.enough doubts
+max(300, 10k, readable / 128) rescored in float32, widened while firstpass.enough doubts
 them) and, if FAISS is installed (`pip install '.[peers]'`), FAISS IVF-flat and HNSW (M 32,
 efConstruction 80) at several efSearch on the same vectors.
 
@@ -180,21 +180,21 @@ def exact_and_peers(passages: Matrix, questions: Matrix) -> None:
                         best = passages[cand] @ q
                     else:
                         cand, best = got.rows, got.scores
-                    asked.append(got.asked if got.rows is not None else readable)
+                    asked.append(len(got.rows) if got.rows is not None else readable)
                 else:
                     pair = scan.candidates(q, bias, wanted)
                     assert pair is not None
-                    cand = pair[0]
+                    cand = pair.rows
                     best = passages[cand] @ q
                 top10 = cand[np.argpartition(-best, 9)[:10]]
                 times.append(time.perf_counter() - t)
                 found.append(set(top10.tolist()))
             if wanted == default:
-                setting = (f"{wanted} rescored to start, widened (mean {np.mean(asked):.0f}, "
-                           f"max {max(asked)})")
+                setting = (f"~{wanted} rescored to start, widened (rescored mean "
+                           f"{np.mean(asked):.0f}, max {max(asked)})")
                 mark = " (default)"
             else:
-                setting, mark = f"{wanted} rescored", ""
+                setting, mark = f"~{wanted} rescored", ""
             print(f"| clearance exact{mark} | 4-bit first pass over {firstpass.DIMS} "
                   f"principal directions, {setting} | {label} | "
                   f"{recall(found, label):.4f} | {_p50_p95(times)} |", flush=True)

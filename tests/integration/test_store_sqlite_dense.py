@@ -175,37 +175,71 @@ def test_first_pass_candidates_keep_the_nearest_readable_rows_only(
     q = matrix[3]
     got = scan.candidates(q, everyone, 50)
     assert got is not None
-    found, approx = got
-    assert len(found) == 50 and found[0] == 3 and len(approx) == 50
-    assert np.all(np.diff(approx) <= 0)  # best first
+    # 2,000 rows: the sample is every row, so the cut is the 50th best approximate score
+    assert len(got.rows) == 50 and 3 in got.rows.tolist() and len(got.approx) == 50
+    assert np.all(np.diff(got.rows) > 0)  # ascending rows
+    assert got.bound == float(got.approx.min())
     exact = set(np.argsort(-(matrix @ q))[:5].tolist())
-    assert exact <= set(found.tolist())
+    assert exact <= set(got.rows.tolist())
     # The denied side: a row the caller cannot read is never a candidate, however near.
     denied = everyone.copy()
     denied[3] = -np.inf
     got = scan.candidates(q, denied, 50)
-    assert got is not None and 3 not in got[0].tolist() and len(got[0]) == 50
-    # Fewer readable rows than asked for: only those come back, with finite scores.
+    assert got is not None and 3 not in got.rows.tolist() and len(got.rows) == 50
+    # Fewer readable rows than asked for: only those come back, with finite scores, and
+    # nothing is left out.
     few = np.full(len(matrix), -np.inf, dtype=np.float32)
     few[[7, 11, 1999]] = 0.0
     got = scan.candidates(q, few, 50)
-    assert got is not None and sorted(got[0].tolist()) == [7, 11, 1999]
-    assert np.all(np.isfinite(got[1]))
+    assert got is not None and got.rows.tolist() == [7, 11, 1999]
+    assert np.all(np.isfinite(got.approx)) and got.bound == -np.inf
+
+
+def test_a_sampled_cut_bounds_every_row_it_leaves_out(
+        first_pass_on_small_matrices: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one row in 31 sampled the candidate count is an estimate; what must hold is the
+    bound: no readable row outside the candidates scores above it, no unreadable row is a
+    candidate, and an estimate far too generous is cut to CAP x count."""
+    monkeypatch.setattr(firstpass, "QUANTILE_ROWS", 64)
+    rng = np.random.default_rng(4)
+    matrix = rng.standard_normal((2000, 256)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    scan = firstpass.build(matrix)
+    assert scan is not None and scan.step == 31 and scan.sampled == 65
+    bias = np.where(rng.random(len(matrix)) < 0.5, 0.0, -np.inf).astype(np.float32)
+    readable = np.flatnonzero(bias == 0)
+    every = scan.candidates(matrix[0], bias, len(matrix))  # every readable row, scored
+    assert every is not None and every.rows.tolist() == readable.tolist()
+    sizes = []
+    for i in range(40):
+        q = matrix[i]
+        got = scan.candidates(q, bias, 100)
+        assert got is not None and set(got.rows.tolist()) <= set(readable.tolist())
+        again = scan.candidates(q, bias, len(matrix))
+        assert again is not None
+        approx = dict(zip(again.rows.tolist(), again.approx.tolist(), strict=True))
+        left_out = set(readable.tolist()) - set(got.rows.tolist())
+        assert max(approx[r] for r in left_out) <= got.bound
+        assert min(got.approx) >= got.bound and len(got.rows) <= firstpass.CAP * 100
+        sizes.append(len(got.rows))
+    assert min(sizes) != max(sizes)  # an estimate: the count varies with the query
+    assert 50 <= np.median(sizes) <= 200
 
 
 def test_enough_wants_the_kth_exact_score_clear_of_the_pass_error() -> None:
-    approx = np.linspace(1.0, 0.5, 100).astype(np.float32)  # best first; the last is 0.5
+    approx = np.linspace(1.0, 0.5, 100).astype(np.float32)
     rng = np.random.default_rng(8)
     small = approx + rng.normal(0, 0.01, 100).astype(np.float32)  # error sd 0.01
-    assert firstpass.enough(small, approx, 10)  # 10th exact ~0.95, 45 sd above 0.5
-    assert not firstpass.enough(small, approx, 95)  # 95th exact ~0.52: within 4 sd
+    assert firstpass.enough(small, approx, 0.5, 10)  # 10th exact ~0.95, 45 sd above 0.5
+    assert not firstpass.enough(small, approx, 0.5, 95)  # 95th exact ~0.52: within 4 sd
+    assert not firstpass.enough(small, approx, 0.94, 10)  # a row left out may score 0.94
     wide = approx + rng.normal(0, 0.2, 100).astype(np.float32)
-    assert not firstpass.enough(wide, approx, 10)  # the same gap, a pass twenty times worse
-    assert not firstpass.enough(small[:5], approx[:5], 10)  # fewer candidates than asked
+    assert not firstpass.enough(wide, approx, 0.5, 10)  # the same gap, a pass 20x worse
+    assert not firstpass.enough(small[:5], approx[:5], 0.5, 10)  # fewer candidates than asked
     # Rows outside the pass, scored exactly, count toward the take-th score.
     near = approx + rng.normal(0, 0.02, 100).astype(np.float32)
-    assert not firstpass.enough(near, approx, 99)
-    assert firstpass.enough(near, approx, 99, others=np.full(99, 2.0, dtype=np.float32))
+    assert not firstpass.enough(near, approx, 0.5, 99)
+    assert firstpass.enough(near, approx, 0.5, 99, others=np.full(99, 2.0, dtype=np.float32))
 
 
 def quiet_store(path: Path, n: int = 600, dim: int = 256) -> tuple[SqliteStore, np.ndarray]:
@@ -257,8 +291,8 @@ def test_the_first_pass_widens_until_the_exact_top_is_inside(
         bias = np.full(len(matrix), -np.inf, dtype=np.float32)
         bias[even] = 0.0
         narrow = store._dense.first.candidates(q, bias, 20)
-        assert narrow is not None and set(narrow[0].tolist()) <= set(even.tolist())
-        missed += not {f"c:d{i}#0" for i in narrow[0].tolist()} >= set(want)
+        assert narrow is not None and set(narrow.rows.tolist()) <= set(even.tolist())
+        missed += not {f"c:d{i}#0" for i in narrow.rows.tolist()} >= set(want)
     assert missed >= 3  # 20 candidates alone would have lost rows: the widening mattered
     start = max(20, 10 * k)  # RESCORE_MIN (20 here), 10 x k
     assert asked[0] == start
