@@ -13,6 +13,10 @@ is against the exact top 10 of the caller's readable chunks.
 
     python -m bench.peers [--chunks 100000[,1000000...]] [--dim 384] [--queries 40]
                           [--engines clearance,faiss-flat,faiss-hnsw,lancedb,chroma,sqlite-vec]
+                          [--pool DIR/pool.minilm-onnx-int8.npz]
+
+`--pool`: the same ACL workload over real passage embeddings and real questions
+(bench/realpool.py builds the pool from the labelled sets and Debian's man pages).
 
 The peers are optional (`pip install '.[peers]'`); an engine that is not installed is listed as
 such. Figures go into bench/RESULTS.md by hand.
@@ -71,7 +75,11 @@ class Workload:
         return np.asarray(allowed[self.chunk_acl])
 
 
-def make_workload(n: int, dim: int, n_queries: int, seed: int = 5) -> Workload:
+def make_workload(n: int, dim: int, n_queries: int, seed: int = 5,
+                  pool: tuple[Vectors, Vectors] | None = None) -> Workload:
+    """The seeded workload; `pool` (passages, questions): real embeddings instead of the
+    synthetic clusters (bench/realpool.py), the first n passages and n_queries questions
+    drawn from the pool's, the ACLs as for synthetic vectors."""
     rng = random.Random(seed)
     nrng = np.random.default_rng(seed)
     centers = nrng.standard_normal((256, dim)).astype(np.float32)
@@ -79,9 +87,12 @@ def make_workload(n: int, dim: int, n_queries: int, seed: int = 5) -> Workload:
     per_doc = np.full(n_docs, 5)
     per_doc[-1] = n - 5 * (n_docs - 1)
     doc_center = nrng.integers(0, len(centers), n_docs)
-    vectors = centers[np.repeat(doc_center, per_doc)]
-    vectors = vectors + 0.9 * nrng.standard_normal(vectors.shape).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    if pool is None:
+        vectors = centers[np.repeat(doc_center, per_doc)]
+        vectors = vectors + 0.9 * nrng.standard_normal(vectors.shape).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    else:
+        vectors = np.ascontiguousarray(pool[0][:n], dtype=np.float32)
     acls: list[tuple[frozenset[int], ...]] = []
     index: dict[tuple[frozenset[int], ...], int] = {}
     doc_acl = np.zeros(n_docs, dtype=np.int64)
@@ -97,9 +108,13 @@ def make_workload(n: int, dim: int, n_queries: int, seed: int = 5) -> Workload:
             acls.append(key)
     work = Workload(vectors.astype(np.float32), np.repeat(doc_acl, per_doc), acls)
     work.callers = pick_callers(work, rng)
-    q = centers[nrng.integers(0, len(centers), n_queries)]
-    q = q + 0.9 * nrng.standard_normal(q.shape).astype(np.float32)
-    work.queries = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    if pool is None:
+        q = centers[nrng.integers(0, len(centers), n_queries)]
+        q = q + 0.9 * nrng.standard_normal(q.shape).astype(np.float32)
+        work.queries = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    else:
+        pick = nrng.choice(len(pool[1]), min(n_queries, len(pool[1])), replace=False)
+        work.queries = np.ascontiguousarray(pool[1][pick], dtype=np.float32)
     return work
 
 
@@ -185,25 +200,28 @@ def clearance_engine(ivf_on: bool = False, nprobe: int | None = None,
     return build
 
 
-_FAISS: dict[tuple[int, bool], Any] = {}
+_FAISS: dict[tuple[int, int], Any] = {}  # (workload, efConstruction or 0 for flat)
 
 
-def faiss_engine(hnsw: bool, ef: int = 256) -> Callable[[Workload, Path], Search]:
-    """FAISS flat or HNSW (M 32, efConstruction 80) searched at efSearch `ef`; HNSW variants
-    at other `ef` share one graph (its build time is counted by the first one built)."""
+def faiss_engine(hnsw: bool, ef: int = 256,
+                 construction: int = 80) -> Callable[[Workload, Path], Search]:
+    """FAISS flat or HNSW (M 32, efConstruction `construction`) searched at efSearch `ef`;
+    HNSW variants at other `ef` share one graph (its build time is counted by the first one
+    built)."""
     def build(work: Workload, tmp: Path) -> Search:
         import faiss
 
         dim = work.vectors.shape[1]
-        index = _FAISS.get((id(work), hnsw))
+        key = (id(work), construction if hnsw else 0)
+        index = _FAISS.get(key)
         if index is None:
             if hnsw:
                 index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-                index.hnsw.efConstruction = 80
+                index.hnsw.efConstruction = construction
             else:
                 index = faiss.IndexFlatIP(dim)
             index.add(work.vectors)
-            _FAISS[(id(work), hnsw)] = index
+            _FAISS[key] = index
         masks = [np.packbits(work.mask(c), bitorder="little") for c in work.callers]
 
         def search(q: Vectors, caller: int) -> list[int]:
@@ -324,6 +342,10 @@ ENGINES: dict[str, Callable[[Workload, Path], Search]] = {
     "faiss-flat": faiss_engine(hnsw=False),
     "faiss-hnsw": faiss_engine(hnsw=True),
     "faiss-hnsw-ef512": faiss_engine(hnsw=True, ef=512),
+    "faiss-hnsw-ef1024": faiss_engine(hnsw=True, ef=1024),
+    "faiss-hnsw-c200": faiss_engine(hnsw=True, construction=200),
+    "faiss-hnsw-c200-ef512": faiss_engine(hnsw=True, ef=512, construction=200),
+    "faiss-hnsw-c200-ef1024": faiss_engine(hnsw=True, ef=1024, construction=200),
     "lancedb": lancedb_engine,
     "chroma": chroma_engine,
     "sqlite-vec": sqlite_vec_engine,
@@ -459,18 +481,21 @@ def hybrid_depth(work: Workload, depth: int = 100) -> None:
 
 
 def run_size(n: int, dim: int, n_queries: int, names: list[str],
-             write_cost: bool = False) -> list[Row]:
-    return measure_size(n, dim, n_queries, names, write_cost)[0]
+             write_cost: bool = False, pool: tuple[Vectors, Vectors] | None = None) -> list[Row]:
+    return measure_size(n, dim, n_queries, names, write_cost, pool)[0]
 
 
 def measure_size(n: int, dim: int, n_queries: int, names: list[str],
-                 write_cost: bool = False) -> tuple[list[Row], list[float]]:
+                 write_cost: bool = False, pool: tuple[Vectors, Vectors] | None = None
+                 ) -> tuple[list[Row], list[float]]:
     """Every engine's row at n chunks, printed as a table, and the share each caller reads."""
-    work = make_workload(n, dim, n_queries)
+    work = make_workload(n, dim, n_queries, pool=pool)
+    dim = work.vectors.shape[1]
     masks = [work.mask(c) for c in work.callers]
     shares = [float(m.mean()) for m in masks]
     truth = [[exact_top(work, m, q) for q in work.queries] for m in masks]
-    print(f"\n{n} chunks x {dim}, {len(work.acls)} distinct ACLs, callers reading "
+    kind = "real passages (bench/realpool.py)" if pool is not None else "synthetic"
+    print(f"\n{n} chunks x {dim} ({kind}), {len(work.acls)} distinct ACLs, callers reading "
           + ", ".join(f"{s:.1%}" for s in shares) + f"; {n_queries} queries each, top {K}")
     built: dict[str, tuple[Search, float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -535,10 +560,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--write-cost", action="store_true",
                     help="also time the first broad query after 1 / 200 / 1,000 rewrites")
+    ap.add_argument("--pool", type=Path,
+                    help="real passages and questions (bench/realpool.py's .npz) instead of "
+                         "the synthetic vectors; --dim is then the pool's")
     args = ap.parse_args(argv)
     names, sizes = parse_engines(ap, args.engines), parse_sizes(ap, args.chunks)
+    pool = None
+    if args.pool is not None:
+        from bench.realpool import load_pool
+
+        try:
+            pool = load_pool(args.pool)
+        except (OSError, ValueError, KeyError) as exc:
+            ap.error(f"--pool {args.pool}: not a pool file ({type(exc).__name__})")
+        if max(sizes) > len(pool[0]):
+            ap.error(f"--chunks: the pool holds {len(pool[0]):,} passages, fewer than "
+                     f"{max(sizes):,}")
     for n in sizes:
-        run_size(n, args.dim, args.queries, names, write_cost=args.write_cost)
+        run_size(n, args.dim, args.queries, names, write_cost=args.write_cost, pool=pool)
 
 
 if __name__ == "__main__":
