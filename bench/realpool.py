@@ -44,13 +44,13 @@ QUESTION_SETS = ("faq", "howto", "debfaq", "manpages-desc", "manpages-name")
 CONNECTOR = "pool"
 BATCH = 200  # pages indexed per sync round (the pool stops between rounds)
 
+Matrix = npt.NDArray[np.float32]
+
 
 class _Batches(DatasetConnector):
     """The sets' connector, but a round lists only its own pages: what it leaves out stays."""
 
     capabilities = Capabilities(complete_listing=False, identities_each_pass=True)
-
-Matrix = npt.NDArray[np.float32]
 
 
 def pool_path(stores: Path, embedder_name: str) -> Path:
@@ -65,12 +65,16 @@ def vectors_of(store: SqliteStore) -> Matrix:
 
 
 def extra_pages() -> list[str]:
-    """English man pages outside the labelled sets' packages: real files, not aliases, not
-    mdoc (the sets' reader does not render it), in a fixed order."""
+    """English man page files outside the labelled sets' packages (not symlinks), in a fixed
+    order; page_document drops the aliases and mdoc pages among them."""
     taken = {p for package in PACKAGES for p in page_files(package)}
     paths = [p for p in sorted(glob.glob("/usr/share/man/man[0-9]/*.gz"))
              if p not in taken and not os.path.islink(p) and os.path.isfile(p)]
     return paths
+
+
+def doc_id_of(path: str) -> str:
+    return f"{CONNECTOR}:{Path(path).name[: -len('.gz')]}"
 
 
 def page_document(path: str) -> Document | None:
@@ -89,8 +93,8 @@ def page_document(path: str) -> Document | None:
     text = render(page)
     if len(re.findall(r"\w+", text)) < 20:
         return None
-    name = Path(path).name[: -len(".gz")]
-    doc_id = f"{CONNECTOR}:{name}"
+    doc_id = doc_id_of(path)
+    name = doc_id.split(":", 1)[1]
     return make_document(doc_id, name, f"man://{name}", [Section(text)], Acl.from_json(PUBLIC))
 
 
@@ -111,7 +115,7 @@ def build(stores: Path, embedder_name: str, rows: int) -> Path:
     done = {r[0] for r in extra._db.execute("SELECT doc_id FROM documents")}
     count = extra._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
     pipeline = Pipeline(extra, embedder)
-    pending = [p for p in extra_pages() if f"{CONNECTOR}:{Path(p).name[:-3]}" not in done]
+    pending = [p for p in extra_pages() if doc_id_of(p) not in done]
     while have + count < rows and pending:
         batch, pending = pending[:BATCH], pending[BATCH:]
         docs = [d for d in map(page_document, batch) if d is not None]
@@ -132,9 +136,14 @@ def build(stores: Path, embedder_name: str, rows: int) -> Path:
 
 
 def load_pool(path: Path) -> tuple[Matrix, Matrix]:
+    """(passages, questions) of a pool file; ValueError if they are not two matrices of one
+    width."""
     with np.load(path) as data:
-        return (np.asarray(data["passages"], dtype=np.float32),
-                np.asarray(data["questions"], dtype=np.float32))
+        passages = np.asarray(data["passages"], dtype=np.float32)
+        questions = np.asarray(data["questions"], dtype=np.float32)
+    if passages.ndim != 2 or questions.ndim != 2 or passages.shape[1] != questions.shape[1]:
+        raise ValueError("passages and questions are not matrices of one width")
+    return passages, questions
 
 
 def main() -> None:

@@ -70,8 +70,12 @@ def test_a_pool_that_is_missing_malformed_or_too_small_is_a_usage_error(
     np.savez(wrong, other=np.zeros(3))
     text = tmp_path / "text.npz"
     text.write_text("passages")
+    widths = tmp_path / "widths.npz"
+    np.savez(widths, passages=np.zeros((2000, 4), np.float32),
+             questions=np.zeros((5, 3), np.float32))
     for pool, said in ((tmp_path / "absent.npz", "not a pool file"), (wrong, "not a pool file"),
-                       (text, "not a pool file"), (small, "fewer than 1,000")):
+                       (text, "not a pool file"), (widths, "not a pool file"),
+                       (small, "fewer than 1,000")):
         with pytest.raises(SystemExit) as exit_:
             peers.main(["--pool", str(pool), "--chunks", "1000", "--engines", "clearance"])
         assert exit_.value.code == 2
