@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.quality.sets import Question, candidates, load_set
+from bench.quality.sets import Question, add_set_arguments, candidates, load_set
 from indexer.store.base import ChunkHit
 from retriever.metrics import recall_at, reciprocal_rank
 
@@ -149,9 +149,7 @@ def grid() -> list[Rule]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", nargs="+", default=["faq", "howto", "debfaq", "manpages-name",
-                                                    "manpages-desc"])
-    ap.add_argument("--embedder", default="minilm-onnx-int8")
+    add_set_arguments(ap)
     ap.add_argument("--candidates", type=Path, required=True)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--oracle", type=int, default=0,

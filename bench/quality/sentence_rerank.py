@@ -30,7 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality.sets import Question, candidates_and_ceilings, load_set, store_path
+from bench.quality.sets import (
+    Question,
+    add_set_arguments,
+    candidates_and_ceilings,
+    load_set,
+    store_path,
+)
 from indexer.embedding import Embedder, load_embedder
 from retriever.hybrid import Passage, RetrievalParams, fuse, group_by_document
 from retriever.metrics import recall_at, reciprocal_rank
@@ -119,9 +125,7 @@ def _sentence_vectors(path: Path, store: Path, chunk_ids: set[int],
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", nargs="+", default=["faq", "howto", "debfaq", "manpages-name",
-                                                    "manpages-desc"])
-    ap.add_argument("--embedder", default="minilm-onnx-int8")
+    add_set_arguments(ap)
     ap.add_argument("--candidates", type=Path, required=True)
     ap.add_argument("--top", type=int, default=12)
     args = ap.parse_args()

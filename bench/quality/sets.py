@@ -185,11 +185,18 @@ ADAPTIVE = [RetrievalParams(fusion="adaptive", dense_weight=w, adaptive_depth=d)
             for w in (0.3, 0.4, 0.5, 0.6, 0.7) for d in (3, 5, 10, 20, 50, 100)]
 
 
+SET_NAMES = ("faq", "howto", "debfaq", "manpages-name", "manpages-desc")
+
+
+def add_set_arguments(ap: argparse.ArgumentParser) -> None:
+    """--sets (every labelled set by default) and --embedder, as the quality benches take them."""
+    ap.add_argument("--sets", nargs="+", default=list(SET_NAMES))
+    ap.add_argument("--embedder", default="minilm-onnx-int8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sets", nargs="+", default=["faq", "howto", "debfaq", "manpages-name",
-                                                    "manpages-desc"])
-    ap.add_argument("--embedder", default="minilm-onnx-int8")
+    add_set_arguments(ap)
     ap.add_argument("--candidates", type=Path, default=None)
     ap.add_argument("--chunking", default=None, metavar="MAX,TARGET,OVERLAP",
                     help="chunk sizes in tokens instead of the product's (230,200,40)")
