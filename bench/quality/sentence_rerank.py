@@ -106,6 +106,9 @@ def _sentence_vectors(path: Path, store: Path, chunk_ids: set[int],
                 rows = dict(db.execute("SELECT chunk_id, text FROM chunks WHERE chunk_id IN "
                                        f"({','.join('?' * len(part))})", part).fetchall())
                 texts, owner = [], []
+                if missing := [c for c in part if c not in rows]:
+                    raise SystemExit(f"{store}: chunk {missing[0]} of the cached lists is not "
+                                     "in the index (rebuild the cache with bench.quality.sets)")
                 for cid in part:
                     split = sentences(str(rows[cid]))
                     texts += split
