@@ -117,16 +117,33 @@ Ranker = Callable[[list[ChunkHit], list[ChunkHit]], list[str]]
 Cell = dict[str, tuple[float, float]]  # half -> (R@5, MRR@10)
 
 
-def evaluate(lists: list[tuple[list[ChunkHit], list[ChunkHit]]], questions: list[Question],
-             ranker: Ranker) -> Cell:
+def score_ranked(ranked_lists: Sequence[list[str]], questions: Sequence[Question]) -> Cell:
+    """R@5 and MRR@10 of each question's ranked doc ids, per half."""
     acc = {h: [0.0, 0.0, 0] for h in ("tune", "held-out")}
-    for (lx, dn), (_, relevant, half) in zip(lists, questions, strict=True):
-        ranked = ranker(lx, dn)
+    for ranked, (_, relevant, half) in zip(ranked_lists, questions, strict=True):
         a = acc[half]
         a[0] += recall_at(ranked, relevant, 5)
         a[1] += reciprocal_rank(ranked, relevant, 10)
         a[2] += 1
     return {h: (r / max(1, n), m / max(1, n)) for h, (r, m, n) in acc.items()}
+
+
+def evaluate(lists: list[tuple[list[ChunkHit], list[ChunkHit]]], questions: list[Question],
+             ranker: Ranker) -> Cell:
+    return score_ranked([ranker(lx, dn) for lx, dn in lists], questions)
+
+
+def best_single(lists: list[tuple[list[ChunkHit], list[ChunkHit]]],
+                questions: list[Question]) -> Cell:
+    """Per half and metric, the better of BM25 alone and dense alone."""
+    b = evaluate(lists, questions, lambda lx, dn: list(dict.fromkeys(h.doc_id for h in lx)))
+    d = evaluate(lists, questions, lambda lx, dn: list(dict.fromkeys(h.doc_id for h in dn)))
+    return {h: (max(b[h][0], d[h][0]), max(b[h][1], d[h][1])) for h in b}
+
+
+def worst_margin(cells: dict[str, Cell], single: dict[str, Cell], half: str) -> float:
+    """The smallest (rule - best single) over every set and both metrics."""
+    return min(cells[n][half][m] - single[n][half][m] for n in cells for m in (0, 1))
 
 
 def grid() -> list[Rule]:
@@ -165,18 +182,13 @@ def main() -> None:
         lists, _ = candidates(name, args.embedder, args.candidates)
         loaded.append((name, questions, lists))
     names = [n for n, _, _ in loaded]
-    single = {}
-    for name, questions, lists in loaded:
-        b = evaluate(lists, questions, lambda lx, dn: list(dict.fromkeys(h.doc_id for h in lx)))
-        d = evaluate(lists, questions, lambda lx, dn: list(dict.fromkeys(h.doc_id for h in dn)))
-        single[name] = {h: (max(b[h][0], d[h][0]), max(b[h][1], d[h][1])) for h in b}
+    single = {name: best_single(lists, questions) for name, questions, lists in loaded}
     results = []
     for rule in grid():
         cells = {name: evaluate(lists, questions, lambda lx, dn, r=rule: fuse_docs(lx, dn, r))
                  for name, questions, lists in loaded}
-        def worst(half: str, cells: dict[str, Cell] = cells) -> float:
-            return min(cells[n][half][m] - single[n][half][m] for n in names for m in (0, 1))
-        results.append((worst("tune"), worst("held-out"), rule, cells))
+        results.append((worst_margin(cells, single, "tune"),
+                        worst_margin(cells, single, "held-out"), rule, cells))
     results.sort(key=lambda r: -r[0])
     print(f"sets: {', '.join(names)}; {len(results)} rules; best single per set "
           "(tune R@5/MRR, held-out R@5/MRR): " + "; ".join(

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.quality.fusion_search import Cell, best_single, score_ranked, worst_margin
 from bench.quality.sets import (
-    Question,
     add_set_arguments,
     candidates_and_ceilings,
     load_set,
@@ -39,10 +39,8 @@ from bench.quality.sets import (
 )
 from indexer.embedding import Embedder, load_embedder
 from retriever.hybrid import Passage, RetrievalParams, fuse, group_by_document
-from retriever.metrics import recall_at, reciprocal_rank
 
 _BREAK = re.compile(r"(?<=[.!?])\s+|\n+")
-Cell = dict[str, tuple[float, float]]  # half -> (R@5, MRR@10)
 LAMBDAS = (0.0, 0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6)
 DEPTHS = (10, 20, 30)
 MODES = ("minmax", "add")
@@ -74,19 +72,14 @@ def rerank(top: Sequence[Passage], sentence_scores: Sequence[float], lam: float,
     return [Passage(top[i].chunk, float(combined[i])) for i in order]
 
 
-def score_half(ranked_lists: Sequence[list[str]], questions: Sequence[Question]) -> Cell:
-    cells = {h: [0.0, 0.0, 0] for h in ("tune", "held-out")}
-    for ranked, (_, relevant, half) in zip(ranked_lists, questions, strict=True):
-        c = cells[half]
-        c[0] += recall_at(ranked, set(relevant), 5)
-        c[1] += reciprocal_rank(ranked, set(relevant), 10)
-        c[2] += 1
-    return {h: (r / max(1, n), m / max(1, n)) for h, (r, m, n) in cells.items()}
-
-
-def worst_margin(cells: dict[str, Cell], single: dict[str, Cell], half: str) -> float:
-    """The smallest (variant - best single) over every set and both metrics."""
-    return min(cells[n][half][m] - single[n][half][m] for n in cells for m in (0, 1))
+def _chunk_texts(db: sqlite3.Connection, store: Path, ids: Sequence[int]) -> list[str]:
+    """The texts of chunks `ids` of the kept index, in that order."""
+    rows = dict(db.execute("SELECT chunk_id, text FROM chunks WHERE chunk_id IN "
+                           f"({','.join('?' * len(ids))})", list(ids)).fetchall())
+    if missing := [c for c in ids if c not in rows]:
+        raise SystemExit(f"{store}: chunk {missing[0]} of the cached lists is not in the index "
+                         "(rebuild the cache with bench.quality.sets)")
+    return [str(rows[c]) for c in ids]
 
 
 def _sentence_vectors(path: Path, store: Path, chunk_ids: set[int],
@@ -103,14 +96,9 @@ def _sentence_vectors(path: Path, store: Path, chunk_ids: set[int],
         try:
             for at in range(0, len(todo), 64):
                 part = todo[at:at + 64]
-                rows = dict(db.execute("SELECT chunk_id, text FROM chunks WHERE chunk_id IN "
-                                       f"({','.join('?' * len(part))})", part).fetchall())
                 texts, owner = [], []
-                if missing := [c for c in part if c not in rows]:
-                    raise SystemExit(f"{store}: chunk {missing[0]} of the cached lists is not "
-                                     "in the index (rebuild the cache with bench.quality.sets)")
-                for cid in part:
-                    split = sentences(str(rows[cid]))
+                for cid, text in zip(part, _chunk_texts(db, store, part), strict=True):
+                    split = sentences(text)
                     texts += split
                     owner += [cid] * len(split)
                 vecs = np.asarray(embedder.embed(texts), dtype=np.float32)
@@ -154,11 +142,7 @@ def main() -> None:
         best = [[float((vecs[p.chunk.chunk_id] @ v).max()) for p in f[:max(DEPTHS)]]
                 for f, v in zip(fused, qv, strict=True)]
         loaded[name] = (questions, fused, best)
-        sides = [score_half([[h.doc_id for h in group_by_document(
-            [Passage(h, h.score) for h in pair[side]], 10, 1, q[0])]
-            for pair, q in zip(lists, questions, strict=True)], questions) for side in (0, 1)]
-        single[name] = {h: (max(sides[0][h][0], sides[1][h][0]),
-                            max(sides[0][h][1], sides[1][h][1])) for h in ("tune", "held-out")}
+        single[name] = best_single(lists, questions)
     results = []
     for k in DEPTHS:
         for mode in MODES:
@@ -170,7 +154,7 @@ def main() -> None:
                     ranked = [[h.doc_id for h in group_by_document(
                         rerank(f[:k], b[:k], lam, mode) + f[k:], 10, 1, q[0])]
                         for f, b, q in zip(fused, best, questions, strict=True)]
-                    cells[name] = score_half(ranked, questions)
+                    cells[name] = score_ranked(ranked, questions)
                 label = "the default (no rerank)" if lam == 0 else f"K {k}, {mode}, lam {lam}"
                 results.append((worst_margin(cells, single, "tune"),
                                 worst_margin(cells, single, "held-out"), -lam, label, cells))
@@ -190,14 +174,12 @@ def main() -> None:
     # the cost of doing it at query time: embed one question's K chunks' sentences
     db_name = names[0]
     _, fused, _ = loaded[db_name]
-    db = sqlite3.connect(f"file:{store_path(args.candidates, db_name, args.embedder)}?mode=ro",
-                         uri=True)
+    store = store_path(args.candidates, db_name, args.embedder)
+    db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     timings = []
     for f in fused[:20]:
         ids = [p.chunk.chunk_id for p in f[:DEPTHS[0]]]
-        texts = [s for (t,) in db.execute("SELECT text FROM chunks WHERE chunk_id IN "
-                                          f"({','.join('?' * len(ids))})", ids)
-                 for s in sentences(str(t))]
+        texts = [s for t in _chunk_texts(db, store, ids) for s in sentences(t)]
         start = time.perf_counter()
         embedder.embed(texts)
         timings.append((time.perf_counter() - start) * 1000)

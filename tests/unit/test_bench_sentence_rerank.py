@@ -1,11 +1,13 @@
 """bench/quality/sentence_rerank.py's parts: the sentence split, the reordering of the fused top
-K and the worst margin it chooses by, on hand-made inputs whose answers are known."""
+K, and fusion_search's scoring and worst margin it chooses by, on hand-made inputs whose
+answers are known."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.quality.sentence_rerank import rerank, score_half, sentences, worst_margin
+from bench.quality.fusion_search import score_ranked, worst_margin
+from bench.quality.sentence_rerank import rerank, sentences
 from indexer.store.base import ChunkHit
 from retriever.hybrid import Passage
 
@@ -37,7 +39,7 @@ def test_rerank_moves_the_chunk_whose_sentence_matches() -> None:
 
 def test_score_half_and_worst_margin() -> None:
     questions = [("q1", frozenset({"a"}), "tune"), ("q2", frozenset({"b"}), "held-out")]
-    cells = score_half([["a", "x"], ["x", "y", "b"]], questions)
+    cells = score_ranked([["a", "x"], ["x", "y", "b"]], questions)
     assert cells["tune"] == (1.0, 1.0)
     assert cells["held-out"] == (1.0, pytest.approx(1 / 3))
     single = {"s": {"tune": (1.0, 0.5), "held-out": (1.0, 0.5)}}
