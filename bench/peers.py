@@ -176,19 +176,23 @@ def clearance_store(work: Workload, tmp: Path,
 
 
 def clearance_engine(ivf_on: bool = False, nprobe: int | None = None,
-                     ranking_only: bool = False) -> Callable[[Workload, Path], Search]:
+                     ranking_only: bool = False,
+                     bounds_on: bool = True) -> Callable[[Workload, Path], Search]:
     """Clearance's `dense` (texts fetched) or `dense_ranking` (ids and scores only), exact as
-    the product's default is (int8 first pass + float32 rescoring for broad callers), or with
-    the opt-in IVF probing `nprobe` clusters (None: its default)."""
+    the product's default is (cluster bounds where the rows pass their tests, else the 4-bit
+    first pass + float32 rescoring for broad callers; `bounds_on` False: the first pass
+    only), or with the opt-in IVF probing `nprobe` clusters (None: its default)."""
     def build(work: Workload, tmp: Path) -> Search:
         from indexer.store import ivf
         from indexer.store.sqlite import IVF_OFF
 
         key = ("ivf" if ivf_on else "exact") + ("-rank" if ranking_only else "") + (
-            f"-np{nprobe}" if nprobe else "")
+            f"-np{nprobe}" if nprobe else "") + ("" if bounds_on else "-firstpass")
         store, row_of, filters = clearance_store(work, tmp, key)
         store.ivf_min_rows = ivf.MIN_ROWS if ivf_on else IVF_OFF
         store.nprobe = nprobe or ivf.NPROBE
+        if not bounds_on:
+            store.bounded_min_rows = IVF_OFF
 
         def search(q: Vectors, caller: int) -> list[int]:
             if ranking_only:
@@ -333,6 +337,8 @@ def sqlite_vec_engine(work: Workload, tmp: Path) -> Search:
 ENGINES: dict[str, Callable[[Workload, Path], Search]] = {
     "clearance": clearance_engine(),
     "clearance-rank": clearance_engine(ranking_only=True),
+    "clearance-firstpass": clearance_engine(bounds_on=False),
+    "clearance-firstpass-rank": clearance_engine(ranking_only=True, bounds_on=False),
     "clearance-ivf": clearance_engine(ivf_on=True),
     "clearance-ivf-rank": clearance_engine(ivf_on=True, ranking_only=True),
     "clearance-ivf-np4": clearance_engine(ivf_on=True, nprobe=4),

@@ -34,7 +34,7 @@ from core.acl import Acl, AclFilter
 from core.errors import StoreError
 from core.models import Alias, Chunk, Document, Membership
 from indexer.embedding.minilm import single_threaded_blas
-from indexer.store import firstpass, ivf, postings
+from indexer.store import bounded, firstpass, ivf, postings
 from indexer.store.base import (
     LEXICAL_WEIGHTS,
     ChunkHit,
@@ -211,6 +211,9 @@ class _DenseCache:
         self.base = 0  # rows at the last full load: rows past it were appended since
         # Rows arranged by IVF cluster (indexer/store/ivf.py); None: rows in chunk-id order
         self.layout: ivf.Layout | None = None
+        # With dense_search "exact": the layout's cluster bounds (indexer/store/bounded.py),
+        # set only when the index's own rows passed its tests; None: no cluster path
+        self.bounds: bounded.Bounds | None = None
         self.masks: dict[frozenset[str], npt.NDArray[np.bool_]] = {}  # same keys as readable
         self.live = np.zeros(0, dtype=bool)  # False: a row deleted since the last load
         # narrow callers' readable rows copied out contiguously (within the gather budget)
@@ -232,6 +235,9 @@ class _Shared:
         self.dense = _DenseCache()
         # The IVF layout's training outlives matrix generations (retrained only when stale).
         self.training: ivf.Training | None = None
+        # dense_search "exact": rows at the last refusal of the cluster bounds (-1: none); a
+        # reload of about as many rows does not train and test again
+        self.refused_rows = -1
 
 
 _SHARED: weakref.WeakValueDictionary[tuple[str, int], _Shared] = weakref.WeakValueDictionary()
@@ -412,6 +418,9 @@ class SqliteStore:
         # is off unless asked for: on real embeddings its default probe finds ~0.91 of the
         # exact top 10 (bench/ivf_recall.py; 1.000 on peers.py's synthetic clusters).
         self.ivf_min_rows = ivf.MIN_ROWS if dense_search == "ivf" else IVF_OFF
+        # With the IVF off, an index this large is tested for tight clusters at each full
+        # load (bounded.py): searched by cluster bounds when they hold, by the first pass else.
+        self.bounded_min_rows = bounded.MIN_ROWS
         self.nprobe = nprobe
         self._admitted: dict[tuple[frozenset[str], int, int], list[int]] = {}
         self._df: dict[str, int] = {}  # term -> passages matching it (capped), per generation
@@ -880,6 +889,8 @@ class SqliteStore:
             if len(cache.masks) >= READABLE_CACHE:
                 cache.masks.pop(next(iter(cache.masks)))
             cache.masks[key] = mask
+        if cache.bounds is not None:  # None: a row broke the model, or too wide (first pass)
+            return bounded.search(cache.layout, cache.bounds, cache.matrix, mask, vector, take)
         return ivf.search(cache.layout, cache.matrix, mask, vector, self.nprobe, take)
 
     def _first_pass(self, cache: _DenseCache, acl: AclFilter, rows: npt.NDArray[np.int64],
@@ -962,7 +973,7 @@ class SqliteStore:
         cache.matrix = _vectors([r[2] for r in rows], dim, room=True)
         cache.dim = dim
         cache.live = np.ones(len(rows), dtype=bool)
-        cache.layout = None
+        cache.layout, cache.bounds = None, None
         self._forget(cache)
         self._arrange(cache)
         cache.base = len(cache.chunk_ids)
@@ -1001,8 +1012,13 @@ class SqliteStore:
             cache.first, cache.first_tried, cache.first_rows = None, False, 0
 
     def _arrange(self, cache: _DenseCache) -> None:
-        """Sort a large matrix by IVF cluster, reusing the last training unless stale."""
+        """Sort a large matrix by IVF cluster, reusing the last training unless stale (or,
+        with the IVF off, by bounded cluster when the rows pass its tests)."""
         n = len(cache.chunk_ids)
+        if self.ivf_min_rows == IVF_OFF:
+            if n >= self.bounded_min_rows:
+                self._arrange_bounded(cache)
+            return
         if n < max(self.ivf_min_rows, 1):
             return
         holder = self._shared()
@@ -1022,6 +1038,39 @@ class SqliteStore:
         cache.acl_ids = cache.acl_ids[layout.order]
         cache.matrix = cache.matrix[layout.order]
         cache.layout = layout
+
+    def _arrange_bounded(self, cache: _DenseCache) -> None:
+        """Cluster the rows, test them (bounded.accept on a sample, then bounds() on every
+        cluster) and, when they pass, sort the matrix by cluster with its bounds. Trained
+        afresh on every full load, so the tests always see the rows being searched; a refusal
+        is remembered until the rows change by a fifth (this process only)."""
+        n = len(cache.chunk_ids)
+        holder = self._shared()
+        if holder.refused_rows >= 0 and abs(n - holder.refused_rows) <= REFRESH_SHARE * n:
+            return
+        t0 = time.perf_counter()
+        matrix = cache.matrix
+        training = ivf.train_accepted(
+            matrix, cache.chunk_ids,
+            lambda sample, picked, centroids: bounded.accept(matrix, sample, picked, centroids),
+            spread=True)
+        held = layout = None
+        if training is not None:
+            layout = ivf.arrange(training, matrix, cache.chunk_ids)
+            matrix = matrix[layout.order]
+            held = bounded.bounds(layout, matrix)
+        if layout is None or held is None:
+            holder.refused_rows = n
+            log.info("dense search: cluster bounds refused (%s) rows=%d seconds=%.2f",
+                     "sample" if training is None else "clusters", n, time.perf_counter() - t0)
+            return
+        holder.refused_rows = -1
+        cache.chunk_ids = cache.chunk_ids[layout.order]
+        cache.acl_ids = cache.acl_ids[layout.order]
+        cache.matrix = matrix
+        cache.layout, cache.bounds = layout, held
+        log.info("dense search: cluster bounds rows=%d lists=%d loose=%d seconds=%.2f", n,
+                 len(layout.centroids), len(held.loose), time.perf_counter() - t0)
 
     def _hits(self, scored: list[tuple[int, float]]) -> list[ChunkHit]:
         if not scored:
