@@ -5,8 +5,10 @@ principals select the admitted ACL ids in SQL (every gate met, no deny), and bot
 apply that set *before* ranking: FTS5 joins it in the same statement, the dense scan masks
 rows before taking the top k. Vectors are cached in memory; after a write (the store's
 generation counters moved) the cache appends new rows, masks deleted ones and re-reads ACL ids
-rather than reloading every vector. Dense search is exact by default (a 4-bit first pass over a
-large matrix's principal components, its best candidates rescored in float32);
+rather than reloading every vector. Dense search is exact by default: over a large matrix whose rows
+pass the tests of indexer/store/bounded.py (tight, isotropic clusters) a broad caller reads
+only the clusters whose bound can still beat the k-th score found; otherwise a 4-bit first
+pass over the principal components keeps candidates that are rescored in float32;
 `dense_search="ivf"` arranges a large index by IVF cluster (indexer/store/ivf.py) so a broad
 caller's query reads only the nearest clusters, at a recall cost on real embeddings
 (bench/ivf_recall.py).
@@ -156,21 +158,21 @@ def fts_query(terms: list[str]) -> str | None:
 
 
 ROOM = 8  # the dense matrix's buffer keeps 1/ROOM more rows free for appends
+LOAD_BATCH = 4096  # rows read from SQLite at a time into the dense matrix
 
 
-def _vectors(blobs: list[bytes], dim: int, room: bool = False) -> npt.NDArray[np.float32]:
-    """Float32 rows from their blobs (one join: 100k small vstack inputs cost more); with
-    `room`, a view of a buffer an eighth larger, so the writes that follow append in place
-    (_appended): allocating a new 150 MB buffer on the first write after a load stalled
-    ~400 ms on page faults here, against ~15 ms for the same copy in a fresh process."""
+def _vectors(blobs: list[bytes], dim: int) -> npt.NDArray[np.float32]:
+    """Float32 rows from their blobs (one join: 100k small vstack inputs cost more)."""
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
-    rows = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
-    if not room:
-        return rows.copy()
-    buffer = np.empty((len(rows) + len(rows) // ROOM + 1, dim), dtype=np.float32)
-    buffer[:len(rows)] = rows
-    return buffer[:len(rows)]
+    return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim).copy()
+
+
+def _roomy(rows: int, dim: int) -> npt.NDArray[np.float32]:
+    """A buffer an eighth larger than `rows`, so the writes that follow a load append in place
+    (_appended): allocating a new 150 MB buffer on the first write after a load stalled
+    ~400 ms on page faults here, against ~15 ms for the same copy in a fresh process."""
+    return np.empty((rows + rows // ROOM + 1, dim), dtype=np.float32)
 
 
 def _appended(matrix: npt.NDArray[np.float32],
@@ -365,6 +367,12 @@ class _Cursor:
     def fetchone(self) -> Any:
         try:
             return self._cursor.fetchone()
+        except _SQLITE_ERRORS as exc:
+            raise StoreError(_describe_error(self._path, exc)) from exc
+
+    def fetchmany(self, size: int) -> list[Any]:
+        try:
+            return self._cursor.fetchmany(size)
         except _SQLITE_ERRORS as exc:
             raise StoreError(_describe_error(self._path, exc)) from exc
 
@@ -965,18 +973,41 @@ class SqliteStore:
 
     def _load(self, cache: _DenseCache, dim: int) -> None:
         """Every vector of dimension `dim`, arranged by IVF cluster when the index is large."""
-        rows = self._db.execute(
-            "SELECT chunk_id, acl_id, vector FROM chunks WHERE length(vector) = ? "
-            "ORDER BY chunk_id", (dim * 4,)).fetchall()
-        cache.chunk_ids = np.array([r[0] for r in rows], dtype=np.int64)
-        cache.acl_ids = np.array([r[1] for r in rows], dtype=np.int64)
-        cache.matrix = _vectors([r[2] for r in rows], dim, room=True)
+        ids, acl_ids, matrix = self._read_vectors(dim)
+        cache.chunk_ids, cache.acl_ids, cache.matrix = ids, acl_ids, matrix
         cache.dim = dim
-        cache.live = np.ones(len(rows), dtype=bool)
+        cache.live = np.ones(len(ids), dtype=bool)
         cache.layout, cache.bounds = None, None
         self._forget(cache)
         self._arrange(cache)
         cache.base = len(cache.chunk_ids)
+
+    def _read_vectors(self, dim: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64],
+                                               npt.NDArray[np.float32]]:
+        """Chunk ids, ACL ids and vectors of dimension `dim` in chunk-id order, read in batches
+        straight into the matrix's buffer (room to grow, _roomy): every blob at once in a
+        list, then joined, held three copies of the vectors at the peak and left the freed
+        blobs' heap resident (+1.5 GB RSS at 1M x 384)."""
+        expected = int(self._db.execute(
+            "SELECT COUNT(*) FROM chunks WHERE length(vector) = ?", (dim * 4,)).fetchone()[0])
+        buffer = _roomy(expected, dim)
+        ids: list[int] = []
+        acl_ids: list[int] = []
+        cursor = self._db.execute(
+            "SELECT chunk_id, acl_id, vector FROM chunks WHERE length(vector) = ? "
+            "ORDER BY chunk_id", (dim * 4,))
+        while batch := cursor.fetchmany(LOAD_BATCH):
+            at = len(ids)
+            if at + len(batch) > len(buffer):  # rows written since the count
+                grown = np.empty((2 * (at + len(batch)), dim), dtype=np.float32)
+                grown[:at] = buffer[:at]
+                buffer = grown
+            buffer[at:at + len(batch)] = np.frombuffer(
+                b"".join(r[2] for r in batch), dtype=np.float32).reshape(len(batch), dim)
+            ids.extend(r[0] for r in batch)
+            acl_ids.extend(r[1] for r in batch)
+        return (np.array(ids, dtype=np.int64), np.array(acl_ids, dtype=np.int64),
+                buffer[:len(ids)])
 
     def _refresh(self, cache: _DenseCache, vector_gen: int, acl_gen: int) -> bool:
         """Bring the cache up to date after writes without reading every vector again: rows
@@ -1057,7 +1088,9 @@ class SqliteStore:
         held = layout = None
         if training is not None:
             layout = ivf.arrange(training, matrix, cache.chunk_ids)
-            matrix = matrix[layout.order]
+            arranged = _roomy(n, cache.dim)[:n]  # appends after the load stay in place
+            np.take(matrix, layout.order, axis=0, out=arranged)
+            matrix = arranged
             held = bounded.bounds(layout, matrix)
         if layout is None or held is None:
             holder.refused_rows = n

@@ -102,6 +102,8 @@ def test_acl_changes_and_writes_after_the_layout(tmp_path: Path) -> None:
     assert not any(key.startswith(doc + "#") for key in found(store, BROAD, q, 100))
     assert exact(store, acls, keyed, BROAD, q, 10)
     # a new tight topic written after the layout: the tail is scanned exactly
+    buffer = store._dense.matrix.base
+    assert buffer is not None and len(buffer) > len(store._dense.matrix)  # room to append
     late = clustered(40, 1, seed=99, noise=0.3)
     with store.batch():
         d = make_document("c:late", "late", "u://late", [Section("x")] * 40,
@@ -110,6 +112,7 @@ def test_acl_changes_and_writes_after_the_layout(tmp_path: Path) -> None:
     acls["c:late"] = Acl.single(["group:g0"])
     keyed.update({f"c:late#{i}": late[i] for i in range(40)})
     assert store._dense.bounds is not None  # patched, not reloaded
+    assert store._dense.matrix.base is buffer  # appended in place, not copied
     for probe in (late[0], q):
         assert exact(store, acls, keyed, BROAD, probe, 10)
 

@@ -184,3 +184,29 @@ def test_search_is_the_exact_top_of_the_probed_rows(seed: int) -> None:
         truth = np.where(allowed, arranged @ q, -np.inf)
         kth = np.sort(truth)[-7]
         assert len(set(found_rows.tolist())) == 7 and (scores >= kth - 1e-6).all()
+
+
+def test_per_list_sums_match_a_plain_sum() -> None:
+    rng = np.random.default_rng(4)
+    rows = rng.standard_normal((500, 6)).astype(np.float32)
+    lists = rng.integers(0, 9, 500).astype(np.int32)
+    lists[lists == 4] = 5  # list 4 empty: its sum stays zero
+    want = np.zeros((9, 6), dtype=np.float64)
+    for row, c in zip(rows, lists, strict=True):
+        want[c] += row
+    assert np.allclose(ivf._sums(rows, lists, 9), want, atol=1e-5)
+
+
+def test_farthest_first_seeds_every_tight_cluster() -> None:
+    """40 tight clusters in 384 dimensions, 40 seeds: one seed each (random seeds, as plain
+    training draws them, leave about a third of such clusters without one)."""
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((40, 384)).astype(np.float32)
+    of = rng.integers(0, 40, 2000)
+    rows = centres[of] + 0.9 * rng.standard_normal((2000, 384)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    seeds = ivf._farthest(rows, 40, np.random.default_rng(0))
+    seeded = np.argmax(seeds @ centres.T, axis=1)
+    assert sorted(seeded.tolist()) == list(range(40))
+    random_seeds = rows[np.random.default_rng(0).choice(2000, 40, replace=False)]
+    assert len(set(np.argmax(random_seeds @ centres.T, axis=1).tolist())) < 34
