@@ -63,7 +63,8 @@ class Bounds:
     """Per cluster of a layout: `axes` its centroid and main residual direction stacked
     ((2 x lists, dim): centroids first), the least and largest a and b of its typical rows,
     the rest's bound min(|r⊥|max, Z·σ) and σ (0: a loose cluster). Per arranged row: a, b and
-    whether it is typical; `loose` the other rows, scored exactly by every query."""
+    whether it is typical; `loose` the other rows, scored exactly by every query from their
+    contiguous copy `loose_rows` (at 100k, 200 rows gathered cold took 114 µs, copied 45)."""
     axes: Vector
     low: Vector
     high: Vector
@@ -75,6 +76,7 @@ class Bounds:
     beside: Vector
     typical: npt.NDArray[np.bool_]
     loose: Rows
+    loose_rows: Vector
 
 
 def _medians(values: npt.NDArray[np.float64], lists: Rows, k: int) -> npt.NDArray[np.float64]:
@@ -188,7 +190,7 @@ def bounds(layout: ivf.Layout, matrix: Vector, seed: int = 0) -> Bounds | None:
         return None
     axes = np.ascontiguousarray(np.vstack([centroids, sides]), dtype=np.float32)
     return Bounds(axes, low, high, side_low, side_high, reach, sigma, along, beside,
-                  typical, loose)
+                  typical, loose, np.ascontiguousarray(rows[loose], dtype=np.float32))
 
 
 def search(layout: ivf.Layout, held: Bounds, matrix: Vector, readable: npt.NDArray[np.bool_],
@@ -220,10 +222,14 @@ def search(layout: ivf.Layout, held: Bounds, matrix: Vector, readable: npt.NDArr
         best = merged[np.argpartition(-merged, take - 1)[:take]]
 
     # the loose rows and the rows written since the layout: scanned exactly
-    exact = np.concatenate([held.loose, np.arange(indexed, len(matrix), dtype=np.int64)])
-    exact = exact[readable[exact]]
-    if len(exact):
-        keep(exact, matrix[exact] @ vector)
+    if len(held.loose):
+        mine = readable[held.loose]
+        if mine.any():
+            keep(held.loose[mine], (held.loose_rows @ vector)[mine])
+    if indexed < len(matrix):
+        tail = np.flatnonzero(readable[indexed:]) + indexed
+        if len(tail):
+            keep(tail.astype(np.int64), matrix[tail] @ vector)
     budget = max(len(matrix) // READ_SHARE, 1)
     spent = len(held.loose) + len(matrix) - indexed
     for c in np.argsort(-bound, kind="stable"):

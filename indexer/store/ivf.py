@@ -98,6 +98,21 @@ def train_accepted(matrix: npt.NDArray[np.float32], chunk_ids: npt.NDArray[np.in
     return Training(centroids, chunk_ids.copy(), _fingerprint(matrix), _nearest(matrix, centroids))
 
 
+def without_small(training: Training, matrix: npt.NDArray[np.float32], least: int) -> Training:
+    """`training` with every list of fewer than `least` rows dropped and its rows moved to
+    their nearest remaining centroid (farthest-first seeds include outliers, whose lists stay
+    tiny: 20 lists of 202 rows at bench/peers.py's 100k)."""
+    counts = np.bincount(training.lists, minlength=len(training.centroids))
+    kept = np.flatnonzero(counts >= least)
+    if len(kept) == len(counts) or not len(kept):
+        return training
+    lists = np.searchsorted(kept, training.lists).astype(np.int32)  # kept lists renumbered
+    moved = np.flatnonzero(counts[training.lists] < least)
+    centroids = np.ascontiguousarray(training.centroids[kept])
+    lists[moved] = _nearest(matrix[moved], centroids)
+    return Training(centroids, training.chunk_ids, training.fingerprints, lists)
+
+
 def _kmeans(sample: npt.NDArray[np.float32], k: int, rng: np.random.Generator,
             spread: bool = False) -> npt.NDArray[np.float32]:
     if spread:

@@ -1087,6 +1087,7 @@ class SqliteStore:
             spread=True)
         held = layout = None
         if training is not None:
+            training = ivf.without_small(training, matrix, bounded.MIN_LIST)
             layout = ivf.arrange(training, matrix, cache.chunk_ids)
             arranged = _roomy(n, cache.dim)[:n]  # appends after the load stay in place
             np.take(matrix, layout.order, axis=0, out=arranged)

@@ -210,3 +210,22 @@ def test_farthest_first_seeds_every_tight_cluster() -> None:
     assert sorted(seeded.tolist()) == list(range(40))
     random_seeds = rows[np.random.default_rng(0).choice(2000, 40, replace=False)]
     assert len(set(np.argmax(random_seeds @ centres.T, axis=1).tolist())) < 34
+
+
+def test_small_lists_are_dropped_and_their_rows_moved() -> None:
+    rng = np.random.default_rng(8)
+    matrix = rng.standard_normal((400, 8)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    ids = np.arange(400, dtype=np.int64)
+    training = ivf.train(matrix, ids, lists=30)
+    counts = np.bincount(training.lists, minlength=30)
+    least = int(np.sort(counts)[5]) + 1  # at least five lists too small
+    merged = ivf.without_small(training, matrix, least)
+    assert len(merged.centroids) == int((counts >= least).sum()) < 30
+    kept = training.centroids[counts >= least]
+    assert np.array_equal(merged.centroids, kept)
+    stayed = counts[training.lists] >= least  # rows of kept lists keep their centroid
+    assert np.array_equal(kept[merged.lists[stayed]], training.centroids[training.lists[stayed]])
+    moved = ~stayed  # the others went to their nearest kept centroid
+    assert np.array_equal(merged.lists[moved], np.argmax(matrix[moved] @ kept.T, axis=1))
+    assert ivf.without_small(merged, matrix, 1) is merged
