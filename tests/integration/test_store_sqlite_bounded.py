@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.acl import Acl, AclFilter
+from core.acl import Acl
 from core.models import Chunk, Section, make_document
 from indexer.store import bounded, ivf
 from indexer.store.sqlite import IVF_OFF, SqliteStore
+from tests.integration.test_store_sqlite_dense import found, reference
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +54,6 @@ def build(path: Path, vectors: np.ndarray, per_doc: int = 4) -> tuple[SqliteStor
             for i in range(len(vec)):
                 keyed[f"{doc_id}#{i}"] = vec[i]
     return store, acls, keyed
-
-
-def reference(acls: dict[str, Acl], keyed: dict[str, np.ndarray], held: set[str],
-              q: np.ndarray, k: int) -> list[str]:
-    scored = [(float(v @ q), key) for key, v in keyed.items()
-              if acls[key.split("#")[0]].allows(frozenset(held))]
-    return [key for _, key in sorted(scored, key=lambda s: (-s[0], s[1]))[:k]]
-
-
-def found(store: SqliteStore, held: set[str], q: np.ndarray, k: int) -> list[str]:
-    return [f"{h.doc_id}#{h.ordinal}" for h in store.dense(q, AclFilter({"c": held}), k)]
 
 
 def exact(store: SqliteStore, acls: dict[str, Acl], keyed: dict[str, np.ndarray],
