@@ -175,6 +175,15 @@ def _roomy(rows: int, dim: int) -> npt.NDArray[np.float32]:
     return np.empty((rows + rows // ROOM + 1, dim), dtype=np.float32)
 
 
+def _permuted(matrix: npt.NDArray[np.float32],
+              order: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+    """`matrix[order]`, in a buffer with room (_roomy), so a layout's arrangement keeps the
+    appends after a load in place."""
+    out = _roomy(len(order), matrix.shape[1])[:len(order)]
+    np.take(matrix, order, axis=0, out=out)
+    return out
+
+
 def _appended(matrix: npt.NDArray[np.float32],
               rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """`matrix` with `rows` below it. The matrix is a view of a buffer with room to grow
@@ -1067,7 +1076,7 @@ class SqliteStore:
             layout = ivf.arrange(training, cache.matrix, cache.chunk_ids)
         cache.chunk_ids = cache.chunk_ids[layout.order]
         cache.acl_ids = cache.acl_ids[layout.order]
-        cache.matrix = cache.matrix[layout.order]
+        cache.matrix = _permuted(cache.matrix, layout.order)
         cache.layout = layout
 
     def _arrange_bounded(self, cache: _DenseCache) -> None:
@@ -1089,9 +1098,7 @@ class SqliteStore:
         if training is not None:
             training = ivf.without_small(training, matrix, bounded.MIN_LIST)
             layout = ivf.arrange(training, matrix, cache.chunk_ids)
-            arranged = _roomy(n, cache.dim)[:n]  # appends after the load stay in place
-            np.take(matrix, layout.order, axis=0, out=arranged)
-            matrix = arranged
+            matrix = _permuted(matrix, layout.order)
             held = bounded.bounds(layout, matrix)
         if layout is None or held is None:
             holder.refused_rows = n

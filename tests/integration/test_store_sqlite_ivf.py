@@ -69,6 +69,8 @@ def test_the_ivf_answers_like_the_exact_scan_through_writes(tmp_path: Path) -> N
     store, acls, vectors = forced(tmp_path / "i.sqlite")
     check_all(store, acls, vectors, 1)
     assert store._dense.layout is not None  # the IVF answered
+    buffer = store._dense.matrix.base  # the arranged matrix keeps room to append in place
+    assert buffer is not None and len(buffer) > len(store._dense.matrix)
     trained = store._shared().training
     upsert(store, acls, vectors, "c:new1", Acl.single(["group:g1"]), 11)  # a new document
     upsert(store, acls, vectors, "c:d3", Acl.single(["group:g2"]), 12)  # replaced vectors
@@ -85,6 +87,7 @@ def test_the_ivf_answers_like_the_exact_scan_through_writes(tmp_path: Path) -> N
     cache = store._dense
     assert cache.layout is not None
     assert len(cache.matrix) > cache.layout.offsets[-1]  # new rows in the exact tail
+    assert cache.matrix.base is buffer  # every write appended in place, none copied
     assert (~cache.live).sum() == 8  # d3 twice, d4, d9: two rows each
 
 
