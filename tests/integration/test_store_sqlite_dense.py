@@ -471,3 +471,16 @@ def test_handles_on_one_file_share_one_dense_cache(tmp_path: Path) -> None:
     gc.collect()
     from indexer.store.sqlite import _SHARED
     assert not [k for k in list(_SHARED) if k[0].startswith(str(tmp_path.resolve()))]
+
+
+def test_a_load_that_outgrows_its_counted_buffer_keeps_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows written between the load's COUNT and its SELECT outgrow the buffer sized by the
+    count: simulated by a buffer of one row, read in batches of seven; every row arrives."""
+    store, acls, vectors = build(tmp_path / "i.sqlite")
+    monkeypatch.setattr(sqlite_store, "_roomy", lambda rows, dim: np.empty((1, dim), np.float32))
+    monkeypatch.setattr(sqlite_store, "LOAD_BATCH", 7)
+    everyone = set(GROUPS) | {"user:mallory@acme.com"}
+    q = vectors["c:d9#1"]
+    assert found(store, everyone, q, 240) == reference(acls, vectors, everyone, q, 240)
+    assert len(store._dense.matrix) == len(vectors) == 240
